@@ -1,0 +1,327 @@
+"""The `hooktrack` command (SPEC §6). Every command takes `--config F` after its own name."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+import click
+import httpx
+
+from adapter.errors import ConfigError, HooktrackError
+from adapter.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="Config file (default: $HOOKTRACK_CONFIG, else ./hooktrack.toml).",
+    )(fn)
+
+
+def friendly(fn: F) -> F:
+    """Turn hooktrack's own errors into one clear line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HooktrackError as exc:
+            click.echo(f"hooktrack: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="hooktrack")
+def main() -> None:
+    """hooktrack: payment webhooks in, verified Lead and Sale conversions out."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Only receive webhooks; run `hooktrack worker` to forward.")
+@click.option("--log-level", default="INFO", show_default=True)
+@friendly
+def serve(config_path: str | None, host: str, port: int, no_worker: bool, log_level: str) -> None:
+    """HTTP server plus the in-process forwarder."""
+    import uvicorn
+
+    from adapter.app import create_app
+    from adapter.logs import configure_logging
+
+    settings = load_settings(config_path)
+    configure_logging(log_level)
+    app = create_app(settings, worker=not no_worker)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+
+
+@main.command()
+@config_option
+@click.option("--log-level", default="INFO", show_default=True)
+@friendly
+def worker(config_path: str | None, log_level: str) -> None:
+    """Forwarder only: drain the outbox (run several against one PostgreSQL)."""
+    from adapter.forwarder import Forwarder
+    from adapter.logs import configure_logging
+    from adapter.store import open_store
+
+    settings = load_settings(config_path)
+    configure_logging(log_level)
+
+    async def run() -> None:
+        store = open_store(settings.store.url)
+        await store.open()
+        fwd = Forwarder(store, settings.tracking, settings.forwarder)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, fwd.stop)
+        try:
+            await fwd.run()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+@main.command()
+@config_option
+@friendly
+def check(config_path: str | None) -> None:
+    """Validate the config and the store, then exit (status 2 on a problem)."""
+    from adapter.plugin import build_sources, load_providers
+    from adapter.store import open_store
+
+    settings = load_settings(config_path)
+    sources = build_sources(settings, load_providers())
+
+    async def probe() -> int:
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            await store.ping()
+            return store.schema_version()
+        finally:
+            await store.close()
+
+    version = asyncio.run(probe())
+    click.echo(f"config ok: {len(sources)} source(s)")
+    for name, src in sources.items():
+        click.echo(f"  POST /webhooks/{name}  provider={src.ctx.provider}  secrets={len(src.secrets)}")
+    click.echo(f"store ok: {_redact(settings.store.url)} (schema version {version})")
+    click.echo(f"tracking: {settings.tracking.url}")
+
+
+@main.command()
+@config_option
+@friendly
+def migrate(config_path: str | None) -> None:
+    """Create or upgrade the store's schema."""
+    from adapter.store import open_store
+
+    settings = load_settings(config_path)
+
+    async def run() -> int:
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            return store.schema_version()
+        finally:
+            await store.close()
+
+    click.echo(f"schema version {asyncio.run(run())} at {_redact(settings.store.url)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def providers(as_json: bool) -> None:
+    """Installed provider plugins, built-in and third-party."""
+    from adapter.plugin import ENTRY_POINT_GROUP, load_providers
+
+    loaded = load_providers()
+    rows = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        cls = loaded.get(ep.name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls and cls.__doc__ else ""
+        dist = ep.dist.name if ep.dist else "?"
+        rows.append({"name": ep.name, "target": ep.value, "package": dist,
+                     "status": "ok" if cls else "broken (see log)", "description": doc})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("provider", "package", "status", "description")
+    for r in rows:
+        table.add_row(r["name"], r["package"], r["status"], r["description"])
+    Console().print(table)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("sample", required=False)
+@config_option
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="hooktrack's base URL.")
+@friendly
+def send(source: str, sample: str | None, config_path: str | None, url: str) -> None:
+    """Sign a built-in sample event with SOURCE's secret and POST it (like `stripe trigger`)."""
+    from adapter.plugin import build_sources, load_providers
+
+    settings = load_settings(config_path)
+    sources = build_sources(settings, load_providers())
+    if source not in sources:
+        raise ConfigError(f"no source {source!r} in the config (have: {', '.join(sources) or 'none'})")
+    src = sources[source]
+    names = sorted(src.provider.samples())
+    if sample is None or sample not in names:
+        if sample is not None:
+            click.echo(f"unknown sample {sample!r}", err=True)
+        click.echo(f"samples for {src.ctx.provider}:\n  " + "\n  ".join(names))
+        sys.exit(0 if sample is None else 2)
+    response = post_sample(src, sample, url.rstrip("/"))
+    click.echo(f"{response.status_code} {response.text}")
+
+
+def post_sample(src: Any, sample: str, base_url: str, *, secret: str | None = None,
+                client: httpx.Client | None = None) -> httpx.Response:
+    """Render, sign and POST one sample; `secret` overrides the source's (to forge one)."""
+    now = int(time.time())
+    body = src.provider.sample(sample, unique=secrets.token_hex(8), now=now)
+    try:
+        headers = src.provider.sign(body, secret or src.secrets[0], now, src.ctx)
+    except NotImplementedError as exc:
+        raise ConfigError(str(exc)) from None
+    headers = {**headers, **src.provider.sample_headers(sample, body), "Content-Type": "application/json"}
+    http = client or httpx.Client(timeout=10)
+    try:
+        return http.post(f"{base_url}/webhooks/{src.name}", content=body, headers=headers)
+    finally:
+        if client is None:
+            http.close()
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.option("--source")
+@click.option("--status", type=click.Choice(["accepted", "duplicate", "ignored", "rejected"]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def events(ctx: click.Context, config_path: str | None, source: str | None, status: str | None,
+           limit: int, as_json: bool) -> None:
+    """Recent events and what became of them (`events show ID` for one journey)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from adapter.journal import list_events
+
+    settings = load_settings(config_path)
+    rows = _read(settings, lambda tx: list_events(tx, source=source, status=status, limit=limit))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from adapter.render import events_table
+
+    events_table(rows)
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def events_show(event_id: int, config_path: str | None, as_json: bool) -> None:
+    """One event's whole journey: receipt, conversions, every delivery attempt."""
+    from adapter.journal import journey
+
+    settings = load_settings(config_path)
+    found = _read(settings, lambda tx: journey(tx, event_id))
+    if found is None:
+        click.echo(f"no event {event_id}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    from adapter.render import journey_view
+
+    journey_view(found)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--dead", is_flag=True, help="Replay every dead-lettered conversion.")
+@config_option
+@friendly
+def replay(ids: tuple[int, ...], dead: bool, config_path: str | None) -> None:
+    """Send dead-lettered conversions again (by conversion id, or all with --dead)."""
+    if not ids and not dead:
+        raise click.UsageError("give conversion ids or --dead")
+    from adapter.ingest import now_ms
+    from adapter.store import open_store
+
+    settings = load_settings(config_path)
+
+    async def run() -> int:
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            def requeue(tx: Any) -> int:
+                targets = list(ids) or [r[0] for r in tx.all("SELECT id FROM conversions WHERE state = 'dead'")]
+                return int(tx.requeue(targets, now_ms()))
+
+            return await store.transact(requeue)
+        finally:
+            await store.close()
+
+    click.echo(f"requeued {asyncio.run(run())} conversion(s); a running worker sends them now")
+
+
+@main.command()
+@click.option("--dir", "directory", default="hooktrack-demo", show_default=True,
+              help="Where the demo writes its config and SQLite file (kept for `hooktrack events`).")
+@friendly
+def demo(directory: str) -> None:
+    """Start hooktrack on SQLite with a local tracking receiver, send signed samples, show journeys."""
+    from adapter.demo import run_demo
+
+    run_demo(directory)
+
+
+def _read(settings: Settings, fn: Callable[[Any], Any]) -> Any:
+    from adapter.store import open_store
+
+    async def run() -> Any:
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            return await store.read(fn)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,72 @@
+"""Every error hooktrack raises on purpose.
+
+    HooktrackError
+     ├── ConfigError          bad hooktrack.toml or environment: startup stops with its message
+     ├── SignatureError       webhook failed verification: 400 {"error": {"code": ...}}
+     │    └── CredentialsError  source authenticated by credentials (Basic, URL token): 401
+     ├── PayloadError         signed but unparseable or not the documented shape: 400 malformed_payload
+     ├── Ignore               a tracked event type that must not count (unpaid, zero_amount, ...)
+     └── StoreUnavailable     the store cannot commit: 503, the provider retries
+
+Messages never contain secrets or expected signatures.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CredentialsError",
+    "HooktrackError",
+    "Ignore",
+    "PayloadError",
+    "SignatureError",
+    "StoreUnavailable",
+]
+
+
+class HooktrackError(Exception):
+    """Base of every error hooktrack raises on purpose."""
+
+
+class ConfigError(HooktrackError):
+    """The configuration is unusable; the message names the offending key."""
+
+
+class SignatureError(HooktrackError):
+    """A webhook failed verification.
+
+    `code` is one of `invalid_signature`, `stale_timestamp`, `missing_signature`
+    (or `invalid_credentials` for `CredentialsError`); it is what the sender sees.
+    """
+
+    status_code = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class CredentialsError(SignatureError):
+    """A source authenticated by credentials got none or wrong ones (answered 401)."""
+
+    status_code = 401
+
+    def __init__(self, message: str, code: str = "invalid_credentials") -> None:
+        super().__init__(code, message)
+
+
+class PayloadError(HooktrackError):
+    """The body was authentic but is not a payload the provider documents."""
+
+
+class Ignore(HooktrackError):  # noqa: N818 - reads as a verb at the raise site: raise Ignore("unpaid")
+    """A tracked event that must not count; `reason` is shown in the event log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreUnavailable(HooktrackError):
+    """The store could not commit; webhooks answer 503 so providers retry."""

@@ -1,0 +1,88 @@
+"""What a provider hands the core: one `ProviderEvent` in, zero or more `Lead` / `Sale` out.
+
+All three are frozen pydantic models, so a `map` cannot change what another step sees, and an
+invalid conversion (a float amount, a currency that is not ISO 4217) fails where it is built.
+Identity on a conversion is a set of *hints*; the core resolves them into one
+`customerExternalId` with the same rules for every provider (SPEC §2).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from adapter.money import normalize_currency
+
+__all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "utc"]
+
+SaleKind = Literal["purchase", "subscription", "subscription_update"]
+"""`purchase`: one-time payment; `subscription`: a paid cycle (the core names it creation or
+renewal from what it has stored for the subscription id); `subscription_update`: proration."""
+
+LeadKind = Literal["sign_up", "started_trial"]
+
+
+def utc(value: datetime) -> datetime:
+    """Return `value` as an aware UTC datetime; naive datetimes are taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(utc)]
+Currency = Annotated[str, AfterValidator(normalize_currency)]
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProviderEvent(BaseModel):
+    """One parsed webhook delivery.
+
+    `id` is the provider's delivery/event id (the delivery dedup key); `livemode` is None when
+    the provider has no test mode; `data` is the parsed body, for `map` to read.
+    """
+
+    model_config = _FROZEN
+
+    id: Text
+    type: Text
+    occurred_at: UtcDatetime
+    livemode: bool | None = None
+    data: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class _Hints(BaseModel):
+    """Identity hints every conversion carries; the core resolves them (SPEC §2)."""
+
+    model_config = _FROZEN
+
+    external_id: Text | None = None
+    """An explicit customerExternalId from merchant-controlled metadata (wins over everything)."""
+    provider_customer_id: Text | None = None
+    """The provider's own customer id (`cus_...`, `ctm_...`), the key of identity memory."""
+    email: Text | None = None
+    name: Text | None = None
+    click_id: Text | None = None
+    timestamp: UtcDatetime | None = None
+    """When the conversion happened; defaults to the event's `occurred_at`."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Small provider details for the tracking API's metadata (never the whole object)."""
+
+
+class Lead(_Hints):
+    """A user showed intent: `sign_up` (customer created) or `started_trial`."""
+
+    kind: LeadKind = "sign_up"
+
+
+class Sale(_Hints):
+    """Money was collected. `amount` is ISO 4217 minor units, tax excluded, after discounts."""
+
+    kind: SaleKind = "purchase"
+    amount: StrictInt = Field(ge=0)
+    currency: Currency
+    invoice_id: Text
+    subscription_id: Text | None = None
+
+
+Conversion = Lead | Sale

@@ -1,0 +1,326 @@
+"""verify → parse → map → (one transaction) dedupe, resolve identity, name, store.
+
+`Ingestor.receive` is everything `POST /webhooks/{source}` does after reading the body. The
+pure steps (verify, parse, map) run first, outside the store; the rest runs in one store
+transaction whose commit is durable before the answer is sent (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.plugin import Headers, Source
+from adapter.store import Store, Tx
+from adapter.store.sql import Identity
+
+__all__ = ["Ingestor", "Outcome", "iso_ms", "now_ms"]
+
+log = logging.getLogger("hooktrack.ingest")
+METADATA_LIMIT = 10_000
+_FILLABLE = ("customerExternalId", "clickId", "customerEmail", "customerName")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_ms(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and `Z`, as the tracking API wants."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class Outcome:
+    """What a webhook delivery became; `body()` is the JSON answer."""
+
+    status: str
+    event_id: int | None = None
+    reason: str | None = None
+    conversions: list[dict[str, Any]] = field(default_factory=list)
+    error: SignatureError | None = None
+    http_status: int = 200
+
+    def body(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": {"code": self.error.code, "message": self.error.message}}
+        out: dict[str, Any] = {"status": self.status, "eventId": self.event_id}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.status == "accepted":
+            out["conversions"] = self.conversions
+        return out
+
+
+class Ingestor:
+    """Turns one webhook delivery into stored events and conversions."""
+
+    def __init__(self, store: Store, on_commit: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.on_commit = on_commit
+
+    async def receive(self, source: Source, body: bytes, headers: Headers,
+                      query: Mapping[str, str] | None = None) -> Outcome:
+        """Verify, parse, map and store one delivery; raises `StoreUnavailable` (→ 503)."""
+        received = now_ms()
+        ctx = source.ctx if not query else _with_query(source, query)
+        try:
+            source.provider.verify(body, headers, source.secrets, ctx)
+        except SignatureError as exc:
+            await self._reject(source, received, exc.code, None)
+            return Outcome("rejected", reason=exc.code, error=exc, http_status=exc.status_code)
+        try:
+            event = _parse(source, body, headers)
+        except PayloadError as exc:
+            err = SignatureError("malformed_payload", str(exc))
+            await self._reject(source, received, err.code, body)
+            return Outcome("rejected", reason=err.code, error=err, http_status=400)
+        try:
+            conversions, ignored = _map(source, event), None
+        except Ignore as exc:
+            conversions, ignored = [], exc.reason
+        except PayloadError as exc:
+            err = SignatureError("malformed_payload", str(exc))
+            await self._reject(source, received, err.code, body, event)
+            return Outcome("rejected", reason=err.code, error=err, http_status=400)
+        if ignored is None and not conversions:
+            ignored = "event_type_not_tracked"
+        apply = _Apply(source, event, body, received, conversions, ignored)
+        outcome = await self.store.transact(apply)
+        if self.on_commit is not None and any(c.get("state") == "pending" for c in apply.created):
+            self.on_commit()
+        log.info(
+            "webhook %s",
+            outcome.status,
+            extra={"source": source.name, "event_id": outcome.event_id, "provider_event_id": event.id,
+                   "event_type": event.type, "reason": outcome.reason},
+        )
+        return outcome
+
+    async def _reject(self, source: Source, received: int, reason: str, body: bytes | None,
+                      event: ProviderEvent | None = None) -> None:
+        """Log a rejected delivery. Unverified bodies are never stored."""
+        row = {
+            "source": source.name, "provider": source.ctx.provider, "received_at": received,
+            "status": "rejected", "reason": reason,
+            "provider_event_id": event.id if event else None,
+            "event_type": event.type if event else None,
+            "body": body.decode("utf-8", "replace") if body is not None else None,
+        }
+        log.info("webhook rejected", extra={"source": source.name, "reason": reason})
+        try:
+            await self.store.transact(lambda tx: tx.insert_event(row))
+        except Exception as exc:  # the answer is a 4xx either way; the log row is best effort
+            log.warning("could not record a rejected webhook: %s", exc)
+
+
+def _with_query(source: Source, query: Mapping[str, str]) -> Any:
+    from dataclasses import replace
+
+    return replace(source.ctx, query=dict(query))
+
+
+def _parse(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
+    try:
+        event = source.provider.parse(body, headers)
+    except PayloadError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
+    if not isinstance(event, ProviderEvent):
+        raise PayloadError(f"{source.ctx.provider}.parse returned {type(event).__name__}, not a ProviderEvent")
+    return event
+
+
+def _map(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
+    mode = source.ctx.settings.livemode
+    if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
+        raise Ignore("livemode_mismatch")
+    try:
+        out = source.provider.map(event, source.ctx)
+    except (Ignore, PayloadError):
+        raise
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PayloadError(f"{event.type}: invalid {where}: {first['msg']}") from exc
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise PayloadError(f"{event.type} is missing or has invalid fields ({type(exc).__name__}: {exc})") from exc
+    return list(out)
+
+
+class _Apply:
+    """The ingest transaction for one verified event (runs on the store's writer)."""
+
+    def __init__(self, source: Source, event: ProviderEvent, body: bytes, received: int,
+                 conversions: list[Lead | Sale], ignored: str | None) -> None:
+        self.source = source
+        self.event = event
+        self.body = body
+        self.received = received
+        self.conversions = conversions
+        self.ignored = ignored
+        self.created: list[dict[str, Any]] = []
+
+    def __call__(self, tx: Tx) -> Outcome:
+        self.created = []
+        src, event = self.source, self.event
+        row = {
+            "source": src.name, "provider": src.ctx.provider, "dedup_key": event.id,
+            "provider_event_id": event.id, "event_type": event.type, "received_at": self.received,
+            "occurred_at": int(event.occurred_at.timestamp() * 1000), "livemode": event.livemode,
+            "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,
+            "body": self.body.decode("utf-8", "replace"),
+        }
+        event_id = tx.insert_event(row)
+        if event_id is None:
+            original = tx.event_id_for(src.name, event.id)
+            tx.insert_event({**row, "dedup_key": None, "status": "duplicate", "reason": None,
+                             "duplicate_of": original, "body": None})
+            return Outcome("duplicate", event_id=original)
+        if self.ignored:
+            return Outcome("ignored", event_id=event_id, reason=self.ignored)
+        for conversion in self.conversions:
+            self.created.append(self._store_one(tx, event_id, conversion))
+        return self._settle(tx, event_id)
+
+    def _settle(self, tx: Tx, event_id: int) -> Outcome:
+        fresh = [c for c in self.created if not c.get("duplicate")]
+        forwarded = [c for c in fresh if c["state"] == "pending"]
+        if not fresh:
+            tx.set_event_status(event_id, "duplicate", "business_key")
+            return Outcome("duplicate", event_id=event_id, reason="business_key")
+        if not forwarded:
+            reason = fresh[0]["reason"]
+            tx.set_event_status(event_id, "ignored", reason)
+            return Outcome("ignored", event_id=event_id, reason=reason)
+        listed = [{"kind": c["kind"], "id": c["id"]} for c in forwarded]
+        return Outcome("accepted", event_id=event_id, conversions=listed)
+
+    def _store_one(self, tx: Tx, event_id: int, conv: Lead | Sale) -> dict[str, Any]:
+        src, now = self.source, self.received
+        ident = _resolve(tx, src.name, conv, now)
+        names = src.ctx.settings.event_names
+        kind = "sale" if isinstance(conv, Sale) else "lead"
+        if isinstance(conv, Sale):
+            key = f"sale:{conv.invoice_id}"
+        else:
+            name = names.started_trial if conv.kind == "started_trial" else names.sign_up
+            key = f"lead:{ident.external_id or 'event:' + self.event.id}:{name}"
+        held = tx.claim_business_key(src.name, key, now)
+        if isinstance(conv, Sale):
+            name = self._sale_name(tx, conv) if held is None else ""
+        payload = self._payload(conv, ident, name)
+        if held is not None:
+            _fill(tx, held, payload, now)
+            return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
+        state, reason = "pending", None
+        if ident.external_id is None:
+            state, reason = "skipped", "no_identifier"
+        elif kind == "lead" and not ident.click_id and not src.ctx.settings.forward_leads_without_click_id:
+            state, reason = "skipped", "no_click_id"
+        idem = (f"sale:{src.name}:{payload['invoiceId']}" if kind == "sale"
+                else f"lead:{src.name}:{ident.external_id}:{name}")
+        conversion_id = tx.insert_conversion({
+            "event_id": event_id, "source": src.name, "kind": kind, "event_name": name,
+            "business_key": key, "customer_external_id": ident.external_id, "idempotency_key": idem,
+            "payload": json.dumps(payload, separators=(",", ":")), "state": state, "reason": reason,
+            "next_attempt_at": now, "created_at": now, "updated_at": now,
+        })
+        tx.bind_business_key(src.name, key, conversion_id)
+        return {"kind": kind, "id": conversion_id, "state": state, "reason": reason}
+
+    def _sale_name(self, tx: Tx, sale: Sale) -> str:
+        names = self.source.ctx.settings.event_names
+        if sale.kind == "purchase" or not sale.subscription_id:
+            return names.purchase
+        if sale.kind == "subscription_update":
+            return names.subscription_update
+        first = tx.first_invoice_of(self.source.name, sale.subscription_id, sale.invoice_id, self.received)
+        return names.subscription_creation if first == sale.invoice_id else names.subscription_renewal
+
+    def _payload(self, conv: Lead | Sale, ident: Identity, name: str) -> dict[str, Any]:
+        src, event = self.source, self.event
+        body: dict[str, Any] = {}
+        if isinstance(conv, Sale):
+            body.update(customerExternalId=ident.external_id, amount=conv.amount, currency=conv.currency,
+                        eventName=name, invoiceId=conv.invoice_id, paymentProcessor=src.ctx.provider)
+        else:
+            body.update(eventName=name, customerExternalId=ident.external_id)
+        body.update(clickId=ident.click_id, customerName=ident.name, customerEmail=ident.email,
+                    timestamp=iso_ms(conv.timestamp or event.occurred_at))
+        meta: dict[str, Any] = {"provider": src.ctx.provider, "source": src.name,
+                                "providerEventId": event.id, "providerEventType": event.type}
+        if conv.provider_customer_id:
+            meta["providerCustomerId"] = conv.provider_customer_id
+        meta.update(conv.metadata)
+        if event.livemode is not None:
+            meta["livemode"] = event.livemode
+        body["metadata"] = _bounded(meta)
+        return {k: v for k, v in body.items() if v is not None}
+
+
+def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
+    """SPEC §2: explicit id, then memory (by provider customer id, then email), then the
+    provider customer id, then the email. Learned values are remembered for later events."""
+    email = conv.email.strip().lower() if conv.email else None
+    memory = tx.identity(source, "customer", conv.provider_customer_id) if conv.provider_customer_id else None
+    if memory is None and email:
+        memory = tx.identity(source, "email", email)
+    if conv.external_id:
+        external, explicit = conv.external_id, True
+    elif memory is not None and memory.external_id:
+        external, explicit = memory.external_id, memory.explicit
+    else:
+        external, explicit = conv.provider_customer_id or conv.email, False
+    ident = Identity(
+        external_id=external,
+        explicit=explicit,
+        click_id=conv.click_id or (memory.click_id if memory else None),
+        email=conv.email or (memory.email if memory else None),
+        name=conv.name or (memory.name if memory else None),
+    )
+    if conv.provider_customer_id:
+        tx.remember(source, "customer", conv.provider_customer_id, ident, now)
+    if email:
+        tx.remember(source, "email", email, ident, now)
+    return ident
+
+
+def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], now: int) -> None:
+    """Business dedup: a later event fills what a still-undelivered Sale or Lead lacked."""
+    found = tx.conversion_for_fill(conversion_id) if conversion_id else None
+    if found is None or found[0] not in ("pending", "skipped"):
+        return
+    state, raw, reason = found
+    payload = json.loads(raw)
+    added = {k: newer[k] for k in _FILLABLE if k not in payload and k in newer}
+    meta_added = {k: v for k, v in newer.get("metadata", {}).items() if k not in payload.get("metadata", {})}
+    if not added and not meta_added:
+        return
+    payload.update(added)
+    payload["metadata"] = _bounded({**payload.get("metadata", {}), **meta_added})
+    if state == "skipped" and (
+        (reason == "no_identifier" and "customerExternalId" in payload)
+        or (reason == "no_click_id" and "clickId" in payload)
+    ):
+        state, reason = "pending", None
+    tx.update_fill(conversion_id, json.dumps(payload, separators=(",", ":")), state, reason,
+                   payload.get("customerExternalId"), now)
+
+
+def _bounded(meta: dict[str, Any]) -> dict[str, Any]:
+    """Keep metadata under the API's 10,000 characters, dropping the last-added keys first."""
+    out = dict(meta)
+    while out and len(json.dumps(out, separators=(",", ":"))) >= METADATA_LIMIT:
+        out.popitem()
+    return out

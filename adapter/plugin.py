@@ -1,0 +1,228 @@
+"""The provider extension point and its entry-point registry.
+
+A provider plugin is a `Provider` subclass registered under the entry-point group
+`hooktrack.providers`. Built-in providers are declared there exactly like third-party ones:
+
+    [project.entry-points."hooktrack.providers"]
+    acme = "hooktrack_acme:AcmeProvider"
+
+The entry-point name, `Provider.name`, `provider = "..."` in `hooktrack.toml`, the module and
+the fixture folder are one name (letters, digits, `_`). A plugin that fails to import or is not
+a `Provider` is logged and skipped; it never blocks startup of the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from importlib.resources import files
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.settings import Settings, SourceSettings
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Headers",
+    "Provider",
+    "Source",
+    "SourceContext",
+    "build_sources",
+    "load_providers",
+]
+
+log = logging.getLogger("hooktrack.plugin")
+
+ENTRY_POINT_GROUP = "hooktrack.providers"
+Headers = Mapping[str, str]
+"""Request headers, looked up case-insensitively (the core passes starlette's `Headers`)."""
+
+_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a provider may know about the source it serves, besides the secrets.
+
+    `options` is the provider's `settings_model` instance (None when it has none);
+    `query` holds the request's query parameters (for URL-token sources) during `verify`.
+    """
+
+    source: str
+    provider: str
+    settings: SourceSettings
+    options: Any = None
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def click_id_keys(self) -> Sequence[str]:
+        return self.settings.click_id_keys
+
+    @property
+    def customer_id_keys(self) -> Sequence[str]:
+        return self.settings.customer_id_keys
+
+    @property
+    def client_reference_prefix(self) -> str:
+        return self.settings.client_reference_prefix
+
+
+class Provider:
+    """Base class of provider plugins: verify, then parse, then map.
+
+    Subclasses set `name` and implement the three steps:
+
+    - `verify(body, headers, secrets, ctx)` checks authenticity on the raw bytes, before any
+      parsing, with `hmac.compare_digest`, trying every configured secret and checking
+      freshness where the scheme has a timestamp. Raises `SignatureError(code, message)`
+      (`missing_signature`, `invalid_signature`, `stale_timestamp`) or `CredentialsError`.
+    - `parse(body, headers)` returns a `ProviderEvent` (delivery id, type, occurred_at,
+      livemode, data); raises `PayloadError` on malformed input.
+    - `map(event, ctx)` is pure (no I/O, clock or secrets): `[]` for event types it does not
+      track, `raise Ignore("unpaid")` for a tracked type that must not count, otherwise Leads
+      and Sales with identity hints. The core resolves identity, creation vs renewal, dedup.
+
+    Optional, for `hooktrack send`, `hooktrack demo` and the `ProviderContract` test suite:
+    `sign(body, secret, timestamp, ctx)` returns the headers a genuine delivery would carry, and
+    `samples()` returns built-in sample events by name (read from `samples/<name>/*.json` next to
+    the provider's module by default).
+    """
+
+    name: ClassVar[str] = ""
+    requires_secrets: ClassVar[bool] = True
+    """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    """Pydantic model of the provider's own source settings; unknown keys are startup errors."""
+    samples_package: ClassVar[str | None] = None
+    """Package holding `samples/<name>/*.json`; defaults to the provider class's package."""
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        raise NotImplementedError
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        raise NotImplementedError
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        raise NotImplementedError
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """Headers that make `body` verify with `secret`; NotImplementedError if we cannot sign."""
+        raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
+
+    def samples(self) -> dict[str, bytes]:
+        """Built-in sample bodies by sample name (usually the event type)."""
+        package = self.samples_package or type(self).__module__.rpartition(".")[0] or type(self).__module__
+        folder = files(package).joinpath("samples", self.name)
+        if not folder.is_dir():
+            return {}
+        return {
+            entry.name.removesuffix(".json"): entry.read_bytes()
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".json")
+        }
+
+    def sample(self, name: str, *, unique: str, now: int) -> bytes:
+        """Sample `name` made fresh: `refresh_sample` gives it a new delivery id and time, so
+        sending it twice is two deliveries. Raises `KeyError` for an unknown sample."""
+        body = self.samples()[name]
+        data = json.loads(body)
+        self.refresh_sample(data, unique, now)
+        return json.dumps(data).encode()
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        """Give a parsed sample a fresh delivery id and timestamp (in place); no-op by default."""
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """Extra unsigned headers a sample needs (a topic header, ...); none by default."""
+        return {}
+
+    @staticmethod
+    def json_body(body: bytes) -> dict[str, Any]:
+        """Parse a JSON object body or raise `PayloadError` (helper for `parse`)."""
+        from adapter.errors import PayloadError
+
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise PayloadError(f"body is not valid JSON: {type(exc).__name__}") from None
+        if not isinstance(data, dict):
+            raise PayloadError("body is not a JSON object")
+        return data
+
+
+def load_providers(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Provider]]:
+    """Installed provider classes by name; broken plugins are logged and skipped."""
+    found: dict[str, type[Provider]] = {}
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        cls = _load(ep)
+        if cls is not None and ep.name not in found:
+            found[ep.name] = cls
+    return found
+
+
+def _load(ep: EntryPoint) -> type[Provider] | None:
+    try:
+        obj = ep.load()
+    except Exception as exc:  # a third-party plugin may raise anything on import
+        log.warning("provider plugin %r failed to load and is skipped: %r", ep.name, exc)
+        return None
+    if not (isinstance(obj, type) and issubclass(obj, Provider)):
+        log.warning("provider plugin %r is not a hooktrack Provider subclass; skipped", ep.name)
+        return None
+    if not _NAME.match(ep.name) or obj.name != ep.name:
+        log.warning(
+            "provider plugin %r declares name %r; the two must be equal (letters, digits, _); skipped",
+            ep.name,
+            obj.name,
+        )
+        return None
+    return obj
+
+
+@dataclass(frozen=True)
+class Source:
+    """A configured source: its name, provider instance and context."""
+
+    name: str
+    provider: Provider
+    ctx: SourceContext
+    secrets: tuple[str, ...]
+
+
+def build_sources(settings: Settings, registry: Mapping[str, type[Provider]]) -> dict[str, Source]:
+    """Instantiate every configured source; raises `ConfigError` for unknown providers,
+    missing secrets and invalid provider settings."""
+    from adapter.errors import ConfigError
+
+    sources: dict[str, Source] = {}
+    for name, conf in settings.sources.items():
+        cls = registry.get(conf.provider)
+        if cls is None:
+            known = ", ".join(sorted(registry)) or "none"
+            raise ConfigError(
+                f"sources.{name}.provider: unknown provider {conf.provider!r} (installed: {known})"
+            )
+        if cls.requires_secrets and not conf.secrets:
+            raise ConfigError(f"sources.{name}.secrets: {conf.provider} needs at least one signing secret")
+        extras = dict(conf.model_extra or {})
+        options: Any = None
+        if cls.settings_model is not None:
+            try:
+                options = cls.settings_model.model_validate(extras)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise ConfigError(f"sources.{name}: {problems}") from None
+        elif extras:
+            raise ConfigError(f"sources.{name}: unknown setting(s) {', '.join(sorted(extras))}")
+        provider = cls()
+        ctx = SourceContext(source=name, provider=conf.provider, settings=conf, options=options)
+        sources[name] = Source(name=name, provider=provider, ctx=ctx, secrets=tuple(conf.secrets))
+    return sources

@@ -1,0 +1,106 @@
+"""The store's tables, shared by SQLite and PostgreSQL (`{id}` is the dialect's id column).
+
+Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
+
+- `events`: every received webhook, the audit trail. `dedup_key` is the provider's event id
+  on a first delivery and NULL on duplicate and rejected rows, so `UNIQUE (source, dedup_key)`
+  is the delivery dedup. Rejected rows never keep a body.
+- `conversions`: Leads and Sales; the pending ones are the outbox.
+- `business_keys`: one row per Sale invoice / Lead key ever produced; never pruned.
+- `subscriptions`: first paid Sale per subscription id (creation vs renewal); never pruned.
+- `identities`: identity memory per provider customer id and per email; never pruned.
+- `attempts`: every delivery attempt of a conversion.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS hooktrack_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id {id},
+    source TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    dedup_key TEXT,
+    provider_event_id TEXT,
+    event_type TEXT,
+    received_at BIGINT NOT NULL,
+    occurred_at BIGINT,
+    livemode BOOLEAN,
+    status TEXT NOT NULL,
+    reason TEXT,
+    duplicate_of BIGINT,
+    body TEXT,
+    UNIQUE (source, dedup_key)
+);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+CREATE INDEX IF NOT EXISTS events_source_status ON events (source, status, received_at);
+CREATE TABLE IF NOT EXISTS conversions (
+    id {id},
+    event_id BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    business_key TEXT NOT NULL,
+    customer_external_id TEXT,
+    idempotency_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    last_status INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS conversions_due ON conversions (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS conversions_customer
+    ON conversions (source, customer_external_id, kind) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS conversions_event ON conversions (event_id);
+CREATE INDEX IF NOT EXISTS conversions_state ON conversions (state, updated_at);
+CREATE TABLE IF NOT EXISTS business_keys (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    conversion_id BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    source TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    first_invoice_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (source, subscription_id)
+);
+CREATE TABLE IF NOT EXISTS identities (
+    source TEXT NOT NULL,
+    key_kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    external_id TEXT,
+    explicit BOOLEAN NOT NULL,
+    click_id TEXT,
+    email TEXT,
+    name TEXT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (source, key_kind, key)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id {id},
+    conversion_id BIGINT NOT NULL,
+    attempted_at BIGINT NOT NULL,
+    status_code INTEGER,
+    latency_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_conversion ON attempts (conversion_id);
+"""

@@ -1,0 +1,222 @@
+"""Every statement hooktrack runs, written once for SQLite and PostgreSQL.
+
+`Tx` wraps one open transaction on a DB-API connection. Statements use `?` placeholders,
+rewritten to `%s` for PostgreSQL. Dedup relies on `INSERT ... ON CONFLICT DO NOTHING
+RETURNING`, which both engines run atomically, so two replicas inserting the same key at the
+same moment see exactly one winner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Claimed", "Identity", "Tx"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A row of identity memory."""
+
+    external_id: str | None
+    explicit: bool
+    click_id: str | None
+    email: str | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A conversion leased to one worker for delivery."""
+
+    id: int
+    kind: str
+    source: str
+    idempotency_key: str
+    payload: str
+    attempts: int
+
+
+class Tx:
+    """One transaction; every method is one or two statements."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        return self.conn.execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.execute(sql, params).fetchall())
+
+    # -- events -------------------------------------------------------------------------
+
+    def insert_event(self, row: dict[str, Any]) -> int | None:
+        """Insert an event; None when `(source, dedup_key)` already exists (a redelivery)."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        found = self.one(
+            f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (source, dedup_key) DO NOTHING "  # noqa: S608 - column names are ours
+            "RETURNING id",
+            list(row.values()),
+        )
+        return int(found[0]) if found else None
+
+    def event_id_for(self, source: str, provider_event_id: str) -> int | None:
+        found = self.one("SELECT id FROM events WHERE source = ? AND dedup_key = ?", (source, provider_event_id))
+        return int(found[0]) if found else None
+
+    def set_event_status(self, event_id: int, status: str, reason: str | None) -> None:
+        self.execute("UPDATE events SET status = ?, reason = ? WHERE id = ?", (status, reason, event_id))
+
+    # -- business keys, subscriptions ----------------------------------------------------
+
+    def claim_business_key(self, source: str, key: str, now: int) -> int | None:
+        """Reserve `key`; None if new, else the conversion id that holds it (0 if pruned)."""
+        fresh = self.one(
+            "INSERT INTO business_keys (source, key, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, key) DO NOTHING RETURNING key",
+            (source, key, now),
+        )
+        if fresh:
+            return None
+        held = self.one("SELECT conversion_id FROM business_keys WHERE source = ? AND key = ?", (source, key))
+        return int(held[0]) if held and held[0] is not None else 0
+
+    def bind_business_key(self, source: str, key: str, conversion_id: int) -> None:
+        self.execute(
+            "UPDATE business_keys SET conversion_id = ? WHERE source = ? AND key = ?",
+            (conversion_id, source, key),
+        )
+
+    def first_invoice_of(self, source: str, subscription_id: str, invoice_id: str, now: int) -> str:
+        """The first paid invoice stored for a subscription, recording `invoice_id` if none."""
+        self.execute(
+            "INSERT INTO subscriptions (source, subscription_id, first_invoice_id, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (source, subscription_id) DO NOTHING",
+            (source, subscription_id, invoice_id, now),
+        )
+        row = self.one(
+            "SELECT first_invoice_id FROM subscriptions WHERE source = ? AND subscription_id = ?",
+            (source, subscription_id),
+        )
+        return str(row[0])
+
+    # -- identity memory -----------------------------------------------------------------
+
+    def identity(self, source: str, key_kind: str, key: str) -> Identity | None:
+        row = self.one(
+            "SELECT external_id, explicit, click_id, email, name FROM identities "
+            "WHERE source = ? AND key_kind = ? AND key = ?",
+            (source, key_kind, key),
+        )
+        return Identity(row[0], bool(row[1]), row[2], row[3], row[4]) if row else None
+
+    def remember(self, source: str, key_kind: str, key: str, ident: Identity, now: int) -> None:
+        """Upsert memory: an explicit external id replaces a fallback one, never the reverse;
+        other fields keep their newest known value."""
+        self.execute(
+            "INSERT INTO identities (source, key_kind, key, external_id, explicit, click_id, email, name,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, key_kind, key) DO UPDATE SET "
+            "external_id = CASE WHEN identities.explicit AND NOT excluded.explicit "
+            "  THEN identities.external_id ELSE COALESCE(excluded.external_id, identities.external_id) END, "
+            "explicit = (identities.explicit OR excluded.explicit), "
+            "click_id = COALESCE(excluded.click_id, identities.click_id), "
+            "email = COALESCE(excluded.email, identities.email), "
+            "name = COALESCE(excluded.name, identities.name), "
+            "updated_at = excluded.updated_at",
+            (source, key_kind, key, ident.external_id, ident.explicit, ident.click_id, ident.email,
+             ident.name, now),
+        )
+
+    # -- conversions ---------------------------------------------------------------------
+
+    def insert_conversion(self, row: dict[str, Any]) -> int:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        found = self.one(
+            f"INSERT INTO conversions ({cols}) VALUES ({marks}) RETURNING id",  # noqa: S608 - our columns
+            list(row.values()),
+        )
+        return int(found[0])
+
+    def conversion_for_fill(self, conversion_id: int) -> tuple[str, str, str | None] | None:
+        """(state, payload, reason) of a conversion, for business-dedup filling."""
+        row = self.one("SELECT state, payload, reason FROM conversions WHERE id = ?", (conversion_id,))
+        return (str(row[0]), str(row[1]), row[2]) if row else None
+
+    def update_fill(self, conversion_id: int, payload: str, state: str, reason: str | None,
+                    customer_external_id: str | None, now: int) -> None:
+        self.execute(
+            "UPDATE conversions SET payload = ?, state = ?, reason = ?, updated_at = ?, "
+            "customer_external_id = COALESCE(customer_external_id, ?) WHERE id = ?",
+            (payload, state, reason, now, customer_external_id, conversion_id),
+        )
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due conversions. A Sale waits while an earlier Lead of the same
+        customer and source is still pending (a dead Lead no longer holds it back)."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        rows = self.all(
+            "WITH due AS (SELECT c.id FROM conversions c "
+            "WHERE c.state = 'pending' AND c.next_attempt_at <= ? "
+            "AND (c.lease_until IS NULL OR c.lease_until < ?) "
+            "AND NOT (c.kind = 'sale' AND c.customer_external_id IS NOT NULL AND EXISTS ("
+            "  SELECT 1 FROM conversions l WHERE l.state = 'pending' AND l.kind = 'lead' "
+            "  AND l.source = c.source AND l.customer_external_id = c.customer_external_id "
+            f"  AND l.id < c.id)) ORDER BY c.next_attempt_at, c.id LIMIT ?{lock}) "  # noqa: S608 - constant
+            "UPDATE conversions SET lease_owner = ?, lease_until = ? "
+            "WHERE id IN (SELECT id FROM due) "
+            "RETURNING id, kind, source, idempotency_key, payload, attempts",
+            (now, now, limit, owner, now + lease_ms),
+        )
+        claimed = [Claimed(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+        claimed.sort(key=lambda c: c.id)
+        return claimed
+
+    def record_attempt(self, conversion_id: int, at: int, status_code: int | None, latency_ms: int,
+                       outcome: str, error: str | None, excerpt: str | None) -> None:
+        self.execute(
+            "INSERT INTO attempts (conversion_id, attempted_at, status_code, latency_ms, outcome, error,"
+            " response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversion_id, at, status_code, latency_ms, outcome, error, excerpt),
+        )
+
+    def finish(self, conversion_id: int, owner: str, state: str, reason: str | None, next_at: int,
+               now: int, status_code: int | None, error: str | None) -> None:
+        """Settle one delivery attempt. A delivery always counts; a retry or dead-letter only
+        applies while this worker still holds the lease (else another worker owns it now)."""
+        guard = "" if state == "delivered" else " AND lease_owner = ?"
+        params: list[Any] = [state, reason, next_at, now, now if state == "delivered" else None,
+                             status_code, error, conversion_id]
+        if guard:
+            params.append(owner)
+        self.execute(
+            "UPDATE conversions SET state = ?, reason = ?, attempts = attempts + 1, next_attempt_at = ?, "
+            "lease_owner = NULL, lease_until = NULL, updated_at = ?, delivered_at = ?, last_status = ?, "
+            f"last_error = ? WHERE id = ? AND state = 'pending'{guard}",  # noqa: S608 - constant
+            params,
+        )
+
+    def requeue(self, ids: Iterable[int], now: int) -> int:
+        """Put dead conversions back in the outbox (replay); returns how many moved."""
+        count = 0
+        for conversion_id in ids:
+            cur = self.execute(
+                "UPDATE conversions SET state = 'pending', reason = NULL, next_attempt_at = ?, "
+                "lease_owner = NULL, lease_until = NULL, updated_at = ?, attempts = 0 "
+                "WHERE id = ? AND state = 'dead'",
+                (now, now, conversion_id),
+            )
+            count += cur.rowcount
+        return count

@@ -1,0 +1,202 @@
+"""The embedded store: one SQLite file in WAL mode, written by one thread with group commit.
+
+Every write transaction is queued to a single writer thread. The thread takes whatever has
+queued up, runs each job inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction and
+commits once (`synchronous=FULL`, so the commit is on disk before any job's caller hears back).
+Under load many webhooks share one fsync; a job that fails rolls back only its savepoint.
+Reads use per-thread connections on WAL snapshots and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adapter.errors import StoreUnavailable
+from adapter.store.schema import SCHEMA_VERSION, TABLES
+from adapter.store.sql import Tx
+
+__all__ = ["SQLiteStore"]
+
+log = logging.getLogger("hooktrack.store")
+T = TypeVar("T")
+_MAX_BATCH = 512
+_STOP = object()
+
+
+class SQLiteStore:
+    """`Store` on one SQLite file (`sqlite:///path`)."""
+
+    def __init__(self, url: str, *, lock_timeout_s: float = 3.0) -> None:
+        self.url = url
+        self.path = Path(url.removeprefix("sqlite:///"))
+        self.lock_timeout_s = lock_timeout_s
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-read")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.lock_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the schema version."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        try:
+            conn.executescript(TABLES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            conn.execute(
+                "INSERT INTO hooktrack_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+        return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        row = self._reader().execute("SELECT value FROM hooktrack_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.migrate)
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
+            self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._pool.shutdown(wait=False)
+
+    def submit(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future[T]:
+        """Queue `fn` for the writer thread; the future resolves after the durable commit."""
+        if self._writer is None:
+            raise StoreUnavailable("store is not open")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(Tx(conn, "sqlite"))
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def ping(self) -> None:
+        """Succeeds only if a write transaction can start and commit now."""
+        await self.transact(lambda tx: tx.one("SELECT 1"))
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            first = self._jobs.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                    break
+                batch.append(job)
+            try:
+                if conn is None:
+                    conn = self._connect()
+                self._run_batch(conn, batch)
+            except sqlite3.Error as exc:
+                log.error("store commit failed: %s", exc)
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        conn.close()
+                    conn = None  # reconnect for the next batch: the file may have come back
+                for _fn, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable(f"store cannot commit: {exc}"))
+            if stop:
+                break
+        if conn is not None:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        tx = Tx(conn, "sqlite")
+        outcomes: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, fut in batch:
+            if not fut.set_running_or_notify_cancel():
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                result = fn(tx)
+            except sqlite3.OperationalError:
+                raise  # disk, lock or I/O trouble: the whole batch fails as unavailable
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((fut, False, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((fut, True, result))
+        conn.execute("COMMIT")
+        for fut, ok, value in outcomes:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

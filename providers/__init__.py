@@ -1,0 +1,1 @@
+"""Built-in provider plugins, registered under the `hooktrack.providers` entry-point group."""
