@@ -23,7 +23,7 @@ from adapter.plugin import Headers, Source
 from adapter.store import Store, Tx
 from adapter.store.sql import Identity
 
-__all__ = ["Ingestor", "Outcome", "iso_ms", "now_ms"]
+__all__ = ["Ingestor", "Outcome", "iso_ms", "map_event", "now_ms", "parse_event"]
 
 log = logging.getLogger("hooktrack.ingest")
 METADATA_LIMIT = 10_000
@@ -79,13 +79,13 @@ class Ingestor:
             await self._reject(source, received, exc.code, None)
             return Outcome("rejected", reason=exc.code, error=exc, http_status=exc.status_code)
         try:
-            event = _parse(source, body, headers)
+            event = parse_event(source, body, headers)
         except PayloadError as exc:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body)
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
         try:
-            conversions, ignored = _map(source, event), None
+            conversions, ignored = map_event(source, event), None
         except Ignore as exc:
             conversions, ignored = [], exc.reason
         except PayloadError as exc:
@@ -129,7 +129,7 @@ def _with_query(source: Source, query: Mapping[str, str]) -> Any:
     return replace(source.ctx, query=dict(query))
 
 
-def _parse(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
+def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
     try:
         event = source.provider.parse(body, headers)
     except PayloadError:
@@ -141,7 +141,7 @@ def _parse(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
     return event
 
 
-def _map(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
+def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
     mode = source.ctx.settings.livemode
     if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
         raise Ignore("livemode_mismatch")
