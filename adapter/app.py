@@ -61,7 +61,8 @@ def create_app(
     sources: dict[str, Source] = build_sources(settings, registry if registry is not None else load_providers())
     the_store = store or open_store(settings.store.url)
     forwarder = Forwarder(the_store, settings.tracking, settings.forwarder) if worker else None
-    ingestor = Ingestor(the_store, on_commit=forwarder.wake if forwarder else None)
+    ingestor = Ingestor(the_store, on_commit=forwarder.wake if forwarder else None,
+                        fill_window_s=settings.forwarder.fill_window_s)
     limit = settings.server.max_body_bytes
 
     async def webhook(request: Request) -> Response:

@@ -64,9 +64,11 @@ class Outcome:
 class Ingestor:
     """Turns one webhook delivery into stored events and conversions."""
 
-    def __init__(self, store: Store, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: Store, on_commit: Callable[[], None] | None = None,
+                 fill_window_s: float = 0) -> None:
         self.store = store
         self.on_commit = on_commit
+        self.fill_window_ms = int(fill_window_s * 1000)
 
     async def receive(self, source: Source, body: bytes, headers: Headers,
                       query: Mapping[str, str] | None = None) -> Outcome:
@@ -94,7 +96,7 @@ class Ingestor:
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
         if ignored is None and not conversions:
             ignored = "event_type_not_tracked"
-        apply = _Apply(source, event, body, received, conversions, ignored)
+        apply = _Apply(source, event, body, received, conversions, ignored, self.fill_window_ms)
         outcome = await self.store.transact(apply)
         if self.on_commit is not None and any(c.get("state") == "pending" for c in apply.created):
             self.on_commit()
@@ -162,7 +164,8 @@ class _Apply:
     """The ingest transaction for one verified event (runs on the store's writer)."""
 
     def __init__(self, source: Source, event: ProviderEvent, body: bytes, received: int,
-                 conversions: list[Lead | Sale], ignored: str | None) -> None:
+                 conversions: list[Lead | Sale], ignored: str | None, fill_window_ms: int = 0) -> None:
+        self.fill_window_ms = fill_window_ms
         self.source = source
         self.event = event
         self.body = body
@@ -221,7 +224,7 @@ class _Apply:
             name = self._sale_name(tx, conv) if held is None else ""
         payload = self._payload(conv, ident, name)
         if held is not None:
-            _fill(tx, held, payload, now)
+            _fill(tx, held, payload, ident.explicit, now)
             return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
         state, reason = "pending", None
         if ident.external_id is None:
@@ -230,11 +233,14 @@ class _Apply:
             state, reason = "skipped", "no_click_id"
         idem = (f"sale:{src.name}:{payload['invoiceId']}" if kind == "sale"
                 else f"lead:{src.name}:{ident.external_id}:{name}")
+        # An unattributed Sale waits briefly: its companion event may bring the clickId.
+        due = now + self.fill_window_ms if kind == "sale" and "clickId" not in payload else now
         conversion_id = tx.insert_conversion({
             "event_id": event_id, "source": src.name, "kind": kind, "event_name": name,
-            "business_key": key, "customer_external_id": ident.external_id, "idempotency_key": idem,
+            "business_key": key, "customer_external_id": ident.external_id,
+            "identity_explicit": ident.explicit, "idempotency_key": idem,
             "payload": json.dumps(payload, separators=(",", ":")), "state": state, "reason": reason,
-            "next_attempt_at": now, "created_at": now, "updated_at": now,
+            "next_attempt_at": due, "created_at": now, "updated_at": now,
         })
         tx.bind_business_key(src.name, key, conversion_id)
         return {"kind": kind, "id": conversion_id, "state": state, "reason": reason}
@@ -296,14 +302,18 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
     return ident
 
 
-def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], now: int) -> None:
-    """Business dedup: a later event fills what a still-undelivered Sale or Lead lacked."""
+def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], newer_explicit: bool, now: int) -> None:
+    """Business dedup: a later event fills what a still-undelivered Sale or Lead lacked, and an
+    explicit customerExternalId replaces a fallback one (a provider customer id or an email)."""
     found = tx.conversion_for_fill(conversion_id) if conversion_id else None
     if found is None or found[0] not in ("pending", "skipped"):
         return
-    state, raw, reason = found
+    state, raw, reason, explicit = found
     payload = json.loads(raw)
     added = {k: newer[k] for k in _FILLABLE if k not in payload and k in newer}
+    if newer_explicit and not explicit and "invoiceId" in payload:  # Sales only: a Lead key holds the id
+        added["customerExternalId"] = newer["customerExternalId"]
+        explicit = True
     meta_added = {k: v for k, v in newer.get("metadata", {}).items() if k not in payload.get("metadata", {})}
     if not added and not meta_added:
         return
@@ -315,7 +325,7 @@ def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], now: int) -> None:
     ):
         state, reason = "pending", None
     tx.update_fill(conversion_id, json.dumps(payload, separators=(",", ":")), state, reason,
-                   payload.get("customerExternalId"), now)
+                   payload.get("customerExternalId"), explicit, now)
 
 
 def _bounded(meta: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,9 @@ class ForwarderSettings(_Section):
     concurrency: int = Field(default=32, ge=1, le=1000)
     lease_s: float = Field(default=60, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
+    fill_window_s: float = Field(default=5, ge=0)
+    """A Sale without a clickId waits this long before its first send, so that a companion event
+    (Stripe's checkout.session.completed arriving after its invoice.paid) can fill it in."""
 
 
 class AdminSettings(_Section):

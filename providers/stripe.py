@@ -126,12 +126,11 @@ class StripeProvider(Provider):
         return []
 
     def _hints(self, ctx: SourceContext, *metadata: Any, reference: Any = None) -> dict[str, Any]:
-        click = first_key(ctx.click_id_keys, *metadata) or from_client_reference(
-            reference, ctx.client_reference_prefix
-        )
+        from_reference = from_client_reference(reference, ctx.client_reference_prefix)
+        click = first_key(ctx.click_id_keys, *metadata) or from_reference
         external = first_key(ctx.customer_id_keys, *metadata)
-        if external is None and isinstance(reference, str) and reference and click is None:
-            external = reference  # a plain client_reference_id is the merchant's own user id
+        if external is None and from_reference is None and isinstance(reference, str) and reference.strip():
+            external = reference.strip()  # a plain client_reference_id is the merchant's own user id
         return {"click_id": click, "external_id": external}
 
     def _checkout_sale(self, session: dict[str, Any], ctx: SourceContext) -> Sale:

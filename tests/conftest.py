@@ -35,7 +35,8 @@ def config(tmp_path: Path, tracking_url: str, **sections: dict[str, Any]) -> Set
     raw: dict[str, Any] = {
         "store": {"url": f"sqlite:///{tmp_path / 'hooktrack.db'}"},
         "tracking": {"url": tracking_url, "api_key": "test_key", "timeout_s": 2},
-        "forwarder": {"base_delay_s": 0.05, "max_delay_s": 0.2, "poll_interval_s": 0.05},
+        "forwarder": {"base_delay_s": 0.05, "max_delay_s": 0.2, "poll_interval_s": 0.05,
+                      "fill_window_s": 0},
         "sources": {"stripe": {"provider": "stripe", "secrets": [STRIPE_SECRET]}},
     }
     for key, value in sections.items():

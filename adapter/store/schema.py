@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS conversions (
     event_name TEXT NOT NULL,
     business_key TEXT NOT NULL,
     customer_external_id TEXT,
+    identity_explicit BOOLEAN NOT NULL DEFAULT FALSE,
     idempotency_key TEXT NOT NULL,
     payload TEXT NOT NULL,
     state TEXT NOT NULL,

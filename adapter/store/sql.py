@@ -148,17 +148,19 @@ class Tx:
         )
         return int(found[0])
 
-    def conversion_for_fill(self, conversion_id: int) -> tuple[str, str, str | None] | None:
-        """(state, payload, reason) of a conversion, for business-dedup filling."""
-        row = self.one("SELECT state, payload, reason FROM conversions WHERE id = ?", (conversion_id,))
-        return (str(row[0]), str(row[1]), row[2]) if row else None
+    def conversion_for_fill(self, conversion_id: int) -> tuple[str, str, str | None, bool] | None:
+        """(state, payload, reason, identity_explicit) of a conversion, for business-dedup filling."""
+        row = self.one(
+            "SELECT state, payload, reason, identity_explicit FROM conversions WHERE id = ?", (conversion_id,)
+        )
+        return (str(row[0]), str(row[1]), row[2], bool(row[3])) if row else None
 
     def update_fill(self, conversion_id: int, payload: str, state: str, reason: str | None,
-                    customer_external_id: str | None, now: int) -> None:
+                    customer_external_id: str | None, explicit: bool, now: int) -> None:
         self.execute(
             "UPDATE conversions SET payload = ?, state = ?, reason = ?, updated_at = ?, "
-            "customer_external_id = COALESCE(customer_external_id, ?) WHERE id = ?",
-            (payload, state, reason, now, customer_external_id, conversion_id),
+            "customer_external_id = ?, identity_explicit = ? WHERE id = ?",
+            (payload, state, reason, now, customer_external_id, explicit, conversion_id),
         )
 
     # -- outbox --------------------------------------------------------------------------

@@ -1,0 +1,385 @@
+"""Stripe: signatures (signed by Stripe's own SDK), mapping, and the flows through the core."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+import stripe
+from starlette.datastructures import Headers
+
+from adapter.errors import SignatureError
+from adapter.testing import ProviderContract, make_source
+from providers.stripe import StripeProvider
+from tests.conftest import STRIPE_SECRET, fixture, post_stripe, wait_for
+
+
+class TestStripeContract(ProviderContract):
+    provider_class = StripeProvider
+    secret = STRIPE_SECRET
+    other_secret = "whsec_someone_elses_secret_000000"
+
+    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+        header = stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=timestamp)
+        return {"Stripe-Signature": header}
+
+
+def verify(body: bytes, header: str | None, secrets: list[str] | None = None) -> None:
+    src = make_source(StripeProvider(), secrets or [STRIPE_SECRET], name="stripe")
+    headers = Headers({"Stripe-Signature": header} if header is not None else {})
+    src.provider.verify(body, headers, src.secrets, src.ctx)
+
+
+def signature(body: bytes, secret: str = STRIPE_SECRET, timestamp: int | None = None) -> str:
+    return str(stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=timestamp))
+
+
+BODY = json.dumps(fixture("stripe", "checkout.session.completed")).encode()
+
+
+def test_valid_signature_is_accepted() -> None:
+    verify(BODY, signature(BODY))
+
+
+def test_our_signer_and_stripes_verifier_agree() -> None:
+    src = make_source(StripeProvider(), [STRIPE_SECRET], name="stripe")
+    header = StripeProvider().sign(BODY, STRIPE_SECRET, int(time.time()), src.ctx)["Stripe-Signature"]
+    stripe.WebhookSignature.verify_header(BODY.decode(), header, STRIPE_SECRET, tolerance=300)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_signature"),
+        ("", "missing_signature"),
+        ("t=123", "missing_signature"),
+        ("v1=abc", "invalid_signature"),
+        ("garbage", "invalid_signature"),
+    ],
+)
+def test_malformed_signature_headers_have_clear_codes(header: str | None, code: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, header)
+    assert caught.value.code == code
+
+
+def test_forged_signature_is_rejected() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signature(BODY, secret="whsec_forged"))
+    assert caught.value.code == "invalid_signature"
+    assert "whsec" not in caught.value.message
+
+
+def test_tampered_body_is_rejected() -> None:
+    header = signature(BODY)
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY.replace(b"5390", b"1"), header)
+    assert caught.value.code == "invalid_signature"
+
+
+def test_stale_timestamp_is_rejected_after_the_signature_check() -> None:
+    old = int(time.time()) - 301
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signature(BODY, timestamp=old))
+    assert caught.value.code == "stale_timestamp"
+    with pytest.raises(SignatureError) as forged:
+        verify(BODY, signature(BODY, secret="whsec_forged", timestamp=old))
+    assert forged.value.code == "invalid_signature"
+
+
+def test_timestamp_from_the_future_is_rejected() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signature(BODY, timestamp=int(time.time()) + 3600))
+    assert caught.value.code == "stale_timestamp"
+
+
+def test_rotated_secrets_any_configured_secret_passes() -> None:
+    verify(BODY, signature(BODY, secret="whsec_new"), secrets=["whsec_old", "whsec_new"])
+    verify(BODY, signature(BODY, secret="whsec_old"), secrets=["whsec_old", "whsec_new"])
+
+
+def test_several_v1_signatures_one_valid_passes() -> None:
+    ts = int(time.time())
+    good = signature(BODY, timestamp=ts).split("v1=")[1]
+    verify(BODY, f"t={ts},v1={'0' * 64},v1={good},v0=legacy")
+
+
+# -- through the HTTP interface -------------------------------------------------------------
+
+
+def test_missing_header_is_a_400_with_code(client: Any) -> None:
+    r = client.post("/webhooks/stripe", content=BODY)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "missing_signature"
+
+
+def test_unknown_source_is_404(client: Any) -> None:
+    assert post_stripe(client, fixture("stripe", "customer.created"), source="nope").status_code == 404
+
+
+def test_oversized_body_is_413(make_client: Any) -> None:
+    client = make_client(server={"max_body_bytes": 1000})
+    event = fixture("stripe", "checkout.session.completed")
+    event["data"]["object"]["metadata"]["padding"] = "x" * 2000
+    assert post_stripe(client, event).status_code == 413
+
+
+def test_malformed_json_with_a_valid_signature_is_400(client: Any) -> None:
+    body = b'{"id": "evt_1", "type": '
+    r = client.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": signature(body)})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_payload"
+
+
+def test_signed_event_with_missing_fields_is_400_not_500(client: Any) -> None:
+    event = fixture("stripe", "invoice.paid")
+    del event["data"]["object"]["total"]
+    r = post_stripe(client, event)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_payload"
+
+
+def test_forged_webhook_is_not_stored_or_forwarded(client: Any, receiver: Any) -> None:
+    r = post_stripe(client, fixture("stripe", "checkout.session.completed"), secret="whsec_forged")
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_signature"
+    time.sleep(0.3)
+    assert receiver.requests == []
+
+
+# -- mapping ----------------------------------------------------------------------------------
+
+
+def test_one_time_checkout_is_a_purchase_excluding_tax(client: Any, receiver: Any) -> None:
+    r = post_stripe(client, fixture("stripe", "checkout.session.completed"))
+    assert r.json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.kind == "sale"
+    assert sale.headers["idempotency-key"] == "sale:stripe:pi_3PaymentIntent01"
+    assert sale.headers["authorization"] == "Bearer test_key"
+    body = sale.body
+    assert body["amount"] == 4900 and body["currency"] == "usd"
+    assert body["eventName"] == "Purchase"
+    assert body["invoiceId"] == "pi_3PaymentIntent01"
+    assert body["customerExternalId"] == "user_42"
+    assert body["clickId"] == "cl_click_pay"
+    assert body["customerEmail"] == "ada@example.com" and body["customerName"] == "Ada Lovelace"
+    assert body["paymentProcessor"] == "stripe"
+    assert body["timestamp"] == "2026-04-10T12:34:56.000Z"
+    assert body["metadata"]["taxAmount"] == 490
+    assert body["metadata"]["livemode"] is False
+    assert body["metadata"]["providerEventId"] == "evt_1CheckoutPayment"
+
+
+def test_redelivery_is_a_duplicate_and_forwards_one_sale(client: Any, receiver: Any) -> None:
+    event = fixture("stripe", "checkout.session.completed")
+    first, second = post_stripe(client, event), post_stripe(client, event)
+    assert first.json()["status"] == "accepted"
+    assert second.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("order", ["checkout_first", "invoice_first"])
+def test_subscription_checkout_and_first_invoice_are_one_sale(make_client: Any, receiver: Any, order: str) -> None:
+    client = make_client(forwarder={"fill_window_s": 1})
+    checkout = fixture("stripe", "checkout.session.completed+subscription")
+    invoice = fixture("stripe", "invoice.paid")
+    events = [checkout, invoice] if order == "checkout_first" else [invoice, checkout]
+    first, second = (post_stripe(client, e) for e in events)
+    assert first.json()["status"] == "accepted"
+    assert second.json()["status"] == "duplicate"
+    assert second.json()["reason"] == "business_key"
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    [sale] = receiver.delivered()
+    assert sale.body["invoiceId"] == "in_1SUBFIRST"
+    assert sale.body["eventName"] == "Subscription creation"
+    assert sale.body["amount"] == 2900
+    assert sale.body["clickId"] == "cl_click_sub"  # the invoice lacks it; the checkout supplies it
+    assert sale.body["customerExternalId"] == "user_43"
+
+
+def test_later_event_fills_a_retrying_sales_missing_click_id(make_client: Any, receiver: Any) -> None:
+    receiver.script.extend([(503, {})] * 2)  # keep the first Sale pending a moment
+    client = make_client(forwarder={"base_delay_s": 0.3, "max_delay_s": 0.3})
+    invoice = fixture("stripe", "invoice.paid")
+    assert post_stripe(client, invoice).json()["status"] == "accepted"
+    checkout = fixture("stripe", "checkout.session.completed+subscription")
+    assert post_stripe(client, checkout).json()["reason"] == "business_key"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["clickId"] == "cl_click_sub"
+
+
+def test_renewal_is_a_second_sale(client: Any, receiver: Any) -> None:
+    post_stripe(client, fixture("stripe", "invoice.paid"))
+    renewal = fixture("stripe", "invoice.paid")
+    renewal["id"] = "evt_renewal"
+    renewal["data"]["object"].update(id="in_1SUBSECOND", billing_reason="subscription_cycle")
+    assert post_stripe(client, renewal).json()["status"] == "accepted"
+    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
+    assert names == {"in_1SUBFIRST": "Subscription creation", "in_1SUBSECOND": "Subscription renewal"}
+
+
+def test_trials_first_paid_cycle_is_the_subscription_creation(client: Any, receiver: Any) -> None:
+    trial_end = fixture("stripe", "invoice.paid")
+    trial_end["data"]["object"]["billing_reason"] = "subscription_cycle"
+    post_stripe(client, trial_end)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Subscription creation"
+
+
+def test_legacy_invoice_shape_reads_subscription_and_its_metadata(client: Any, receiver: Any) -> None:
+    r = post_stripe(client, fixture("stripe", "invoice.paid+legacy"))
+    assert r.json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["amount"] == 5000  # 5500 total − 500 tax
+    assert sale.body["metadata"]["subscriptionId"] == "sub_1LEGACY"
+    assert sale.body["customerExternalId"] == "user_legacy"
+    assert sale.body["clickId"] == "cl_legacy"
+
+
+def test_subscription_update_invoice_is_named_update(client: Any, receiver: Any) -> None:
+    event = fixture("stripe", "invoice.paid")
+    event["data"]["object"]["billing_reason"] = "subscription_update"
+    post_stripe(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Subscription update"
+
+
+def test_credit_reduced_invoice_amount_excludes_tax(client: Any, receiver: Any) -> None:
+    event = fixture("stripe", "invoice.paid")
+    # $50 + $5 tax due, a $20 credit paid part: $35 charged, of which $5 is tax.
+    event["data"]["object"].update(total=5500, total_excluding_tax=5000, amount_paid=3500, amount_due=3500)
+    post_stripe(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["amount"] == 3000
+    assert sale.body["metadata"]["taxAmount"] == 500
+
+
+def test_non_subscription_invoice_is_a_purchase(client: Any, receiver: Any) -> None:
+    event = fixture("stripe", "invoice.paid")
+    event["data"]["object"].update(parent=None, billing_reason="manual")
+    post_stripe(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Purchase"
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "reason"),
+    [
+        ("checkout.session.completed", {"payment_status": "unpaid"}, "unpaid"),
+        ("checkout.session.completed+setup", {}, "setup_mode"),
+        ("checkout.session.completed", {"amount_total": 490}, "zero_amount"),
+        ("invoice.paid", {"total": 0, "total_excluding_tax": 0, "amount_paid": 0}, "zero_amount"),
+    ],
+)
+def test_uncountable_events_are_ignored_with_reasons(client: Any, receiver: Any, name: str,
+                                                     change: dict[str, Any], reason: str) -> None:
+    event = fixture("stripe", name)
+    event["data"]["object"].update(change)
+    r = post_stripe(client, event)
+    assert r.status_code == 200
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == reason
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+def test_untracked_event_type_is_ignored(client: Any) -> None:
+    event = fixture("stripe", "customer.created")
+    event["type"] = "customer.updated"
+    assert post_stripe(client, event).json()["reason"] == "event_type_not_tracked"
+
+
+def test_async_payment_succeeded_is_a_sale(client: Any, receiver: Any) -> None:
+    post_stripe(client, fixture("stripe", "checkout.session.async_payment_succeeded"))
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["amount"], sale.body["currency"]) == (10000, "eur")
+    assert sale.body["invoiceId"] == "pi_3AsyncBankDebit"
+
+
+@pytest.mark.parametrize(
+    ("currency", "total", "tax", "expected"),
+    [("jpy", 5500, 500, 5000), ("kwd", 12340, 1230, 11110), ("mga", 5000, 0, 500000), ("isk", 990000, 0, 9900)],
+)
+def test_amounts_are_exact_in_iso_minor_units(client: Any, receiver: Any, currency: str, total: int,
+                                              tax: int, expected: int) -> None:
+    event = fixture("stripe", "checkout.session.completed")
+    event["data"]["object"].update(currency=currency, amount_total=total)
+    event["data"]["object"]["total_details"]["amount_tax"] = tax
+    post_stripe(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["amount"] == expected and sale.body["currency"] == currency
+
+
+def test_lead_then_invoice_share_the_customer_external_id(client: Any, receiver: Any) -> None:
+    lead = fixture("stripe", "customer.created")
+    assert post_stripe(client, lead).json()["status"] == "accepted"
+    invoice = fixture("stripe", "invoice.paid")  # carries only customer: cus_SUB01
+    post_stripe(client, invoice)
+    got = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert [r.kind for r in got] == ["lead", "sale"]
+    assert got[0].body["customerExternalId"] == got[1].body["customerExternalId"] == "user_43"
+    assert got[0].body["eventName"] == "Sign up"
+    assert got[0].headers["idempotency-key"] == "lead:stripe:user_43:Sign up"
+    assert got[1].body["clickId"] == "cl_click_lead"  # from identity memory
+
+
+def test_trialing_subscription_is_a_started_trial_lead(client: Any, receiver: Any) -> None:
+    post_stripe(client, fixture("stripe", "customer.subscription.created"))
+    [lead] = wait_for(receiver.delivered)
+    assert lead.body["eventName"] == "Started Trial"
+    assert lead.body["customerExternalId"] == "user_trial"
+    active = fixture("stripe", "customer.subscription.created")
+    active["id"] = "evt_active"
+    active["data"]["object"]["status"] = "active"
+    assert post_stripe(client, active).json()["reason"] == "not_trialing"
+
+
+def test_lead_without_click_id_is_recorded_not_forwarded(client: Any, receiver: Any) -> None:
+    lead = fixture("stripe", "customer.created")
+    del lead["data"]["object"]["metadata"]["dubClickId"]
+    r = post_stripe(client, lead)
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == "no_click_id"
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+def test_sale_without_any_identifier_is_not_forwarded(client: Any, receiver: Any) -> None:
+    event = fixture("stripe", "checkout.session.completed")
+    obj = event["data"]["object"]
+    obj.update(customer=None, metadata={}, client_reference_id=None)
+    obj["customer_details"]["email"] = None
+    r = post_stripe(client, event)
+    assert r.json() == {"status": "ignored", "eventId": r.json()["eventId"], "reason": "no_identifier"}
+
+
+@pytest.mark.parametrize(("mode", "forwarded"), [("live", False), ("test", True), ("any", True)])
+def test_livemode_filter(make_client: Any, receiver: Any, mode: str, forwarded: bool) -> None:
+    client = make_client(sources={"stripe": {"provider": "stripe", "secrets": [STRIPE_SECRET], "livemode": mode}})
+    r = post_stripe(client, fixture("stripe", "checkout.session.completed"))  # a test-mode event
+    assert (r.json()["status"] == "accepted") is forwarded
+    if not forwarded:
+        assert r.json()["reason"] == "livemode_mismatch"
+
+
+def test_event_names_are_configurable_per_source(make_client: Any, receiver: Any) -> None:
+    client = make_client(sources={"stripe": {"provider": "stripe", "secrets": [STRIPE_SECRET],
+                                             "event_names": {"purchase": "Order"}}})
+    post_stripe(client, fixture("stripe", "checkout.session.completed"))
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Order"
+
+
+def test_plain_client_reference_id_is_the_customer_external_id(client: Any, receiver: Any) -> None:
+    event = copy.deepcopy(fixture("stripe", "checkout.session.completed"))
+    event["data"]["object"].update(client_reference_id="app_user_9", metadata={"clickId": "cl_meta"})
+    post_stripe(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["customerExternalId"] == "app_user_9"
+    assert sale.body["clickId"] == "cl_meta"
