@@ -60,7 +60,7 @@ class PayloadError(HooktrackError):
     """The body was authentic but is not a payload the provider documents."""
 
 
-class Ignore(HooktrackError):  # noqa: N818 - reads as a verb at the raise site: raise Ignore("unpaid")
+class Ignore(HooktrackError):
     """A tracked event that must not count; `reason` is shown in the event log."""
 
     def __init__(self, reason: str) -> None:

@@ -282,6 +282,7 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
     memory = tx.identity(source, "customer", conv.provider_customer_id) if conv.provider_customer_id else None
     if memory is None and email:
         memory = tx.identity(source, "email", email)
+    external: str | None
     if conv.external_id:
         external, explicit = conv.external_id, True
     elif memory is not None and memory.external_id:

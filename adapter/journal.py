@@ -22,7 +22,8 @@ _CONV_COLS = ("id", "event_id", "kind", "event_name", "customer_external_id", "i
 def list_events(tx: Tx, *, source: str | None = None, status: str | None = None,
                 since_ms: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Newest events first, each with a one-line summary of its conversions."""
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     for col, value in (("source", source), ("status", status)):
         if value:
             where.append(f"{col} = ?")
@@ -31,7 +32,7 @@ def list_events(tx: Tx, *, source: str | None = None, status: str | None = None,
         where.append("received_at >= ?")
         params.append(since_ms)
     rows = tx.all(
-        f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE {' AND '.join(where)} "  # noqa: S608 - ours
+        f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE {' AND '.join(where)} "
         "ORDER BY id DESC LIMIT ?",
         [*params, limit],
     )
@@ -44,7 +45,7 @@ def list_events(tx: Tx, *, source: str | None = None, status: str | None = None,
 def conversions_of(tx: Tx, event_id: int, *, with_payload: bool = True) -> list[dict[str, Any]]:
     """Conversions an event produced, or filled as a business duplicate (by its business key)."""
     rows = tx.all(
-        f"SELECT {', '.join('c.' + c for c in _CONV_COLS)} FROM conversions c "  # noqa: S608 - ours
+        f"SELECT {', '.join('c.' + c for c in _CONV_COLS)} FROM conversions c "
         "WHERE c.event_id = ? ORDER BY c.id",
         (event_id,),
     )
@@ -61,7 +62,7 @@ def conversions_of(tx: Tx, event_id: int, *, with_payload: bool = True) -> list[
 def journey(tx: Tx, event_id: int) -> dict[str, Any] | None:
     """One event: the receipt, its body (if kept), conversions and every delivery attempt."""
     row = tx.one(
-        f"SELECT {', '.join(_EVENT_COLS)}, occurred_at, livemode, body FROM events WHERE id = ?",  # noqa: S608
+        f"SELECT {', '.join(_EVENT_COLS)}, occurred_at, livemode, body FROM events WHERE id = ?",
         (event_id,),
     )
     if row is None:

@@ -64,9 +64,9 @@ def rescale(amount: int, from_exponent: int, currency: str) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise ValueError(f"amount must be an integer, got {amount!r}")
     shift = exponent(currency) - from_exponent
+    factor = int(10 ** abs(shift))
     if shift >= 0:
-        return amount * 10**shift
-    factor = 10**-shift
+        return amount * factor
     if amount % factor:
         raise ValueError(f"{amount} is not a whole number of {currency.upper()} minor units")
     return amount // factor

@@ -58,7 +58,8 @@ class TrackingReceiver:
                 body = json.loads(raw)
             except ValueError:
                 return self._answer(kind, {}, request, 400, {}, {"error": "invalid JSON"})
-            status, headers = 200, {}
+            status: int = 200
+            headers: dict[str, str] = {}
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 status = 401
             elif self.script:
@@ -72,7 +73,7 @@ class TrackingReceiver:
     def _answer(self, kind: str, body: dict[str, Any], request: Request, status: int,
                 headers: dict[str, str], error: dict[str, str] | None) -> Response:
         self.requests.append(Received(kind, body, dict(request.headers), time.time(), status))
-        content = error or ({"ok": True} if status < 300 else {"error": f"scripted {status}"})
+        content: dict[str, Any] = error or ({"ok": True} if status < 300 else {"error": f"scripted {status}"})
         return JSONResponse(content, status_code=status, headers=headers)
 
     def delivered(self) -> list[Received]:
@@ -92,7 +93,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class run_in_thread:  # noqa: N801 - used as a context manager, reads like a function
+class run_in_thread:
     """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread.
 
     `with run_in_thread(app) as url: ...` yields the base URL and stops the server on exit.

@@ -59,4 +59,5 @@ def journey_view(ev: dict[str, Any], console: Console | None = None) -> None:
         for a in conv.get("attempts_log", []):
             status = a["status_code"] if a["status_code"] is not None else a["error"]
             excerpt = f"  {a['response_excerpt']}" if a.get("response_excerpt") else ""
-            out.print(f"    attempt {_when(a['attempted_at'])}: {a['outcome']} ({status}, {a['latency_ms']} ms){excerpt}")
+            when = _when(a["attempted_at"])
+            out.print(f"    attempt {when}: {a['outcome']} ({status}, {a['latency_ms']} ms){excerpt}")

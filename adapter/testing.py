@@ -17,6 +17,7 @@ Sales, or `[]`, or raises `Ignore`. Override `sign` when `Provider.sign` is not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any, ClassVar
@@ -159,10 +160,9 @@ class ProviderContract:
                 continue
             for key in list(data):
                 mangled = json.dumps({k: v for k, v in data.items() if k != key}).encode()
-                try:
-                    map_event(src, parse_event(src, mangled, StarletteHeaders(self.extra_headers(name, mangled))))
-                except (PayloadError, Ignore):
-                    pass
+                headers = StarletteHeaders(self.extra_headers(name, mangled))
+                with contextlib.suppress(PayloadError, Ignore):
+                    map_event(src, parse_event(src, mangled, headers))
 
     @staticmethod
     def _outcome(src: Source, event: ProviderEvent) -> list[Lead | Sale] | str:

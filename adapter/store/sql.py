@@ -63,7 +63,7 @@ class Tx:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         found = self.one(
-            f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (source, dedup_key) DO NOTHING "  # noqa: S608 - column names are ours
+            f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (source, dedup_key) DO NOTHING "
             "RETURNING id",
             list(row.values()),
         )
@@ -143,7 +143,7 @@ class Tx:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         found = self.one(
-            f"INSERT INTO conversions ({cols}) VALUES ({marks}) RETURNING id",  # noqa: S608 - our columns
+            f"INSERT INTO conversions ({cols}) VALUES ({marks}) RETURNING id",
             list(row.values()),
         )
         return int(found[0])
@@ -176,7 +176,7 @@ class Tx:
             "AND NOT (c.kind = 'sale' AND c.customer_external_id IS NOT NULL AND EXISTS ("
             "  SELECT 1 FROM conversions l WHERE l.state = 'pending' AND l.kind = 'lead' "
             "  AND l.source = c.source AND l.customer_external_id = c.customer_external_id "
-            f"  AND l.id < c.id)) ORDER BY c.next_attempt_at, c.id LIMIT ?{lock}) "  # noqa: S608 - constant
+            f"  AND l.id < c.id)) ORDER BY c.next_attempt_at, c.id LIMIT ?{lock}) "
             "UPDATE conversions SET lease_owner = ?, lease_until = ? "
             "WHERE id IN (SELECT id FROM due) "
             "RETURNING id, kind, source, idempotency_key, payload, attempts",
@@ -206,7 +206,7 @@ class Tx:
         self.execute(
             "UPDATE conversions SET state = ?, reason = ?, attempts = attempts + 1, next_attempt_at = ?, "
             "lease_owner = NULL, lease_until = NULL, updated_at = ?, delivered_at = ?, last_status = ?, "
-            f"last_error = ? WHERE id = ? AND state = 'pending'{guard}",  # noqa: S608 - constant
+            f"last_error = ? WHERE id = ? AND state = 'pending'{guard}",
             params,
         )
 
