@@ -26,9 +26,9 @@ __all__ = ["StripeProvider"]
 
 # https://docs.stripe.com/currencies: Stripe's own minor units where they differ from 2.
 _STRIPE_ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
 )
-_STRIPE_THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+_STRIPE_THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
 def _stripe_exponent(currency: str) -> int:
