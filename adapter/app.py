@@ -17,6 +17,7 @@ from adapter.errors import StoreUnavailable
 from adapter.forwarder import Forwarder
 from adapter.ingest import Ingestor
 from adapter.plugin import Provider, Source, build_sources, load_providers
+from adapter.retention import Retention
 from adapter.settings import Settings
 from adapter.store import Store, open_store
 
@@ -59,7 +60,7 @@ def create_app(
     With `worker=True` the lifespan also runs the forwarder in-process.
     """
     sources: dict[str, Source] = build_sources(settings, registry if registry is not None else load_providers())
-    the_store = store or open_store(settings.store.url)
+    the_store = store or open_store(settings.store.url, pool_size=settings.store.pool_size)
     forwarder = Forwarder(the_store, settings.tracking, settings.forwarder) if worker else None
     ingestor = Ingestor(the_store, on_commit=forwarder.wake if forwarder else None,
                         fill_window_s=settings.forwarder.fill_window_s)
@@ -95,6 +96,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await the_store.open()
+        retention = Retention(the_store, settings.store.retention_days).start()
         task = asyncio.create_task(forwarder.run(), name="forwarder") if forwarder else None
         try:
             yield {}
@@ -103,6 +105,7 @@ def create_app(
                 forwarder.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
+            await retention.stop()
             await the_store.close()
 
     app = Starlette(

@@ -79,14 +79,16 @@ def worker(config_path: str | None, log_level: str) -> None:
     """Forwarder only: drain the outbox (run several against one PostgreSQL)."""
     from adapter.forwarder import Forwarder
     from adapter.logs import configure_logging
+    from adapter.retention import Retention
     from adapter.store import open_store
 
     settings = load_settings(config_path)
     configure_logging(log_level)
 
     async def run() -> None:
-        store = open_store(settings.store.url)
+        store = open_store(settings.store.url, pool_size=settings.store.pool_size)
         await store.open()
+        retention = Retention(store, settings.store.retention_days).start()
         fwd = Forwarder(store, settings.tracking, settings.forwarder)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,6 +96,7 @@ def worker(config_path: str | None, log_level: str) -> None:
         try:
             await fwd.run()
         finally:
+            await retention.stop()
             await store.close()
 
     asyncio.run(run())
@@ -136,15 +139,8 @@ def migrate(config_path: str | None) -> None:
 
     settings = load_settings(config_path)
 
-    async def run() -> int:
-        store = open_store(settings.store.url)
-        await store.open()
-        try:
-            return store.schema_version()
-        finally:
-            await store.close()
-
-    click.echo(f"schema version {asyncio.run(run())} at {_redact(settings.store.url)}")
+    version = open_store(settings.store.url).migrate()
+    click.echo(f"schema version {version} at {_redact(settings.store.url)}")
 
 
 @main.command()

@@ -28,14 +28,23 @@ class Store(Protocol):
     async def read(self, fn: Callable[[Tx], T]) -> T: ...
     async def ping(self) -> None: ...
     def schema_version(self) -> int: ...
+    def migrate(self) -> int: ...
 
 
-def open_store(url: str, *, lock_timeout_s: float = 3.0) -> Store:
-    """A store for `url` (`sqlite:///path` or `postgresql://...`), not yet opened."""
+def open_store(url: str, *, lock_timeout_s: float = 3.0, pool_size: int = 10) -> Store:
+    """A store for `url` (`sqlite:///path` or `postgresql://...`), not yet opened.
+
+    `lock_timeout_s` bounds how long a transaction waits for the SQLite file lock or for a
+    PostgreSQL connection; `pool_size` is PostgreSQL's connections per process (`store.pool_size`).
+    """
     if url.startswith("sqlite:///"):
         from adapter.store.sqlite import SQLiteStore
 
         return SQLiteStore(url, lock_timeout_s=lock_timeout_s)
+    if url.startswith(("postgresql://", "postgres://")):
+        from adapter.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size, timeout_s=lock_timeout_s)
     from adapter.errors import ConfigError
 
     raise ConfigError(f"store.url: no store for {url.split(':', 1)[0]!r} in this version")

@@ -222,3 +222,54 @@ class Tx:
             )
             count += cur.rowcount
         return count
+
+    # -- retention (SPEC §3.4) -------------------------------------------------------------
+
+    def prune_events(self, cutoff: int, limit: int) -> int:
+        """Delete up to `limit` events received before `cutoff` (epoch ms) whose conversions are
+        all settled (delivered, or skipped as never forwardable), with those conversions and
+        their attempts; returns how many events went. An event with a pending or dead-lettered
+        conversion stays with it. Identity memory, business keys and subscriptions are never
+        touched, so an old invoice re-sent is still a duplicate. On PostgreSQL, concurrent
+        pruners (one per replica) take disjoint batches."""
+        lock = " FOR UPDATE OF e SKIP LOCKED" if self.dialect == "postgresql" else ""
+        ids = [int(r[0]) for r in self.all(
+            "SELECT e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS ("
+            "  SELECT 1 FROM conversions c WHERE c.event_id = e.id AND c.state NOT IN ('delivered', 'skipped')) "
+            f"ORDER BY e.received_at, e.id LIMIT ?{lock}",
+            (cutoff, limit),
+        )]
+        if not ids:
+            return 0
+        marks = ", ".join("?" for _ in ids)
+        # The state is checked again: a business-key fill may have revived a skipped conversion.
+        gone = [int(r[0]) for r in self.all(
+            f"DELETE FROM conversions WHERE event_id IN ({marks}) AND state IN ('delivered', 'skipped') "
+            "RETURNING id",
+            ids,
+        )]
+        self._delete_attempts(gone)
+        cur = self.execute(
+            f"DELETE FROM events WHERE id IN ({marks}) "
+            "AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.event_id = events.id)",
+            ids,
+        )
+        return int(cur.rowcount)
+
+    def purge_dead(self, ids: Iterable[int]) -> int:
+        """Delete dead-lettered conversions (an operator's explicit purge) and their attempts;
+        returns how many went. Their events then age out with retention; business keys stay."""
+        wanted = list(ids)
+        if not wanted:
+            return 0
+        marks = ", ".join("?" for _ in wanted)
+        gone = [int(r[0]) for r in self.all(
+            f"DELETE FROM conversions WHERE id IN ({marks}) AND state = 'dead' RETURNING id", wanted
+        )]
+        self._delete_attempts(gone)
+        return len(gone)
+
+    def _delete_attempts(self, conversion_ids: Sequence[int]) -> None:
+        if conversion_ids:
+            marks = ", ".join("?" for _ in conversion_ids)
+            self.execute(f"DELETE FROM attempts WHERE conversion_id IN ({marks})", list(conversion_ids))
