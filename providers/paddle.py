@@ -1,0 +1,215 @@
+"""Paddle Billing: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex over `ts:body`.
+
+The key is the notification destination's secret (`pdl_ntfset_...`), used as UTF-8 bytes.
+During secret rotation Paddle sends several `h1=` values; any match passes.
+
+Sale: `transaction.completed`. Amounts are strings in the currency's lowest denomination under
+`data.details.totals`; the Sale is `total - tax` (after discounts, tax excluded), or
+`grand_total - grand_total_tax` when a credit paid part of the transaction. A transaction with a
+`subscription_id` is a subscription payment (`origin` `subscription_update`/`subscription_charge`:
+a mid-cycle charge, named `Subscription update`); without one it is a one-time purchase.
+Leads: `customer.created` (`Sign up`) and a trialing `subscription.created` (`Started Trial`).
+Transactions carry only `customer_id` (`ctm_...`): the customer's email, name and user id come
+from identity memory, learned from the customer's own events.
+
+Paddle bodies have no live/test flag (sandbox and live are separate accounts with separate
+destinations and secrets), so `livemode` is None; point each at its own source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["PaddleProvider"]
+
+_MINOR_UNITS = re.compile(r"-?[0-9]+")
+# Charges in the middle of a cycle: a plan change billed now, or a one-time charge on a
+# subscription (Paddle used `subscription_update` for both until July 2023).
+_MID_CYCLE_ORIGINS = frozenset({"subscription_update", "subscription_charge"})
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _minor(totals: dict[str, Any], key: str, default: str | None = None) -> int:
+    """An amount string of `totals` ("4900") as an int; PayloadError when absent or not whole."""
+    value = totals.get(key, default)
+    if not isinstance(value, str) or not _MINOR_UNITS.fullmatch(value):
+        raise PayloadError(f"transaction totals.{key} is not an amount in minor units: {value!r}")
+    return int(value)
+
+
+def _timestamp(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise PayloadError(f"Paddle event without string `{field}`")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise PayloadError(f"Paddle `{field}` is not an ISO 8601 time: {value[:40]!r}") from None
+
+
+def _iso(now: int) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class PaddleProvider(Provider):
+    """Paddle Billing: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex over `ts:body`."""
+
+    name = "paddle"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Check the signature on the raw body against every secret, then the timestamp.
+
+        Raises `SignatureError`: `missing_signature` (no header or no `h1`), `invalid_signature`
+        (no `ts`, or no match), `stale_timestamp` (further than `tolerance_s` from now, either way).
+        """
+        header = headers.get("paddle-signature")
+        if not header:
+            raise SignatureError("missing_signature", "No Paddle-Signature header")
+        timestamp: str | None = None
+        candidates: list[bytes] = []
+        for item in header.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key == "ts" and value.isascii() and value.isdigit():
+                timestamp = value
+            elif key == "h1" and value:
+                candidates.append(value.encode("ascii", "replace"))
+        if timestamp is None:
+            raise SignatureError("invalid_signature", "Unable to extract timestamp from Paddle-Signature")
+        if not candidates:
+            raise SignatureError("missing_signature", "No h1 signatures in Paddle-Signature header")
+        signed = timestamp.encode() + b":" + body
+        expected = [hmac.new(s.encode(), signed, hashlib.sha256).hexdigest().encode() for s in secrets]
+        matched = False
+        for want in expected:  # every pair, so the time taken does not tell which one matched
+            for got in candidates:
+                matched |= hmac.compare_digest(want, got)
+        if not matched:
+            raise SignatureError(
+                "invalid_signature", "No signatures found matching the expected signature for payload"
+            )
+        if abs(time.time() - int(timestamp)) > ctx.settings.tolerance_s:
+            raise SignatureError("stale_timestamp", "Timestamp outside the tolerance zone")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `Paddle-Signature` header Paddle would send for `body` at `timestamp`."""
+        mac = hmac.new(secret.encode(), str(timestamp).encode() + b":" + body, hashlib.sha256)
+        return {"Paddle-Signature": f"ts={timestamp};h1={mac.hexdigest()}"}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["event_id"] = f"evt_{unique}"
+        data["notification_id"] = f"ntf_{unique}"
+        data["occurred_at"] = _iso(now)
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `event_id` (the same on every retry and every destination)."""
+        data = self.json_body(body)
+        event_id, event_type = data.get("event_id"), data.get("event_type")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise PayloadError("Paddle event without string `event_id` and `event_type`")
+        if not isinstance(data.get("data"), dict):
+            raise PayloadError("Paddle event without a `data` object")
+        return ProviderEvent(
+            id=event_id,
+            type=event_type,
+            occurred_at=_timestamp(data.get("occurred_at"), "occurred_at"),
+            livemode=None,
+            data=data,
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`transaction.completed` → Sale; `customer.created` and trialing
+        `subscription.created` → Leads; `[]` for other types. Raises `Ignore` for a transaction
+        of nothing (`zero_amount`), a transaction not yet paid (`unpaid`) and a subscription
+        that is not trialing (`not_trialing`: its payment arrives as a transaction)."""
+        obj: dict[str, Any] = event.data["data"]
+        if event.type == "transaction.completed":
+            return [self._sale(obj, ctx)]
+        if event.type == "customer.created":
+            return [self._lead(obj, "sign_up", _text(obj.get("id")), ctx)]
+        if event.type == "subscription.created":
+            if obj.get("status") != "trialing":
+                raise Ignore("not_trialing")
+            return [self._lead(obj, "started_trial", _text(obj.get("customer_id")), ctx)]
+        return []
+
+    def _sale(self, txn: dict[str, Any], ctx: SourceContext) -> Sale:
+        if txn.get("status", "completed") not in ("completed", "paid"):
+            raise Ignore("unpaid")
+        totals = _dict(_dict(txn.get("details")).get("totals"))
+        currency = _text(txn.get("currency_code")) or _text(totals.get("currency_code"))
+        if currency is None:
+            raise PayloadError("transaction without `currency_code`")
+        amount, tax = _net_and_tax(totals)
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        subscription = _text(txn.get("subscription_id"))
+        origin = _text(txn.get("origin"))
+        kind: SaleKind = "purchase"
+        if subscription:
+            kind = "subscription_update" if origin in _MID_CYCLE_ORIGINS else "subscription"
+        return Sale(
+            kind=kind,
+            amount=amount,
+            currency=currency,
+            invoice_id=txn["id"],
+            subscription_id=subscription,
+            provider_customer_id=_text(txn.get("customer_id")),
+            **_hints(ctx, txn.get("custom_data")),
+            metadata=_compact(subscriptionId=subscription, origin=origin, taxAmount=tax,
+                              invoiceNumber=_text(txn.get("invoice_number"))),
+        )
+
+    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None, ctx: SourceContext) -> Lead:
+        trial = kind == "started_trial"
+        return Lead(
+            kind="started_trial" if trial else "sign_up",
+            provider_customer_id=customer,
+            email=_text(obj.get("email")),
+            name=_text(obj.get("name")),
+            **_hints(ctx, obj.get("custom_data")),
+            metadata=_compact(subscriptionId=_text(obj.get("id")) if trial else None),
+        )
+
+
+def _net_and_tax(totals: dict[str, Any]) -> tuple[int, int]:
+    """What the customer paid excluding tax, and that tax, from a transaction's totals.
+
+    `total` is after discount and including tax. A credit (from the customer's balance) pays
+    part of it: then `grand_total` is what was charged and `grand_total_tax` the tax in it
+    (transactions older than that field: all of `tax`, the conservative reading).
+    """
+    total, tax = _minor(totals, "total"), _minor(totals, "tax")
+    if _minor(totals, "credit", "0") == 0:
+        return total - tax, tax
+    charged = _minor(totals, "grand_total")
+    charged_tax = _minor(totals, "grand_total_tax", totals.get("tax"))
+    return charged - charged_tax, charged_tax
+
+
+def _hints(ctx: SourceContext, custom_data: Any) -> dict[str, Any]:
+    """Click id and the merchant's user id from `custom_data` (Paddle.js `customData`)."""
+    return {
+        "click_id": first_key(ctx.click_id_keys, custom_data),
+        "external_id": first_key(ctx.customer_id_keys, custom_data),
+    }
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,299 @@
+"""Paddle Billing: signatures (Paddle's published test vector), mapping, and flows through the core."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+from starlette.datastructures import Headers
+
+from adapter.errors import SignatureError
+from adapter.testing import ProviderContract, make_source
+from providers.paddle import PaddleProvider
+from tests.conftest import fixture, wait_for
+
+SECRET = "pdl_ntfset_01jr2k0a1b2c3d4e5f6g7h8j9k_Yc3Xq9vTn2LmR8sKp4Wz6Hb1Jd5Fg7Ae"
+OTHER = "pdl_ntfset_01jr2k0a1b2c3d4e5f6g7h8j9k_someone-elses-secret-000000"
+
+
+class TestPaddleContract(ProviderContract):
+    provider_class = PaddleProvider
+    secret = SECRET
+    other_secret = OTHER
+
+
+def header(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    ts = int(time.time()) if timestamp is None else timestamp
+    src = make_source(PaddleProvider(), [secret], name="paddle")
+    return PaddleProvider().sign(body, secret, ts, src.ctx)["Paddle-Signature"]
+
+
+def verify(body: bytes, value: str | None, secrets: list[str] | None = None, **settings: Any) -> None:
+    src = make_source(PaddleProvider(), secrets or [SECRET], name="paddle", **settings)
+    src.provider.verify(body, Headers({"Paddle-Signature": value} if value is not None else {}), src.secrets, src.ctx)
+
+
+def post(client: Any, event: dict[str, Any], *, secret: str = SECRET, timestamp: int | None = None) -> Any:
+    body = json.dumps(event).encode()
+    return client.post("/webhooks/paddle", content=body,
+                       headers={"Paddle-Signature": header(body, secret, timestamp), "Content-Type": "application/json"})
+
+
+@pytest.fixture
+def client(make_client: Any) -> Any:
+    return make_client(sources={"paddle": {"provider": "paddle", "secrets": [SECRET]}})
+
+
+BODY = json.dumps(fixture("paddle", "transaction.completed")).encode()
+
+# -- signatures ---------------------------------------------------------------------------------
+
+# Published vector from Paddle's Python SDK, tests/Unit/Notification/test_Verifier.py
+# (PaddleHQ/paddle-python-sdk): body "hello-world", three candidate secrets of which the third
+# signed it, and a header carrying a bogus h1 before the real one.
+VECTOR_BODY = b"hello-world"
+VECTOR_HEADER = "ts=1696195954;h1=dummy;h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02"
+VECTOR_SECRETS = [
+    "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_TjIG2BXbm83HPXqNfziwe506sBEdqL/4",
+    "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_vB/yIOnTOCWIvpBadM5jzBZPHc7OmdSo",
+    "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_WvRO0eL4Bj9rgYYIBZY6wZhG4EHy9jzh",
+]
+
+
+def test_paddle_sdk_test_vector_verifies() -> None:
+    verify(VECTOR_BODY, VECTOR_HEADER, VECTOR_SECRETS, tolerance_s=10**10)  # the SDK test skips the clock too
+    with pytest.raises(SignatureError) as caught:
+        verify(VECTOR_BODY, VECTOR_HEADER, VECTOR_SECRETS[:2], tolerance_s=10**10)
+    assert caught.value.code == "invalid_signature"
+
+
+def test_paddle_sdk_test_vector_is_stale_today() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(VECTOR_BODY, VECTOR_HEADER, VECTOR_SECRETS)
+    assert caught.value.code == "stale_timestamp"
+
+
+def test_our_signer_reproduces_the_sdk_vector() -> None:
+    assert header(VECTOR_BODY, VECTOR_SECRETS[2], 1696195954) == (
+        "ts=1696195954;h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [(None, "missing_signature"), ("", "missing_signature"), ("ts=123", "missing_signature"),
+     ("h1=abc", "invalid_signature"), ("garbage", "invalid_signature"), ("ts=abc;h1=abc", "invalid_signature")],
+)
+def test_malformed_signature_headers_have_clear_codes(value: str | None, code: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, value)
+    assert caught.value.code == code
+
+
+def test_signature_over_a_dot_instead_of_a_colon_is_rejected() -> None:
+    ts = int(time.time())
+    stripe_style = hmac.new(SECRET.encode(), f"{ts}.".encode() + BODY, hashlib.sha256).hexdigest()
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, f"ts={ts};h1={stripe_style}")
+    assert caught.value.code == "invalid_signature"
+    assert SECRET not in caught.value.message
+
+
+def test_rotated_secrets_and_several_h1_values() -> None:
+    ts = int(time.time())
+    good = header(BODY, timestamp=ts).split("h1=")[1]
+    verify(BODY, f"ts={ts};h1={'0' * 64};h1={good}", secrets=[OTHER, SECRET])
+
+
+@pytest.mark.parametrize("age", [301, -301])
+def test_default_tolerance_is_300_seconds_both_ways(age: int) -> None:
+    verify(BODY, header(BODY, timestamp=int(time.time()) - 60))  # a minute of skew or queueing passes
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, header(BODY, timestamp=int(time.time()) - age))
+    assert caught.value.code == "stale_timestamp"
+
+
+def test_tolerance_follows_the_source_setting() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, header(BODY, timestamp=int(time.time()) - 30), tolerance_s=5)
+    assert caught.value.code == "stale_timestamp"
+
+
+def test_missing_header_over_http_is_a_400_with_code(client: Any) -> None:
+    r = client.post("/webhooks/paddle", content=BODY)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_signature"
+
+
+def test_forged_webhook_is_not_forwarded(client: Any, receiver: Any) -> None:
+    r = post(client, fixture("paddle", "transaction.completed"), secret=OTHER)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+# -- mapping through the real receiver ----------------------------------------------------------
+
+
+def test_one_time_transaction_is_a_purchase_after_discount_and_tax(client: Any, receiver: Any) -> None:
+    r = post(client, fixture("paddle", "transaction.completed"))
+    assert r.json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.kind == "sale"
+    assert sale.headers["idempotency-key"] == "sale:paddle:txn_01hv8wptq8987qeep44cyrewp9"
+    body = sale.body
+    assert (body["amount"], body["currency"]) == (8000, "usd")  # 10000 − 2000 discount; 9600 total − 1600 tax
+    assert body["eventName"] == "Purchase"
+    assert body["invoiceId"] == "txn_01hv8wptq8987qeep44cyrewp9"
+    assert body["customerExternalId"] == "user_42"
+    assert body["clickId"] == "cl_paddle_txn"
+    assert body["paymentProcessor"] == "paddle"
+    assert body["timestamp"] == "2024-04-12T10:18:50.100Z"
+    meta = body["metadata"]
+    assert meta["taxAmount"] == 1600 and meta["providerCustomerId"] == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
+    assert meta["providerEventId"] == "evt_01hv8x2e3f4g5h6j7k8m9n0p1q"
+    assert "livemode" not in meta  # Paddle bodies carry no live/test flag
+
+
+def _txn(name: str = "transaction.completed+subscription", event_id: str = "evt_x", **changes: Any) -> dict[str, Any]:
+    event = fixture("paddle", name)
+    event["event_id"] = event_id
+    event["data"].update(changes)
+    return event
+
+
+def test_subscription_transactions_are_creation_then_renewal(client: Any, receiver: Any) -> None:
+    assert post(client, _txn(event_id="evt_first")).json()["status"] == "accepted"
+    renewal = _txn(event_id="evt_second", id="txn_01hv8renewal000000000000000", origin="subscription_recurring")
+    assert post(client, renewal).json()["status"] == "accepted"
+    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    names = {s.body["invoiceId"]: (s.body["eventName"], s.body["amount"], s.body["currency"]) for s in sales}
+    assert names == {"txn_01hv8x2mfd5p3r4t6v8w0y2z4a": ("Subscription creation", 3000, "eur"),
+                     "txn_01hv8renewal000000000000000": ("Subscription renewal", 3000, "eur")}
+    assert sales[0].body["metadata"]["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
+
+
+@pytest.mark.parametrize("origin", ["subscription_update", "subscription_charge"])
+def test_mid_cycle_charges_are_subscription_updates(client: Any, receiver: Any, origin: str) -> None:
+    post(client, _txn(origin=origin))
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Subscription update"
+    assert sale.body["metadata"]["origin"] == origin
+
+
+@pytest.mark.parametrize(
+    ("currency", "totals", "expected"),
+    [
+        ("JPY", {"subtotal": "5000", "discount": "0", "tax": "500", "total": "5500"}, 5000),
+        ("KWD", {"subtotal": "12340", "discount": "0", "tax": "1230", "total": "13570"}, 12340),
+        # $100 + 20% tax = $120, a $90 credit from the balance: $30 charged, $5 of it tax.
+        ("USD", {"subtotal": "10000", "tax": "2000", "total": "12000", "credit": "9000",
+                 "grand_total": "3000", "grand_total_tax": "500"}, 2500),
+        # Before Paddle sent grand_total_tax, all of the tax is taken from what was charged.
+        ("USD", {"subtotal": "10000", "tax": "2000", "total": "12000", "credit": "9000",
+                 "grand_total": "3000", "grand_total_tax": None}, 1000),
+    ],
+)
+def test_amounts_are_exact_minor_units_excluding_tax(client: Any, receiver: Any, currency: str,
+                                                     totals: dict[str, Any], expected: int) -> None:
+    event = fixture("paddle", "transaction.completed")
+    event["data"]["currency_code"] = currency
+    target = event["data"]["details"]["totals"]
+    target.update({**totals, "currency_code": currency})
+    for key in [k for k, v in totals.items() if v is None]:
+        del target[key]
+    post(client, event)
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"details": {"totals": {"subtotal": "0", "discount": "0", "tax": "0", "total": "0", "credit": "0",
+                                 "grand_total": "0", "currency_code": "USD"}}}, "zero_amount"),
+        ({"status": "billed"}, "unpaid"),
+    ],
+)
+def test_uncountable_transactions_are_ignored_with_reasons(client: Any, receiver: Any,
+                                                           change: dict[str, Any], reason: str) -> None:
+    r = post(client, _txn("transaction.completed", **change))
+    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("event_type", ["transaction.paid", "customer.updated", "subscription.activated"])
+def test_untracked_event_types_are_ignored(client: Any, event_type: str) -> None:
+    event = fixture("paddle", "transaction.completed")
+    event["event_type"] = event_type
+    r = post(client, event)
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+
+
+def test_amount_that_is_not_minor_units_is_a_400(client: Any) -> None:
+    event = fixture("paddle", "transaction.completed")
+    event["data"]["details"]["totals"]["total"] = "96.00"
+    r = post(client, event)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
+
+
+def test_redelivery_and_other_destinations_copy_are_duplicates(client: Any, receiver: Any) -> None:
+    event = fixture("paddle", "transaction.completed")
+    first = post(client, event)
+    assert post(client, event).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    # A second notification destination gets the same event_id under another notification_id.
+    event["notification_id"] = "ntf_01hv8xotherdestination000000"
+    assert post(client, event).json()["status"] == "duplicate"
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
+def test_customer_created_then_transaction_share_identity(client: Any, receiver: Any) -> None:
+    assert post(client, fixture("paddle", "customer.created")).json()["status"] == "accepted"
+    sale = _txn(custom_data=None)  # a transaction carries only customer_id: no email, no user id
+    assert post(client, sale).json()["status"] == "accepted"
+    lead, paid = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert (lead.kind, paid.kind) == ("lead", "sale")
+    assert lead.body["eventName"] == "Sign up" and lead.body["clickId"] == "cl_paddle_lead"
+    assert lead.headers["idempotency-key"] == "lead:paddle:user_42:Sign up"
+    assert paid.body["customerExternalId"] == lead.body["customerExternalId"] == "user_42"
+    assert paid.body["customerEmail"] == "jo@example.com" and paid.body["customerName"] == "Jo Brown"
+    assert paid.body["clickId"] == "cl_paddle_lead"  # remembered from the Lead
+
+
+def test_customer_without_custom_data_is_known_by_its_paddle_id(make_client: Any, receiver: Any) -> None:
+    client = make_client(sources={"paddle": {"provider": "paddle", "secrets": [SECRET],
+                                             "forward_leads_without_click_id": True}})
+    customer = fixture("paddle", "customer.created")
+    customer["data"]["custom_data"] = None
+    post(client, customer)
+    post(client, _txn(custom_data=None))
+    lead, paid = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert lead.body["customerExternalId"] == paid.body["customerExternalId"] == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
+    assert paid.body["customerEmail"] == "jo@example.com"
+
+
+def test_trialing_subscription_is_a_started_trial_lead(client: Any, receiver: Any) -> None:
+    post(client, fixture("paddle", "customer.created"))
+    post(client, fixture("paddle", "subscription.created"))
+    got = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    trial = next(r for r in got if r.body["eventName"] == "Started Trial")
+    assert trial.body["customerExternalId"] == "user_42"  # the subscription has only customer_id
+    assert trial.body["clickId"] == "cl_paddle_trial"
+    assert trial.body["metadata"]["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
+
+
+def test_active_subscription_created_is_not_a_lead(client: Any) -> None:
+    event = fixture("paddle", "subscription.created")
+    event["data"]["status"] = "active"
+    assert post(client, event).json()["reason"] == "not_trialing"
+
+
+def test_paddle_events_pass_any_livemode_filter(make_client: Any, receiver: Any) -> None:
+    client = make_client(sources={"paddle": {"provider": "paddle", "secrets": [SECRET], "livemode": "live"}})
+    assert post(client, fixture("paddle", "transaction.completed")).json()["status"] == "accepted"
