@@ -77,7 +77,7 @@ def test_connection_refused_is_retried_until_the_api_is_back(make_client: Any, r
     wait_for(lambda: _sale_state(client, r.json()["eventId"])["attempts"] >= 2)
     with run_in_thread(receiver.app(), port=port):
         wait_for(receiver.delivered)
-        assert _sale_state(client, r.json()["eventId"])["attempts_log"][0]["error"].startswith("ConnectError")
+        assert _sale_state(client, r.json()["eventId"])["attempts_log"][0]["error"].startswith("ClientConnectorError")
 
 
 def test_sale_waits_for_its_customers_pending_lead(client: Any, receiver: Any) -> None:

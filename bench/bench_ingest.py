@@ -1,0 +1,202 @@
+"""Ingest throughput: `hooktrack serve` (SQLite, durable commit before the 2xx) against a bare
+Starlette endpoint that only reads the body, same bodies, same load generator, same run.
+
+    uv run python bench/bench_ingest.py [--runs 3] [--duration 8] [--connections 32] [--history N]
+
+Prints requests/s of both, the ratio, and p50/p99 latency; medians over `--runs` alternating
+runs. `--history N` first stores N events so ingest is measured with a big store behind it.
+Needs `wrk` (Debian package `wrk`). Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import stripe
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "whsec_bench_secret_0123456789abcdef"
+FIXTURE = ROOT / "tests" / "fixtures" / "stripe" / "checkout.session.completed.json"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:
+    """`count` unique Stripe-signed checkout events: bodies and headers, one per line."""
+    base = json.loads(FIXTURE.read_text())
+    bodies, sigs = folder / f"bodies-{tag}.txt", folder / f"sigs-{tag}.txt"
+    now = int(time.time())
+    with bodies.open("w") as fb, sigs.open("w") as fs:
+        for i in range(count):
+            base["id"] = f"evt_bench_{tag}_{i}"
+            base["data"]["object"]["payment_intent"] = f"pi_bench_{tag}_{i}"
+            base["data"]["object"]["metadata"]["userId"] = f"user_{tag}_{i % 5000}"
+            body = json.dumps(base, separators=(",", ":"))
+            fb.write(body + "\n")
+            fs.write(stripe.WebhookSignature.generate_signature_header(body, SECRET, timestamp=now) + "\n")
+    return bodies, sigs
+
+
+def wrk(url: str, bodies: Path, sigs: Path, duration: int, connections: int) -> dict[str, Any]:
+    threads = 2
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+         "-s", str(ROOT / "bench" / "wrk_signed.lua"), url, "--", str(bodies), str(sigs), str(threads),
+         "/webhooks/stripe"],
+        capture_output=True, text=True, check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def start_hooktrack(folder: Path, tracking_url: str, port: int) -> subprocess.Popen[bytes]:
+    config = folder / "hooktrack.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{folder / "bench.db"}"\n'
+        f'[tracking]\nurl = "{tracking_url}"\napi_key = "bench"\n'
+        '[forwarder]\nfill_window_s = 0\n'
+        f'[sources.stripe]\nprovider = "stripe"\nsecrets = ["{SECRET}"]\ntolerance_s = 86400\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapter", "serve", "--config", str(config), "--port", str(port),
+         "--log-level", "WARNING"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_up(f"http://127.0.0.1:{port}/healthz")
+    return proc
+
+
+def start_uvicorn(app: str, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_up(f"http://127.0.0.1:{port}/")
+    return proc
+
+
+def seed_history(db: Path, count: int) -> None:
+    """Store `count` past events, conversions and identities straight into the file (fast)."""
+    conn = sqlite3.connect(db)
+    now = int(time.time() * 1000)
+    body = FIXTURE.read_text()
+    conn.execute("BEGIN")
+    batch = 50_000
+    for start in range(0, count, batch):
+        rows = range(start, min(count, start + batch))
+        conn.executemany(
+            "INSERT INTO events (source, provider, dedup_key, provider_event_id, event_type, received_at,"
+            " occurred_at, livemode, status, body) VALUES ('stripe', 'stripe', ?, ?, 'checkout.session.completed',"
+            " ?, ?, 0, 'accepted', ?)",
+            ((f"evt_hist_{i}", f"evt_hist_{i}", now, now, body) for i in rows),
+        )
+        conn.executemany(
+            "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
+            " idempotency_key, payload, state, next_attempt_at, created_at, updated_at, delivered_at)"
+            " VALUES (?, 'stripe', 'sale', 'Purchase', ?, ?, ?, '{}', 'delivered', ?, ?, ?, ?)",
+            ((i + 1, f"sale:pi_hist_{i}", f"user_hist_{i}", f"sale:stripe:pi_hist_{i}", now, now, now, now)
+             for i in rows),
+        )
+        conn.executemany(
+            "INSERT INTO business_keys (source, key, conversion_id, created_at) VALUES ('stripe', ?, ?, ?)",
+            ((f"sale:pi_hist_{i}", i + 1, now) for i in rows),
+        )
+        conn.executemany(
+            "INSERT INTO identities (source, key_kind, key, external_id, explicit, updated_at)"
+            " VALUES ('stripe', 'customer', ?, ?, 1, ?)",
+            ((f"cus_hist_{i}", f"user_hist_{i}", now) for i in rows),
+        )
+    conn.commit()
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--history", type=int, default=0, help="events stored before measuring")
+    parser.add_argument("--per-run", type=int, default=40_000, help="unique signed requests per run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    work = Path(tempfile.mkdtemp(prefix="hooktrack-bench-"))
+    receiver_port = free_port()
+    receiver = start_uvicorn("bench.bare:app", receiver_port)  # a fast tracking API stand-in
+    bare_port = free_port()
+    bare = start_uvicorn("bench.bare:app", bare_port)
+    results: dict[str, list[dict[str, Any]]] = {"bare": [], "hooktrack": []}
+    try:
+        for run in range(args.runs):
+            bodies, sigs = write_requests(work, args.per_run, f"r{run}")
+            results["bare"].append(wrk(f"http://127.0.0.1:{bare_port}", bodies, sigs, args.duration, args.connections))
+            folder = work / f"run{run}"
+            folder.mkdir()
+            port = free_port()
+            proc = start_hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port)
+            if args.history:
+                proc.terminate()
+                proc.wait()
+                seed_history(folder / "bench.db", args.history)
+                proc = start_hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port)
+            try:
+                results["hooktrack"].append(wrk(f"http://127.0.0.1:{port}", bodies, sigs, args.duration,
+                                                args.connections))
+            finally:
+                proc.terminate()
+                proc.wait()
+            print(f"run {run + 1}: bare {results['bare'][-1]['rps']:.0f} req/s, "
+                  f"hooktrack {results['hooktrack'][-1]['rps']:.0f} req/s", flush=True)
+    finally:
+        bare.terminate()
+        receiver.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+
+
+def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    bare, hook = med("bare", "rps"), med("hooktrack", "rps")
+    print(f"\ningest, {args.connections} connections, {args.duration}s x {args.runs} runs, "
+          f"history {args.history:,} events, {os.cpu_count()} CPUs (medians)")
+    for name in ("bare", "hooktrack"):
+        non2xx = sum(r["non2xx"] + r["socket_errors"] for r in results[name])
+        print(f"  {name:9s} {med(name, 'rps'):8.0f} req/s   p50 {med(name, 'p50_us') / 1000:6.2f} ms   "
+              f"p99 {med(name, 'p99_us') / 1000:6.2f} ms   errors {non2xx}")
+    print(f"  ratio hooktrack / bare: {hook / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
