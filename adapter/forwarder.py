@@ -4,9 +4,10 @@ Each round leases a batch of due conversions (a lease, not a lock: if this proce
 lease runs out and any worker claims them again), sends them concurrently over one keep-alive
 HTTP client, and records every attempt. The client is aiohttp rather than httpx: on the same
 loopback receiver at 32 requests in flight, httpx's AsyncClient managed ~300 requests/s and
-aiohttp ~9,000 (bench/bench_forward.py measures the forwarder against that baseline). 2xx delivers; 408, 425, 429, 5xx, timeouts and
-connection errors retry with exponential backoff and full jitter (`Retry-After` is a floor);
-any other answer dead-letters at once with the response kept; so does the last allowed attempt.
+aiohttp ~9,000 (bench/bench_forward.py measures the forwarder against that baseline).
+2xx delivers; 408, 425, 429, 5xx, timeouts and connection errors retry with exponential
+backoff and full jitter (`Retry-After` is a floor); any other answer dead-letters at once with
+the response kept; so does the last allowed attempt.
 """
 
 from __future__ import annotations

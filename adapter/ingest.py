@@ -36,7 +36,7 @@ def now_ms() -> int:
 
 def iso_ms(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and `Z`, as the tracking API wants."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return f"{moment.isoformat(timespec='milliseconds').removesuffix('+00:00')}Z"
 
 
 @dataclass
@@ -136,7 +136,7 @@ def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
         event = source.provider.parse(body, headers)
     except PayloadError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, RecursionError) as exc:
         raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
     if not isinstance(event, ProviderEvent):
         raise PayloadError(f"{source.ctx.provider}.parse returned {type(event).__name__}, not a ProviderEvent")
@@ -155,7 +155,7 @@ def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise PayloadError(f"{event.type}: invalid {where}: {first['msg']}") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
         raise PayloadError(f"{event.type} is missing or has invalid fields ({type(exc).__name__}: {exc})") from exc
     return list(out)
 
@@ -280,6 +280,7 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
     provider customer id, then the email. Learned values are remembered for later events."""
     email = conv.email.strip().lower() if conv.email else None
     memory = tx.identity(source, "customer", conv.provider_customer_id) if conv.provider_customer_id else None
+    by_customer = memory is not None
     if memory is None and email:
         memory = tx.identity(source, "email", email)
     external: str | None
@@ -296,11 +297,32 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
         email=conv.email or (memory.email if memory else None),
         name=conv.name or (memory.name if memory else None),
     )
-    if conv.provider_customer_id:
-        tx.remember(source, "customer", conv.provider_customer_id, ident, now)
-    if email:
-        tx.remember(source, "email", email, ident, now)
+    # Memory rows for a customer and its email are written together, so when the customer's row
+    # already says all of this there is nothing new to remember (the common case for renewals).
+    unchanged = (
+        memory is not None
+        and (by_customer or not conv.provider_customer_id)
+        and _merged(memory, ident) == memory
+        and (not email or (memory.email or "").strip().lower() == email)
+    )
+    if not unchanged:
+        if conv.provider_customer_id:
+            tx.remember(source, "customer", conv.provider_customer_id, ident, now)
+        if email:
+            tx.remember(source, "email", email, ident, now)
     return ident
+
+
+def _merged(old: Identity, new: Identity) -> Identity:
+    """What `Tx.remember` stores when `new` is remembered over `old` (kept in step with its SQL)."""
+    keep_old_id = old.explicit and not new.explicit
+    return Identity(
+        external_id=old.external_id if keep_old_id else (new.external_id or old.external_id),
+        explicit=old.explicit or new.explicit,
+        click_id=new.click_id or old.click_id,
+        email=new.email or old.email,
+        name=new.name or old.name,
+    )
 
 
 def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], newer_explicit: bool, now: int) -> None:

@@ -1,9 +1,10 @@
 """The embedded store: one SQLite file in WAL mode, written by one thread with group commit.
 
 Every write transaction is queued to a single writer thread. The thread takes whatever has
-queued up, runs each job inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction and
-commits once (`synchronous=FULL`, so the commit is on disk before any job's caller hears back).
-Under load many webhooks share one fsync; a job that fails rolls back only its savepoint.
+queued up, runs the jobs in one `BEGIN IMMEDIATE` transaction and commits once
+(`synchronous=FULL`, so the commit is on disk before any job's caller hears back). Under load
+many webhooks share one fsync. A job that raises makes the batch roll back and run again with
+one SAVEPOINT per job, so only the failing job fails.
 Reads use per-thread connections on WAL snapshots and never wait for the writer.
 """
 
@@ -176,17 +177,35 @@ class SQLiteStore:
             conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        """Run every job in one transaction. Jobs almost never fail, so no per-job savepoint on
+        the fast path; if one does, the batch is rolled back and re-run job by job."""
+        tx = Tx(conn, "sqlite")
+        live = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+        results: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _fut in live:
+                results.append(fn(tx))
+        except sqlite3.OperationalError:
+            raise  # disk, lock or I/O trouble: the whole batch fails as unavailable
+        except Exception:
+            conn.execute("ROLLBACK")
+            self._run_isolated(conn, live)
+            return
+        conn.execute("COMMIT")
+        for (_fn, fut), result in zip(live, results, strict=True):
+            fut.set_result(result)
+
+    def _run_isolated(self, conn: sqlite3.Connection, live: list[Any]) -> None:
         tx = Tx(conn, "sqlite")
         outcomes: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
-        for fn, fut in batch:
-            if not fut.set_running_or_notify_cancel():
-                continue
+        for fn, fut in live:
             conn.execute("SAVEPOINT job")
             try:
                 result = fn(tx)
             except sqlite3.OperationalError:
-                raise  # disk, lock or I/O trouble: the whole batch fails as unavailable
+                raise
             except Exception as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")

@@ -124,3 +124,31 @@ def test_sigkill_with_pending_conversions_loses_nothing_and_sends_nothing_twice(
         assert len(repeated) <= 32  # at most one in-flight batch (forwarder.concurrency)
         for copies in repeated.values():
             assert all(c.body == copies[0].body for c in copies)
+
+
+def test_a_failing_write_job_fails_alone(tmp_path: Path) -> None:
+    import asyncio
+
+    from adapter.store import open_store
+
+    async def scenario() -> tuple[list[object], int]:
+        store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+        await store.open()
+        try:
+            def ok(i: int) -> Any:
+                return lambda tx: tx.execute("INSERT INTO hooktrack_meta (key, value) VALUES (?, 'x')", (f"k{i}",))
+
+            def boom(tx: Any) -> None:
+                tx.execute("INSERT INTO hooktrack_meta (key, value) VALUES ('k_boom', 'x')")
+                raise RuntimeError("job failed")
+
+            jobs = [store.transact(ok(1)), store.transact(boom), store.transact(ok(2))]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            count = await store.read(lambda tx: tx.one("SELECT COUNT(*) FROM hooktrack_meta WHERE key LIKE 'k%'")[0])
+            return list(results), int(count)
+        finally:
+            await store.close()
+
+    results, count = asyncio.run(scenario())
+    assert isinstance(results[1], RuntimeError)
+    assert count == 2  # the two good jobs committed, the failing one left nothing behind
