@@ -46,6 +46,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-read")
+        self._checkpoints = threading.Event()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -85,8 +86,11 @@ class SQLiteStore:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
             self._writer.start()
+            self._checkpoints = threading.Event()
+            threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True).start()
 
     async def close(self) -> None:
+        self._checkpoints.set()
         if self._writer is not None:
             self._jobs.put(_STOP)
             await asyncio.to_thread(self._writer.join)
@@ -139,6 +143,23 @@ class SQLiteStore:
 
     # -- the writer thread ---------------------------------------------------------------
 
+    def _checkpoint_loop(self, interval_s: float = 1.0) -> None:
+        """Copy the WAL back into the database off the writer thread.
+
+        SQLite's automatic checkpoint would run inside a webhook's commit and stall every
+        request queued behind it; a PASSIVE checkpoint here never blocks the writer.
+        """
+        conn: sqlite3.Connection | None = None
+        while not self._checkpoints.wait(interval_s):
+            try:
+                conn = conn or self._connect()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("checkpoint failed: %s", exc)
+                conn = None
+        if conn is not None:
+            conn.close()
+
     def _write_loop(self) -> None:
         conn: sqlite3.Connection | None = None
         while True:
@@ -159,6 +180,7 @@ class SQLiteStore:
             try:
                 if conn is None:
                     conn = self._connect()
+                    conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_loop
                 self._run_batch(conn, batch)
             except sqlite3.Error as exc:
                 log.error("store commit failed: %s", exc)
