@@ -1,0 +1,222 @@
+"""Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body, keyed by the webhook's secret.
+
+The scheme signs no timestamp, so there is no freshness check; delivery dedup makes a replay a
+`duplicate`. Bodies carry no event id: a delivery is `"{meta.event_name}:{data.id}"`, the same
+on every retry and on a resend from the dashboard.
+
+Sales: `order_created` (status `paid`) and `subscription_payment_success` (a subscription
+invoice; `billing_reason` `initial`/`renewal` → a subscription payment, `updated` → a
+subscription update). Amounts are `total - tax`, integers in the order currency's smallest unit.
+
+Lemon Squeezy sends both `order_created` and an `initial` `subscription_payment_success` for the
+first payment of a new subscription, and neither names the other's id. What they share is the
+order's `identifier` (UUID): the order carries it, and a subscription invoice's `invoice_url` is
+`.../my-orders/<order identifier>/subscription-invoice/<id>`. Both Sales therefore use that UUID
+as `invoice_id`, and the core's business dedup keeps one. An initial invoice whose URL does not
+have that shape is ignored (`counted_by_order`) rather than risk counting the payment twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["LemonSqueezyProvider"]
+
+_HEX = re.compile(r"[0-9a-f]+")
+_ORDER_IN_INVOICE_URL = re.compile(
+    r"/my-orders/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/subscription-invoice/",
+    re.IGNORECASE,
+)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string field, or an integer id as a string (Lemon Squeezy ids are integers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _cents(attrs: dict[str, Any], key: str) -> int:
+    value = attrs.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"`{key}` is not an integer amount: {value!r}")
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _iso(now: int) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LemonSqueezyProvider(Provider):
+    """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
+
+    name = "lemonsqueezy"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Compare `X-Signature` with the body's HMAC under every secret, in constant time.
+
+        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
+        """
+        given = (headers.get("x-signature") or "").strip().lower()
+        if not given:
+            raise SignatureError("missing_signature", "No X-Signature header")
+        if not _HEX.fullmatch(given):
+            raise SignatureError("invalid_signature", "X-Signature is not a hex digest")
+        matched = False
+        for secret in secrets:  # every secret, so the time taken does not tell which one matched
+            want = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            matched |= hmac.compare_digest(want.encode(), given.encode())
+        if not matched:
+            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `X-Signature` header Lemon Squeezy would send (`timestamp` is not signed)."""
+        return {"X-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The unsigned `X-Event-Name` header every delivery carries."""
+        try:
+            event_name = _dict(self.json_body(body).get("meta")).get("event_name")
+        except PayloadError:
+            return {}
+        return {"X-Event-Name": event_name} if isinstance(event_name, str) else {}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        resource = _dict(data.get("data"))
+        resource["id"] = str(int(unique[:12], 16))
+        attrs = _dict(resource.get("attributes"))
+        attrs["created_at"] = attrs["updated_at"] = _iso(now)
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The delivery `"{event_name}:{data.id}"`; the event name from the signed body
+        (`meta.event_name`), else the `X-Event-Name` header. Raises `PayloadError`."""
+        payload = self.json_body(body)
+        meta, resource = _dict(payload.get("meta")), payload.get("data")
+        event_name = meta.get("event_name") or headers.get("x-event-name")
+        if not isinstance(event_name, str) or not event_name:
+            raise PayloadError("Lemon Squeezy webhook without `meta.event_name`")
+        if not isinstance(resource, dict) or _text(resource.get("id")) is None:
+            raise PayloadError("Lemon Squeezy webhook without a `data` resource and its `id`")
+        attrs = _dict(resource.get("attributes"))
+        first, second = ("created_at", "updated_at")
+        if not event_name.endswith("_created"):
+            first, second = second, first  # the resource's last change is what the event reports
+        occurred = _time(attrs.get(first)) or _time(attrs.get(second))
+        if occurred is None:
+            raise PayloadError("Lemon Squeezy resource without `created_at` or `updated_at`")
+        test_mode = meta.get("test_mode", attrs.get("test_mode"))
+        return ProviderEvent(
+            id=f"{event_name}:{_text(resource['id'])}",
+            type=event_name,
+            occurred_at=occurred,
+            livemode=not test_mode if isinstance(test_mode, bool) else None,
+            data=payload,
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`order_created` and `subscription_payment_success` → one Sale; `[]` otherwise.
+        Raises `Ignore`: `unpaid`, `zero_amount`, `counted_by_order` (see the module doc)."""
+        resource: dict[str, Any] = event.data["data"]
+        attrs = _dict(resource.get("attributes"))
+        custom = _dict(event.data.get("meta")).get("custom_data")
+        if event.type == "order_created":
+            return [self._order_sale(_text(resource["id"]), attrs, custom, ctx)]
+        if event.type == "subscription_payment_success":
+            return [self._invoice_sale(_text(resource["id"]), attrs, custom, ctx)]
+        return []
+
+    def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> Sale:
+        amount, tax, currency = _paid_net(attrs)
+        identifier = _text(attrs.get("identifier"))
+        if identifier is None:
+            raise PayloadError("order without `identifier`")
+        return Sale(
+            kind="purchase",
+            amount=amount,
+            currency=currency,
+            invoice_id=identifier.lower(),
+            timestamp=_time(attrs.get("created_at")),
+            **_hints(attrs, custom, ctx),
+            metadata=_compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
+        )
+
+    def _invoice_sale(self, invoice_id: str | None, attrs: dict[str, Any], custom: Any,
+                      ctx: SourceContext) -> Sale:
+        amount, tax, currency = _paid_net(attrs)
+        subscription = _text(attrs.get("subscription_id"))
+        if subscription is None:
+            raise PayloadError("subscription invoice without `subscription_id`")
+        reason = attrs.get("billing_reason")
+        key = f"subscription_invoice_{invoice_id}"
+        if reason == "initial":
+            found = _ORDER_IN_INVOICE_URL.search(str(_dict(attrs.get("urls")).get("invoice_url") or ""))
+            if found is None:
+                raise Ignore("counted_by_order")
+            key = found.group(1).lower()  # the order's identifier: one Sale with order_created
+        kind: SaleKind = "subscription_update" if reason == "updated" else "subscription"
+        return Sale(
+            kind=kind,
+            amount=amount,
+            currency=currency,
+            invoice_id=key,
+            subscription_id=subscription,
+            timestamp=_time(attrs.get("created_at")),
+            **_hints(attrs, custom, ctx),
+            metadata=_compact(subscriptionId=subscription, billingReason=_text(reason),
+                              subscriptionInvoiceId=invoice_id, taxAmount=tax),
+        )
+
+
+def _paid_net(attrs: dict[str, Any]) -> tuple[int, int, str]:
+    """(total - tax, tax, currency) of a paid order or invoice; `Ignore` when unpaid or zero.
+
+    The amounts are the ones in the order's own currency, never the `_usd` conversions."""
+    if attrs.get("status") != "paid":
+        raise Ignore("unpaid")
+    currency = _text(attrs.get("currency"))
+    if currency is None:
+        raise PayloadError("no `currency`")
+    tax = _cents(attrs, "tax")
+    amount = _cents(attrs, "total") - tax
+    if amount <= 0:
+        raise Ignore("zero_amount")
+    return amount, tax, currency
+
+
+def _hints(attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> dict[str, Any]:
+    return {
+        "provider_customer_id": _text(attrs.get("customer_id")),
+        "email": _text(attrs.get("user_email")),
+        "name": _text(attrs.get("user_name")),
+        "click_id": first_key(ctx.click_id_keys, custom),
+        "external_id": first_key(ctx.customer_id_keys, custom),
+    }
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
