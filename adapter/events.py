@@ -40,6 +40,9 @@ class ProviderEvent(BaseModel):
 
     `id` is the provider's delivery/event id (the delivery dedup key); `livemode` is None when
     the provider has no test mode; `data` is the parsed body, for `map` to read.
+    `object_key` names the object the event is about (`subscription:sub_1`) for providers that
+    deliver out of order: an event older than one already stored for the same object is
+    ignored as `out_of_order` (compared by `occurred_at`).
     """
 
     model_config = _FROZEN
@@ -49,6 +52,7 @@ class ProviderEvent(BaseModel):
     occurred_at: UtcDatetime
     livemode: bool | None = None
     data: dict[str, Any] = Field(default_factory=dict, repr=False)
+    object_key: Text | None = None
 
 
 class _Hints(BaseModel):

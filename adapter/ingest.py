@@ -177,10 +177,11 @@ class _Apply:
     def __call__(self, tx: Tx) -> Outcome:
         self.created = []
         src, event = self.source, self.event
+        occurred = int(event.occurred_at.timestamp() * 1000)
         row = {
             "source": src.name, "provider": src.ctx.provider, "dedup_key": event.id,
             "provider_event_id": event.id, "event_type": event.type, "received_at": self.received,
-            "occurred_at": int(event.occurred_at.timestamp() * 1000), "livemode": event.livemode,
+            "occurred_at": occurred, "livemode": event.livemode,
             "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,
             "body": self.body.decode("utf-8", "replace"),
         }
@@ -190,8 +191,12 @@ class _Apply:
             tx.insert_event({**row, "dedup_key": None, "status": "duplicate", "reason": None,
                              "duplicate_of": original, "body": None})
             return Outcome("duplicate", event_id=original)
-        if self.ignored:
-            return Outcome("ignored", event_id=event_id, reason=self.ignored)
+        ignored = self.ignored
+        if not ignored and event.object_key and tx.newer_version_seen(src.name, event.object_key, occurred):
+            ignored = "out_of_order"
+            tx.set_event_status(event_id, "ignored", ignored)
+        if ignored:
+            return Outcome("ignored", event_id=event_id, reason=ignored)
         for conversion in self.conversions:
             self.created.append(self._store_one(tx, event_id, conversion))
         return self._settle(tx, event_id)

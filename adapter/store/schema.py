@@ -9,6 +9,7 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `business_keys`: one row per Sale invoice / Lead key ever produced; never pruned.
 - `subscriptions`: first paid Sale per subscription id (creation vs renewal); never pruned.
 - `identities`: identity memory per provider customer id and per email; never pruned.
+- `object_versions`: newest `occurred_at` per object for out-of-order providers; pruned with events.
 - `attempts`: every delivery attempt of a conversion.
 """
 
@@ -92,6 +93,12 @@ CREATE TABLE IF NOT EXISTS identities (
     name TEXT,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (source, key_kind, key)
+);
+CREATE TABLE IF NOT EXISTS object_versions (
+    source TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    occurred_at BIGINT NOT NULL,
+    PRIMARY KEY (source, object_key)
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id {id},

@@ -76,6 +76,20 @@ class Tx:
     def set_event_status(self, event_id: int, status: str, reason: str | None) -> None:
         self.execute("UPDATE events SET status = ?, reason = ? WHERE id = ?", (status, reason, event_id))
 
+    def newer_version_seen(self, source: str, object_key: str, occurred_at: int) -> bool:
+        """True if an event newer than `occurred_at` was stored for the object; else record this one."""
+        row = self.one(
+            "SELECT occurred_at FROM object_versions WHERE source = ? AND object_key = ?", (source, object_key)
+        )
+        if row is not None and int(row[0]) > occurred_at:
+            return True
+        self.execute(
+            "INSERT INTO object_versions (source, object_key, occurred_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, object_key) DO UPDATE SET occurred_at = excluded.occurred_at",
+            (source, object_key, occurred_at),
+        )
+        return False
+
     # -- business keys, subscriptions ----------------------------------------------------
 
     def claim_business_key(self, source: str, key: str, now: int) -> int | None:

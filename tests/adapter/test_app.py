@@ -152,3 +152,32 @@ def test_a_failing_write_job_fails_alone(tmp_path: Path) -> None:
     results, count = asyncio.run(scenario())
     assert isinstance(results[1], RuntimeError)
     assert count == 2  # the two good jobs committed, the failing one left nothing behind
+
+
+def test_an_older_event_for_the_same_object_is_ignored_as_out_of_order(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from adapter.events import ProviderEvent, Sale
+    from adapter.ingest import _Apply
+    from adapter.store import open_store
+    from adapter.testing import make_source
+    from providers.stripe import StripeProvider
+
+    src = make_source(StripeProvider(), ["whsec_x"], name="s")
+
+    def apply(event_id: str, day: int) -> Any:
+        event = ProviderEvent(id=event_id, type="payment", occurred_at=datetime(2026, 4, day, tzinfo=UTC),
+                              object_key="subscription:sub_1")
+        sale = Sale(amount=100, currency="usd", invoice_id=f"in_{event_id}", external_id="u1")
+        return _Apply(src, event, b"{}", 0, [sale], None)
+
+    async def scenario() -> list[str]:
+        store = open_store(f"sqlite:///{tmp_path / 'order.db'}")
+        await store.open()
+        try:
+            return [(await store.transact(apply(i, day))).status for i, day in (("e2", 2), ("e1", 1), ("e3", 3))]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == ["accepted", "ignored", "accepted"]
