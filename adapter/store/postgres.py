@@ -141,13 +141,14 @@ class PostgresStore:
         reached and `ConfigError` when the schema is not this hooktrack's (run `hooktrack migrate`)."""
         if self._pool is not None:
             return
+        await asyncio.to_thread(self._probe)  # fails fast, with the server's own reason
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, kwargs=self._connect_kwargs(),
             configure=_configure, timeout=self.timeout_s, reconnect_timeout=_RECONNECT_GIVE_UP_S,
             name="hooktrack",
         )
         try:
-            await asyncio.to_thread(pool.open, wait=True, timeout=max(self.timeout_s, 5.0))
+            await asyncio.to_thread(pool.open, wait=True, timeout=self.timeout_s)
         except PoolTimeout as exc:
             await asyncio.to_thread(pool.close)
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {_redact(self.url)}") from exc
@@ -160,6 +161,12 @@ class PostgresStore:
                 raise ConfigError("the PostgreSQL store has no schema yet: run `hooktrack migrate`")
             raise ConfigError(f"the store's schema is version {version}, this hooktrack needs "
                               f"{SCHEMA_VERSION}: run `hooktrack migrate` (or upgrade hooktrack)")
+
+    def _probe(self) -> None:
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs()).close()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {_redact(self.url)}: {_brief(exc)}") from exc
 
     async def close(self) -> None:
         """Let running transactions finish, then close every connection."""
