@@ -55,6 +55,7 @@ timeout_s = 5
 base_delay_s = 0.2
 max_delay_s = 5
 poll_interval_s = 0.1
+fill_window_s = 1
 
 [admin]
 token = "{admin_token}"

@@ -104,7 +104,8 @@ class Ingestor:
             "webhook %s",
             outcome.status,
             extra={"source": source.name, "event_id": outcome.event_id, "provider_event_id": event.id,
-                   "event_type": event.type, "reason": outcome.reason},
+                   "event_type": event.type, "reason": outcome.reason,
+                   "conversion_ids": [c["id"] for c in outcome.conversions] or None},
         )
         return outcome
 
@@ -118,11 +119,12 @@ class Ingestor:
             "event_type": event.type if event else None,
             "body": body.decode("utf-8", "replace") if body is not None else None,
         }
-        log.info("webhook rejected", extra={"source": source.name, "reason": reason})
+        event_id: int | None = None
         try:
-            await self.store.transact(lambda tx: tx.insert_event(row))
+            event_id = await self.store.transact(lambda tx: tx.insert_event(row))
         except Exception as exc:  # the answer is a 4xx either way; the log row is best effort
             log.warning("could not record a rejected webhook: %s", exc)
+        log.info("webhook rejected", extra={"source": source.name, "reason": reason, "event_id": event_id})
 
 
 def _with_query(source: Source, query: Mapping[str, str]) -> Any:
@@ -226,7 +228,9 @@ class _Apply:
             key = f"lead:{ident.external_id or 'event:' + self.event.id}:{name}"
         held = tx.claim_business_key(src.name, key, now)
         if isinstance(conv, Sale):
-            name = self._sale_name(tx, conv) if held is None else ""
+            # Named on both paths: a subscription payment merged into an order-shaped Sale of the
+            # same invoice (Lemon Squeezy sends both) still records the subscription's first invoice.
+            name = self._sale_name(tx, conv)
         payload = self._payload(conv, ident, name)
         if held is not None:
             _fill(tx, held, payload, ident.explicit, now)
@@ -238,8 +242,9 @@ class _Apply:
             state, reason = "skipped", "no_click_id"
         idem = (f"sale:{src.name}:{payload['invoiceId']}" if kind == "sale"
                 else f"lead:{src.name}:{ident.external_id}:{name}")
-        # An unattributed Sale waits briefly: its companion event may bring the clickId.
-        due = now + self.fill_window_ms if kind == "sale" and "clickId" not in payload else now
+        # A Sale waits briefly before its first send: its companion event (a checkout after its
+        # invoice, a subscription payment after its order) may bring a clickId or the subscription.
+        due = now + self.fill_window_ms if kind == "sale" else now
         conversion_id = tx.insert_conversion({
             "event_id": event_id, "source": src.name, "kind": kind, "event_name": name,
             "business_key": key, "customer_external_id": ident.external_id,
@@ -345,6 +350,8 @@ def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], newer_explicit: boo
     meta_added = {k: v for k, v in newer.get("metadata", {}).items() if k not in payload.get("metadata", {})}
     if not added and not meta_added:
         return
+    if "subscriptionId" in meta_added and "eventName" in newer:
+        added["eventName"] = newer["eventName"]  # the merged event knew it was a subscription
     payload.update(added)
     payload["metadata"] = _bounded({**payload.get("metadata", {}), **meta_added})
     if state == "skipped" and (
@@ -353,7 +360,7 @@ def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], newer_explicit: boo
     ):
         state, reason = "pending", None
     tx.update_fill(conversion_id, json.dumps(payload, separators=(",", ":")), state, reason,
-                   payload.get("customerExternalId"), explicit, now)
+                   payload.get("customerExternalId"), explicit, payload["eventName"], now)
 
 
 def _bounded(meta: dict[str, Any]) -> dict[str, Any]:

@@ -92,8 +92,9 @@ class ForwarderSettings(_Section):
     lease_s: float = Field(default=60, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
     fill_window_s: float = Field(default=5, ge=0)
-    """A Sale without a clickId waits this long before its first send, so that a companion event
-    (Stripe's checkout.session.completed arriving after its invoice.paid) can fill it in."""
+    """A Sale waits this long before its first send, so that a companion event of the same payment
+    (Stripe's checkout after its invoice.paid, Lemon Squeezy's subscription payment after its
+    order) can fill in a clickId, an explicit customer id or the subscription it belongs to."""
 
 
 class AdminSettings(_Section):

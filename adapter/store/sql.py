@@ -170,11 +170,11 @@ class Tx:
         return (str(row[0]), str(row[1]), row[2], bool(row[3])) if row else None
 
     def update_fill(self, conversion_id: int, payload: str, state: str, reason: str | None,
-                    customer_external_id: str | None, explicit: bool, now: int) -> None:
+                    customer_external_id: str | None, explicit: bool, event_name: str, now: int) -> None:
         self.execute(
             "UPDATE conversions SET payload = ?, state = ?, reason = ?, updated_at = ?, "
-            "customer_external_id = ?, identity_explicit = ? WHERE id = ?",
-            (payload, state, reason, now, customer_external_id, explicit, conversion_id),
+            "customer_external_id = ?, identity_explicit = ?, event_name = ? WHERE id = ?",
+            (payload, state, reason, now, customer_external_id, explicit, event_name, conversion_id),
         )
 
     # -- outbox --------------------------------------------------------------------------
