@@ -24,6 +24,11 @@ function request()
   return wrk.format("POST", path, {["Stripe-Signature"] = sig, ["Content-Type"] = "application/json"}, body)
 end
 
+-- Stop a thread once it has sent its whole slice, so no webhook is sent twice.
+function response(status, headers, body)
+  if wrapped > 0 then wrk.thread:stop() end
+end
+
 function done(summary, latency, requests)
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "non2xx": %d, "socket_errors": %d}\n',
