@@ -1,0 +1,258 @@
+"""Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body, no timestamp.
+
+The key is the app's client secret (app webhooks) or the signing key shown under Settings →
+Notifications → Webhooks (webhooks made in the Shopify admin), used as UTF-8 bytes. The scheme
+signs no time, so there is no freshness check: delivery dedup (`X-Shopify-Event-Id`) is what
+stops a replayed body from counting twice.
+
+Everything but the body lives in headers: the topic (`X-Shopify-Topic`, the event type), the
+event id (`X-Shopify-Event-Id`, the same for every retry and every subscription of one event;
+`X-Shopify-Webhook-Id` when absent) and the time (`X-Shopify-Triggered-At`, else the object's
+`updated_at`/`created_at`).
+
+Sale: `orders/paid` with `financial_status` paid. Amount = `current_subtotal_price` (after
+discounts, before shipping), less the tax in it when `taxes_included` (the order's
+`current_total_tax` less the tax on shipping lines, which the subtotal does not contain), in
+the shop's `currency`. Lead: `customers/create` (`Sign up`). Click and user ids come from the
+order's `note_attributes` (cart attributes), from `metafields` the subscription includes, and
+(click id only) from the `landing_site` query string (`/?dub_id=...`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.money import to_minor
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["ShopifyProvider"]
+
+_SAMPLE_SHOP = "hooktrack-demo.myshopify.com"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _id(value: Any) -> str | None:
+    """Shopify ids are JSON integers; hooktrack keeps them as strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return _text(value)
+
+
+def _pairs(items: Any, key: str) -> dict[str, Any]:
+    """`[{"name": k, "value": v}, ...]` (note_attributes; metafields use `key`) as a mapping."""
+    if not isinstance(items, list):
+        return {}
+    out: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get(key), str):
+            out.setdefault(item[key], item.get("value"))
+    return out
+
+
+def _query(landing_site: Any) -> dict[str, str]:
+    """The query parameters of a landing URL (`/?via=x&dub_id=abc`), first value of each."""
+    if not isinstance(landing_site, str) or "?" not in landing_site:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(urlsplit(landing_site).query):
+        out.setdefault(key, value)
+    return out
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def _uuid(label: bytes, body: bytes) -> str:
+    return str(uuid.UUID(bytes=hashlib.sha256(label + body).digest()[:16], version=4))
+
+
+def _money(order: Mapping[str, Any], key: str, currency: str, default: str | None = None) -> int:
+    """A decimal-string amount of the order ("49.00") in minor units, exactly."""
+    value = order.get(key, default)
+    if not isinstance(value, str):
+        raise PayloadError(f"order `{key}` is not a decimal string: {value!r}")
+    return to_minor(value, currency)
+
+
+def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:
+    """Tax charged on shipping: part of `current_total_tax`, but not of the subtotal."""
+    total = 0
+    for line in order.get("shipping_lines") or []:
+        for tax in _dict(line).get("tax_lines") or []:
+            total += _money(_dict(tax), "price", currency, "0")
+    return total
+
+
+class ShopifyProvider(Provider):
+    """Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body (no timestamp)."""
+
+    name = "shopify"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Compare the header's digest with the body's HMAC under every secret.
+
+        Raises `SignatureError`: `missing_signature` (no header), `invalid_signature` (not
+        base64, or no secret matches).
+        """
+        header = (headers.get("x-shopify-hmac-sha256") or "").strip()
+        if not header:
+            raise SignatureError("missing_signature", "No X-Shopify-Hmac-Sha256 header")
+        try:
+            got = base64.b64decode(header, validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("invalid_signature", "X-Shopify-Hmac-Sha256 is not base64") from None
+        matched = False
+        for secret in secrets:  # every secret, so the time taken does not tell which one matched
+            want = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+            matched |= hmac.compare_digest(want, got)
+        if not matched:
+            raise SignatureError("invalid_signature", "X-Shopify-Hmac-Sha256 does not match the payload")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `X-Shopify-Hmac-Sha256` header Shopify would send (`timestamp` is not signed)."""
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        return {"X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode()}
+
+    def samples(self) -> dict[str, bytes]:
+        """Samples by topic (`orders/paid`): `samples/shopify/orders/paid.json` and so on."""
+        package = self.samples_package or type(self).__module__.rpartition(".")[0]
+        folder = files(package).joinpath("samples", self.name)
+        found: dict[str, bytes] = {}
+        resources = [e for e in folder.iterdir() if e.is_dir()] if folder.is_dir() else []
+        for resource in resources:
+            for entry in resource.iterdir():
+                if entry.name.endswith(".json"):
+                    found[f"{resource.name}/{entry.name.removesuffix('.json')}"] = entry.read_bytes()
+        return dict(sorted(found.items()))
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        # The event id is derived from the body (see `sample_headers`), so a new `updated_at`
+        # makes each send a new delivery.
+        data["updated_at"] = datetime.fromtimestamp(now, UTC).isoformat()
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The topic and ids Shopify sends in headers; the ids are derived from the body, so a
+        redelivery of the same body is a duplicate and a refreshed sample is a new event."""
+        return {
+            "X-Shopify-Topic": sample.partition("+")[0],
+            "X-Shopify-Event-Id": _uuid(b"event:", body),
+            "X-Shopify-Webhook-Id": _uuid(b"webhook:", body),
+            "X-Shopify-Shop-Domain": _SAMPLE_SHOP,
+        }
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by `X-Shopify-Event-Id` (or `X-Shopify-Webhook-Id`), typed by its topic.
+
+        Raises `PayloadError` without a topic, an id, a JSON object body or a time.
+        """
+        data = self.json_body(body)
+        topic = _text(headers.get("x-shopify-topic"))
+        event_id = _text(headers.get("x-shopify-event-id")) or _text(headers.get("x-shopify-webhook-id"))
+        if topic is None:
+            raise PayloadError("Shopify webhook without an X-Shopify-Topic header")
+        if event_id is None:
+            raise PayloadError("Shopify webhook without an X-Shopify-Event-Id or X-Shopify-Webhook-Id header")
+        occurred = (_time(headers.get("x-shopify-triggered-at")) or _time(data.get("updated_at"))
+                    or _time(data.get("created_at")))
+        if occurred is None:
+            raise PayloadError("Shopify webhook without X-Shopify-Triggered-At, `updated_at` or `created_at`")
+        test = data.get("test")
+        return ProviderEvent(
+            id=event_id,
+            type=topic,
+            occurred_at=occurred,
+            livemode=not test if isinstance(test, bool) else None,
+            data=data,
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`orders/paid` → Sale, `customers/create` → Lead, `[]` for other topics.
+
+        Raises `Ignore("unpaid")` for an order whose `financial_status` is not paid and
+        `Ignore("zero_amount")` for an order of nothing (after discounts, before tax).
+        """
+        if event.type == "orders/paid":
+            return [self._sale(event.data, ctx)]
+        if event.type == "customers/create":
+            return [self._lead(event.data, ctx)]
+        return []
+
+    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+        if order.get("financial_status") != "paid":
+            raise Ignore("unpaid")
+        currency = _text(order.get("currency"))
+        order_id = _id(order.get("id"))
+        if currency is None or order_id is None:
+            raise PayloadError("orders/paid without `id` and `currency`")
+        subtotal = _money(order, "current_subtotal_price", currency)
+        tax = _money(order, "current_total_tax", currency, "0")
+        included = tax - _shipping_tax(order, currency) if order.get("taxes_included") is True else 0
+        amount = subtotal - included
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        customer = _dict(order.get("customer"))
+        notes = _pairs(order.get("note_attributes"), "name")
+        fields = _pairs(order.get("metafields"), "key")
+        return Sale(
+            kind="purchase",
+            amount=amount,
+            currency=currency,
+            invoice_id=order_id,
+            provider_customer_id=_id(customer.get("id")),
+            email=_text(order.get("email")) or _text(order.get("contact_email")) or _text(customer.get("email")),
+            name=_name(customer) or _text(_dict(order.get("billing_address")).get("name")),
+            click_id=first_key(ctx.click_id_keys, notes, fields, _query(order.get("landing_site"))),
+            external_id=first_key(ctx.customer_id_keys, notes, fields),
+            metadata=_compact(orderName=_text(order.get("name")), taxAmount=tax,
+                              taxesIncluded=order.get("taxes_included") is True),
+        )
+
+    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
+        customer_id = _id(customer.get("id"))
+        if customer_id is None:
+            raise PayloadError("customers/create without `id`")
+        fields = _pairs(customer.get("metafields"), "key")
+        return Lead(
+            kind="sign_up",
+            provider_customer_id=customer_id,
+            email=_text(customer.get("email")),
+            name=_name(customer),
+            click_id=first_key(ctx.click_id_keys, fields),
+            external_id=first_key(ctx.customer_id_keys, fields),
+        )
+
+
+def _name(customer: Mapping[str, Any]) -> str | None:
+    parts = [_text(customer.get("first_name")), _text(customer.get("last_name"))]
+    return " ".join(p for p in parts if p) or None
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
