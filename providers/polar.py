@@ -1,0 +1,231 @@
+"""Polar: Standard Webhooks headers, keyed by the UTF-8 bytes of the secret as Polar shows it.
+
+Polar signs `{webhook-id}.{webhook-timestamp}.{body}` with HMAC-SHA256 and sends
+`webhook-signature: v1,<base64>` (several space-separated entries during rotation). Unlike
+plain Standard Webhooks, the key is not the base64-decoded secret: Polar's SDK (polar-python
+`polar_sdk/_webhooks/__init__.py`, `validate_event`) base64-*encodes* the secret string before
+handing it to the `standardwebhooks` library, which decodes it straight back, so the HMAC key
+is the secret's own UTF-8 bytes (`polar_whs_...`, prefix and all). Polar's newer SDK
+(polarsource/polar `sdk/python/polar/webhooks.py`, `_signing_keys`) also accepts, for a secret
+of the Standard Webhooks form `whsec_<base64>`, the decoded bytes; so do we. Timestamps further
+than `tolerance_s` from now, in either direction, are refused.
+
+The delivery id is the `webhook-id` header (the body has none). Polar has no live/test flag
+in payloads: sandbox and production are separate organizations with separate secrets, so
+`livemode` is None; point each at its own source.
+
+Sale: `order.paid`, amount `net_amount` (cents, after discounts, before tax), named by
+`billing_reason`. Lead: `customer.created` (`Sign up`). Click and user ids come from the
+order's and the customer's `metadata`; `customer.external_id` is the merchant's own user id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["PolarProvider"]
+
+_KINDS: dict[str, SaleKind] = {
+    "purchase": "purchase",
+    "subscription_create": "subscription",
+    "subscription_cycle": "subscription",
+    "subscription_update": "subscription_update",
+}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _keys(secret: str) -> list[bytes]:
+    """The secret's UTF-8 bytes, and for a `whsec_<base64>` secret also the decoded bytes."""
+    keys = [secret.encode()]
+    if secret.startswith("whsec_"):
+        encoded = secret.removeprefix("whsec_")
+        try:
+            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if decoded:
+            keys.append(decoded)
+    return keys
+
+
+def _mac(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+    return hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+
+
+def _message_id(body: bytes) -> str:
+    """A `webhook-id` for a body hooktrack signs itself (samples): derived from the body, so a
+    redelivery of the same bytes is a duplicate and a refreshed sample is a new message."""
+    return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
+
+
+def _signatures(header: str) -> list[bytes]:
+    """The decoded `v1` entries of a `webhook-signature` header; others are skipped."""
+    found: list[bytes] = []
+    for entry in header.split():
+        version, _, value = entry.partition(",")
+        if version != "v1" or not value:
+            continue
+        try:
+            found.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return found
+
+
+class PolarProvider(Provider):
+    """Polar: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`),
+    HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
+
+    name = "polar"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Check every `v1` signature against every secret, then the timestamp.
+
+        Raises `SignatureError`: `missing_signature` (a header missing, or no `v1` entry),
+        `invalid_signature` (a timestamp that is not a Unix time, or no match),
+        `stale_timestamp` (further than `tolerance_s` from now, either way).
+        """
+        msg_id = headers.get("webhook-id") or ""
+        stamp = headers.get("webhook-timestamp") or ""
+        header = headers.get("webhook-signature") or ""
+        if not (msg_id and stamp and header):
+            raise SignatureError(
+                "missing_signature", "Missing webhook-id, webhook-timestamp or webhook-signature header"
+            )
+        if not (stamp.isascii() and stamp.isdigit()):
+            raise SignatureError("invalid_signature", "webhook-timestamp is not a Unix time")
+        candidates = _signatures(header)
+        if not candidates:
+            raise SignatureError("missing_signature", "No v1 signatures in webhook-signature header")
+        matched = False
+        expected = [_mac(key, msg_id, stamp, body) for secret in secrets for key in _keys(secret)]
+        for want in expected:  # every pair, so the time taken does not tell which one matched
+            for got in candidates:
+                matched |= hmac.compare_digest(want, got)
+        if not matched:
+            raise SignatureError("invalid_signature", "No matching signature found")
+        if abs(time.time() - int(stamp)) > ctx.settings.tolerance_s:
+            raise SignatureError("stale_timestamp", "Message timestamp outside the tolerance zone")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The three headers Polar would send for `body` at `timestamp` (id derived from body)."""
+        msg_id = _message_id(body)
+        signature = base64.b64encode(_mac(secret.encode(), msg_id, str(timestamp), body)).decode()
+        return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{signature}"}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        # The webhook-id is derived from the body, so a new `timestamp` is a new message.
+        data["timestamp"] = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The `webhook-id` `sign` uses, so a sample parses on its own (tests, tooling)."""
+        return {"webhook-id": _message_id(body)}
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `webhook-id` header, typed and timed by the body.
+
+        Raises `PayloadError` without a `webhook-id`, `type`, `timestamp` or `data` object.
+        """
+        data = self.json_body(body)
+        msg_id = _text(headers.get("webhook-id"))
+        event_type = _text(data.get("type"))
+        if msg_id is None:
+            raise PayloadError("Polar webhook without a webhook-id header")
+        if event_type is None or not isinstance(data.get("data"), dict):
+            raise PayloadError("Polar event without string `type` and a `data` object")
+        stamp = data.get("timestamp")
+        try:
+            occurred = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+        except ValueError:
+            occurred = None
+        if occurred is None:
+            raise PayloadError("Polar event without an ISO 8601 `timestamp`")
+        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`order.paid` → Sale, `customer.created` → Lead, `[]` for other types.
+
+        Raises `Ignore("unpaid")` for an order marked unpaid and `Ignore("zero_amount")` for
+        an order of nothing (`net_amount` ≤ 0: free products, 100% discounts, trials).
+        """
+        obj: dict[str, Any] = event.data["data"]
+        if event.type == "order.paid":
+            return [self._sale(obj, ctx)]
+        if event.type == "customer.created":
+            return [self._lead(obj, ctx)]
+        return []
+
+    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+        if order.get("paid") is False:
+            raise Ignore("unpaid")
+        amount, tax = order.get("net_amount"), order.get("tax_amount", 0)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise PayloadError(f"order `net_amount` is not an integer: {amount!r}")
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        currency, order_id = _text(order.get("currency")), _text(order.get("id"))
+        if currency is None or order_id is None:
+            raise PayloadError("order.paid without `id` and `currency`")
+        reason = _text(order.get("billing_reason"))
+        subscription = _text(order.get("subscription_id"))
+        kind = _KINDS.get(reason or "", "subscription" if subscription else "purchase")
+        customer = _dict(order.get("customer"))
+        return Sale(
+            kind=kind,
+            amount=amount,
+            currency=currency,
+            invoice_id=order_id,
+            subscription_id=subscription,
+            provider_customer_id=_text(customer.get("id")) or _text(order.get("customer_id")),
+            email=_text(customer.get("email")),
+            name=_text(customer.get("name")) or _text(order.get("billing_name")),
+            **_hints(ctx, customer, order.get("metadata")),
+            metadata=_compact(subscriptionId=subscription, billingReason=reason,
+                              taxAmount=tax if isinstance(tax, int) and not isinstance(tax, bool) else None,
+                              invoiceNumber=_text(order.get("invoice_number"))),
+        )
+
+    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
+        customer_id = _text(customer.get("id"))
+        if customer_id is None:
+            raise PayloadError("customer.created without `id`")
+        return Lead(
+            kind="sign_up",
+            provider_customer_id=customer_id,
+            email=_text(customer.get("email")),
+            name=_text(customer.get("name")),
+            **_hints(ctx, customer),
+        )
+
+
+def _hints(ctx: SourceContext, customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
+    """Click id from order then customer metadata; the user id from `customer.external_id`
+    (Polar's own field for it, the same on the customer's Lead and every order), else metadata."""
+    sources = (*metadata, customer.get("metadata"))
+    return {
+        "click_id": first_key(ctx.click_id_keys, *sources),
+        "external_id": _text(customer.get("external_id")) or first_key(ctx.customer_id_keys, *sources),
+    }
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

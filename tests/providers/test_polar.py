@@ -1,0 +1,318 @@
+"""Polar: signatures made by the official `standardwebhooks` package keyed the way Polar's SDK
+keys it, mapping, and flows through the core."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import standardwebhooks
+from starlette.datastructures import Headers
+
+from adapter.cli import post_sample
+from adapter.errors import SignatureError
+from adapter.testing import ProviderContract, make_source
+from providers.polar import PolarProvider
+from tests.conftest import fixture, wait_for
+
+SECRET = "polar_whs_Jm5Qk3r8TzW2yXv9cL4aN7bF1dH6sG0eUaPo"
+OTHER = "polar_whs_someone_elses_secret_000000000000000"
+ORDER_ID = "0b4f5a8e-3d2c-4a71-9e6f-7c1b2d3e4f50"
+
+
+def polar_webhook(secret: str = SECRET) -> standardwebhooks.Webhook:
+    """Exactly what polar-python's `validate_event` builds (polar_sdk/_webhooks/__init__.py):
+    `Webhook(base64.b64encode(secret.encode()).decode())`, so the key is the secret's bytes."""
+    return standardwebhooks.Webhook(base64.b64encode(secret.encode()).decode())
+
+
+def signed(body: bytes, secret: str = SECRET, timestamp: int | None = None, msg_id: str | None = None) -> dict[str, str]:
+    """Headers of a Polar delivery, signed by the official standardwebhooks package."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    msg = msg_id or "msg_" + hashlib.sha256(body).hexdigest()[:24]
+    signature = polar_webhook(secret).sign(msg, datetime.fromtimestamp(ts, UTC), body.decode())
+    return {"webhook-id": msg, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+class TestPolarContract(ProviderContract):
+    provider_class = PolarProvider
+    secret = SECRET
+    other_secret = OTHER
+
+    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+        return signed(body, secret, timestamp)
+
+
+def verify(body: bytes, headers: dict[str, str], secrets: list[str] | None = None, **settings: Any) -> None:
+    src = make_source(PolarProvider(), secrets or [SECRET], name="polar", **settings)
+    src.provider.verify(body, Headers(headers), src.secrets, src.ctx)
+
+
+def post(client: Any, event: dict[str, Any], *, secret: str = SECRET, msg_id: str | None = None) -> Any:
+    body = json.dumps(event).encode()
+    headers = {**signed(body, secret, msg_id=msg_id), "Content-Type": "application/json"}
+    return client.post("/webhooks/polar", content=body, headers=headers)
+
+
+def order(name: str = "order.paid", **changes: Any) -> dict[str, Any]:
+    event = fixture("polar", name)
+    event["data"].update(changes)
+    return event
+
+
+@pytest.fixture
+def client(make_client: Any) -> Any:
+    return make_client(sources={"polar": {"provider": "polar", "secrets": [SECRET]}})
+
+
+BODY = json.dumps(fixture("polar", "order.paid")).encode()
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+def test_signature_by_standardwebhooks_with_polars_keying_verifies() -> None:
+    verify(BODY, signed(BODY))
+
+
+def test_our_signer_and_the_official_verifier_agree() -> None:
+    src = make_source(PolarProvider(), [SECRET], name="polar")
+    headers = PolarProvider().sign(BODY, SECRET, int(time.time()), src.ctx)
+    assert polar_webhook().verify(BODY, headers) == json.loads(BODY)
+
+
+def test_polar_secret_is_keyed_by_its_text_not_base64_decoded() -> None:
+    # What a plain Standard Webhooks verifier would do with the secret (decode it) is not Polar's scheme.
+    plain_standard = standardwebhooks.Webhook(SECRET).sign("msg_1", datetime.now(UTC), BODY.decode())
+    headers = {**signed(BODY, msg_id="msg_1"), "webhook-signature": plain_standard}
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, headers)
+    assert caught.value.code == "invalid_signature"
+
+
+def test_whsec_secret_verifies_keyed_either_way() -> None:
+    # Polar's newer SDK (polarsource/polar sdk/python/polar/webhooks.py, `_signing_keys`) accepts
+    # a `whsec_<base64>` secret both as text and decoded; so does hooktrack.
+    whsec = "whsec_" + base64.b64encode(b"sixteen byte key").decode()
+    verify(BODY, signed(BODY, whsec), secrets=[whsec])
+    now = datetime.now(UTC)
+    decoded_key = standardwebhooks.Webhook(whsec).sign("msg_1", now, BODY.decode())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": decoded_key}
+    verify(BODY, headers, secrets=[whsec])
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_each_missing_header_is_a_missing_signature(missing: str) -> None:
+    headers = signed(BODY)
+    del headers[missing]
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, headers)
+    assert caught.value.code == "missing_signature"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"webhook-timestamp": "yesterday"}, "invalid_signature"),
+        ({"webhook-signature": "v2,abc"}, "missing_signature"),
+        ({"webhook-signature": "v1,not base64!"}, "missing_signature"),
+        ({"webhook-id": "msg_other"}, "invalid_signature"),
+    ],
+)
+def test_malformed_headers_have_clear_codes(change: dict[str, str], code: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, {**signed(BODY), **change})
+    assert caught.value.code == code
+
+
+def test_forged_signature_is_rejected_without_revealing_the_secret() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signed(BODY, OTHER))
+    assert caught.value.code == "invalid_signature"
+    assert SECRET not in caught.value.message
+
+
+def test_tampered_body_is_rejected() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY.replace(b"4900", b"49"), signed(BODY))
+    assert caught.value.code == "invalid_signature"
+
+
+def test_several_signatures_one_valid_passes() -> None:
+    headers = signed(BODY)
+    headers["webhook-signature"] = f"v1,{base64.b64encode(b'0' * 32).decode()} v1a,xyz {headers['webhook-signature']}"
+    verify(BODY, headers)
+
+
+def test_rotated_secrets_any_configured_secret_passes() -> None:
+    verify(BODY, signed(BODY, OTHER), secrets=[SECRET, OTHER])
+
+
+@pytest.mark.parametrize("offset", [-301, 301, -86_400, 3600])
+def test_timestamps_too_old_and_too_new_are_stale(offset: int) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signed(BODY, timestamp=int(time.time()) + offset))
+    assert caught.value.code == "stale_timestamp"
+
+
+def test_stale_and_forged_is_invalid_not_stale() -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signed(BODY, OTHER, timestamp=int(time.time()) - 3600))
+    assert caught.value.code == "invalid_signature"
+
+
+def test_tolerance_is_the_sources_setting() -> None:
+    verify(BODY, signed(BODY, timestamp=int(time.time()) - 500), tolerance_s=600)
+
+
+def test_unsigned_request_is_a_400_with_code(client: Any) -> None:
+    r = client.post("/webhooks/polar", content=BODY)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_signature"
+
+
+# -- mapping ------------------------------------------------------------------------------------
+
+
+def test_paid_order_is_a_purchase_after_discount_before_tax(client: Any, receiver: Any) -> None:
+    r = post(client, fixture("polar", "order.paid"), msg_id="msg_order_1")
+    assert r.json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.headers["idempotency-key"] == f"sale:polar:{ORDER_ID}"
+    body = sale.body
+    assert (body["amount"], body["currency"]) == (4900, "usd")  # 5900 − 1000 discount; 490 tax excluded
+    assert body["eventName"] == "Purchase" and body["invoiceId"] == ORDER_ID
+    assert body["customerExternalId"] == "user_polar_42"  # customer.external_id
+    assert body["clickId"] == "cl_polar_click"
+    assert body["customerEmail"] == "ada@example.com" and body["customerName"] == "Ada Lovelace"
+    assert body["paymentProcessor"] == "polar"
+    assert body["timestamp"] == "2026-04-10T12:34:56.201Z"
+    meta = body["metadata"]
+    assert meta["providerEventId"] == "msg_order_1" and meta["providerEventType"] == "order.paid"
+    assert meta["taxAmount"] == 490 and meta["billingReason"] == "purchase"
+    assert "livemode" not in meta  # Polar bodies carry no live/test flag
+
+
+def test_subscription_orders_are_creation_then_renewal(client: Any, receiver: Any) -> None:
+    first = order("order.paid+subscription")
+    renewal = order("order.paid+subscription", id="8f0b2d4f-6a8c-4e0a-9c4e-0c2e4a6c8e9f",
+                    billing_reason="subscription_cycle", metadata={})
+    assert post(client, first).json()["status"] == "accepted"
+    assert post(client, renewal).json()["status"] == "accepted"
+    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert [(s.body["eventName"], s.body["amount"]) for s in sales] == [
+        ("Subscription creation", 2900), ("Subscription renewal", 2900)]
+    assert sales[0].body["metadata"]["subscriptionId"] == "a9c1e3f5-7b2d-4f6a-8c0e-5d7f9b1a3c4e"
+    assert sales[0].body["clickId"] == "cl_polar_sub"  # the order's metadata wins over the customer's
+    assert sales[1].body["clickId"] == "cl_polar_click"  # no order metadata: the customer's
+
+
+def test_first_cycle_after_a_trial_is_the_subscription_creation(client: Any, receiver: Any) -> None:
+    post(client, order("order.paid+subscription", billing_reason="subscription_cycle"))
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["eventName"] == "Subscription creation"
+
+
+def test_plan_change_charge_is_a_subscription_update(client: Any, receiver: Any) -> None:
+    post(client, order("order.paid+subscription", billing_reason="subscription_update", net_amount=1250))
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["eventName"], sale.body["amount"]) == ("Subscription update", 1250)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [({"net_amount": 0}, "zero_amount"), ({"net_amount": -100}, "zero_amount"), ({"paid": False}, "unpaid")],
+)
+def test_uncountable_orders_are_ignored_with_reasons(client: Any, receiver: Any, changes: dict[str, Any],
+                                                     reason: str) -> None:
+    r = post(client, order(**changes))
+    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("amount", ["4900", 49.0, None, True])
+def test_non_integer_amount_is_400(client: Any, amount: Any) -> None:
+    r = post(client, order(net_amount=amount))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
+
+
+def test_untracked_event_type_is_ignored(client: Any) -> None:
+    event = fixture("polar", "order.paid")
+    event["type"] = "order.created"
+    r = post(client, event)
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+
+
+def test_redelivery_with_the_same_webhook_id_is_a_duplicate(client: Any, receiver: Any) -> None:
+    event = fixture("polar", "order.paid")
+    first, second = post(client, event, msg_id="msg_same"), post(client, event, msg_id="msg_same")
+    assert first.json()["status"] == "accepted"
+    assert second.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
+def test_customer_created_is_a_sign_up_lead(client: Any, receiver: Any) -> None:
+    r = post(client, fixture("polar", "customer.created"))
+    assert r.json()["status"] == "accepted"
+    [lead] = wait_for(receiver.delivered)
+    assert lead.kind == "lead" and lead.body["eventName"] == "Sign up"
+    assert lead.headers["idempotency-key"] == "lead:polar:user_polar_42:Sign up"
+    assert lead.body["clickId"] == "cl_polar_click" and lead.body["customerEmail"] == "ada@example.com"
+    assert lead.body["metadata"]["providerCustomerId"] == "8f1d3c2a-5b7e-4f09-9a61-2d4c8e0b7f13"
+
+
+@pytest.mark.parametrize(
+    ("external_id", "metadata", "expected"),
+    [
+        ("user_polar_42", {"userId": "user_from_metadata", "dub_id": "cl"}, "user_polar_42"),
+        (None, {"userId": "user_from_metadata", "dub_id": "cl"}, "user_from_metadata"),
+        (None, {"dub_id": "cl"}, "8f1d3c2a-5b7e-4f09-9a61-2d4c8e0b7f13"),
+    ],
+)
+def test_customer_external_id_then_metadata_then_polar_customer_id(client: Any, receiver: Any, external_id: Any,
+                                                                   metadata: dict[str, str], expected: str) -> None:
+    event = fixture("polar", "customer.created")
+    event["data"].update(external_id=external_id, metadata=metadata)
+    post(client, event)
+    [lead] = wait_for(receiver.delivered)
+    assert lead.body["customerExternalId"] == expected
+
+
+def test_lead_and_later_order_share_the_customer_external_id(client: Any, receiver: Any) -> None:
+    post(client, fixture("polar", "customer.created"))
+    bare = order(metadata={})
+    bare["data"]["customer"].update(external_id=None, metadata={})  # only the Polar customer id
+    post(client, bare)
+    lead, sale = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert lead.body["customerExternalId"] == sale.body["customerExternalId"] == "user_polar_42"
+    assert sale.body["clickId"] == "cl_polar_click"  # from identity memory
+
+
+# -- `hooktrack send` -----------------------------------------------------------------------------
+
+
+def test_every_sample_is_accepted_the_way_hooktrack_send_posts_it(client: Any, receiver: Any) -> None:
+    src = client.app.state.sources["polar"]
+    for name in ["customer.created", "order.paid", "order.paid+subscription", "order.paid+renewal"]:
+        r = post_sample(src, name, "", client=client)
+        assert r.status_code == 200 and r.json()["status"] == "accepted", (name, r.text)
+    assert sorted(src.provider.samples()) == sorted(
+        ["customer.created", "order.paid", "order.paid+renewal", "order.paid+subscription"])
+    got = wait_for(lambda: len(receiver.delivered()) == 4 and receiver.delivered())
+    assert [g.body["eventName"] for g in got] == [
+        "Sign up", "Purchase", "Subscription creation", "Subscription renewal"]
+
+
+def test_refreshed_samples_are_new_messages() -> None:
+    provider = PolarProvider()
+    first = provider.sample("order.paid", unique="a", now=1_775_000_000)
+    later = provider.sample("order.paid", unique="b", now=1_775_000_001)
+    assert provider.sample_headers("order.paid", first) != provider.sample_headers("order.paid", later)
+    src = make_source(provider, [SECRET], name="polar")
+    assert provider.sign(first, SECRET, 1, src.ctx)["webhook-id"] == provider.sample_headers("order.paid", first)["webhook-id"]
