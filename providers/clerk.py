@@ -1,0 +1,120 @@
+"""Clerk: Svix-delivered webhooks (`svix-id`, `svix-timestamp`, `svix-signature`), `whsec_` secret.
+
+Svix is Standard Webhooks under other header names, so verification is delegated to
+`providers.standardwebhooks.verify_headers` after renaming the headers, as svix's own Python
+wrapper delegates to the `standardwebhooks` library (it also accepts `webhook-*` names).
+
+Lead: `user.created` → `Sign up`. Email: the address whose id is `primary_email_address_id`;
+name: `first_name last_name`; the Clerk user id (`user_...`) is the provider customer id;
+`external_id` (the merchant's own user id, set through Clerk's API) is the explicit id, else
+the first of `customer_id_keys` in `public_metadata` then `unsafe_metadata`; the click id is the
+first of `click_id_keys` in the same two. Every other event type maps to nothing.
+The delivery id is `svix-id`; the event time the body's `timestamp` (Unix milliseconds).
+Development and production instances are separate endpoints with separate secrets, and payloads
+carry no live/test flag, so `livemode` is None.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import PayloadError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.plugin import Headers, Provider, SourceContext
+from providers.standardwebhooks import message_id, moment, secret_key, sign_v1, verify_headers
+
+__all__ = ["ClerkProvider"]
+
+_SVIX = {"webhook-id": "svix-id", "webhook-timestamp": "svix-timestamp", "webhook-signature": "svix-signature"}
+
+
+def _standard(headers: Headers) -> dict[str, str]:
+    """The Standard Webhooks view of Svix headers (as svix's wrapper builds it)."""
+    return {std: headers.get(svix) or headers.get(std) or "" for std, svix in _SVIX.items()}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+class ClerkProvider(Provider):
+    """Clerk via Svix: `svix-signature: v1,<base64>` over `svix-id.svix-timestamp.body`."""
+
+    name = "clerk"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Standard Webhooks verification on the Svix headers; raises `SignatureError`."""
+        keys = [k for k in (secret_key(s) for s in secrets) if k]
+        verify_headers(body, _standard(headers), keys, ctx.settings.tolerance_s)
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The Svix headers Clerk would send for `body` at `timestamp` (id derived from body)."""
+        key = secret_key(secret)
+        if key is None:
+            raise ValueError("the secret is not whsec_<base64>")
+        msg_id = message_id(body)
+        mac = base64.b64encode(sign_v1(key, msg_id, str(timestamp), body)).decode()
+        return {"svix-id": msg_id, "svix-timestamp": str(timestamp), "svix-signature": f"v1,{mac}"}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        # The svix-id is derived from the body, so a new `timestamp` is a new message.
+        data["timestamp"] = now * 1000
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The `svix-id` `sign` uses, so a sample parses on its own (tests, tooling)."""
+        return {"svix-id": message_id(body)}
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `svix-id`, timed by the body's `timestamp` (ms), else the header.
+
+        Raises `PayloadError` without an id header, a string `type` or a `data` object.
+        """
+        data = self.json_body(body)
+        msg_id = _text(_standard(headers)["webhook-id"])
+        event_type = _text(data.get("type"))
+        if msg_id is None:
+            raise PayloadError("Clerk webhook without an svix-id header")
+        if event_type is None or not isinstance(data.get("data"), dict):
+            raise PayloadError("Clerk event without a string `type` and a `data` object")
+        stamp = _standard(headers)["webhook-timestamp"]
+        occurred = moment(data.get("timestamp")) or (moment(int(stamp)) if stamp.isdigit() else None)
+        if occurred is None:
+            raise PayloadError("Clerk event without a `timestamp`")
+        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`user.created` → Lead `sign_up`; `[]` for every other type.
+
+        Raises `PayloadError` for a user without an `id`.
+        """
+        if event.type != "user.created":
+            return []
+        user: dict[str, Any] = event.data["data"]
+        user_id = _text(user.get("id"))
+        if user_id is None:
+            raise PayloadError("user.created without a user `id`")
+        # public_metadata is written by the merchant's server, unsafe_metadata by the browser:
+        # the server's value wins when both carry a key.
+        metadata = (user.get("public_metadata"), user.get("unsafe_metadata"))
+        name = " ".join(n for n in (_text(user.get("first_name")), _text(user.get("last_name"))) if n)
+        return [Lead(
+            kind="sign_up",
+            provider_customer_id=user_id,
+            external_id=_text(user.get("external_id")) or first_key(ctx.customer_id_keys, *metadata),
+            email=_primary_email(user),
+            name=name or None,
+            click_id=first_key(ctx.click_id_keys, *metadata),
+        )]
+
+
+def _primary_email(user: dict[str, Any]) -> str | None:
+    """The primary address, else the first one (a primary id can lag behind the list)."""
+    addresses = [a for a in user.get("email_addresses") or [] if isinstance(a, dict)]
+    primary = user.get("primary_email_address_id")
+    for address in addresses:
+        if primary and address.get("id") == primary:
+            return _text(address.get("email_address"))
+    return _text(addresses[0].get("email_address")) if addresses else None
