@@ -1,0 +1,177 @@
+"""Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body, keyed by the webhook secret.
+
+The secret is the one typed when the webhook was created (Dashboard → Accounts & Settings →
+Webhooks), not the API key secret. The scheme signs no timestamp, so there is no freshness
+check; delivery dedup is what stops a replayed body from counting twice. The delivery id is
+the `x-razorpay-event-id` header (the same on every retry). Without it, the key is built from
+the body: `"<event>:<ids of the entities it contains>:<created_at>"`, which a retry repeats.
+
+Sales: `payment.captured` and `subscription.charged`, one Sale per payment: both use the
+payment id (`pay_...`) as `invoice_id`, so a subscription payment that arrives as both is one
+Sale (the core's business dedup). Razorpay links a subscription payment to its subscription
+through the payment's `invoice_id` (an invoice of the subscription); only `subscription.charged`
+names the subscription itself, so a `payment.captured` with an `invoice_id` is a subscription
+payment whose subscription the companion `subscription.charged` fills in.
+
+Amounts are integers in the currency's smallest unit (paise; yen for JPY; fils with a final 0
+for KWD, BHD, OMR), which is ISO 4217's. Razorpay payments carry no breakdown of the
+merchant's own sales tax, so the Sale is the captured `amount`, tax included where the merchant
+priced it in. The payment's `tax` field is not sales tax: it is the GST on Razorpay's own `fee`
+(the API reference: `fee` "Fee (including GST) charged by Razorpay", `tax` "GST charged for
+the payment"), so it is never subtracted.
+
+Click and user ids come from `notes` (the payment's, then the subscription's); Razorpay sends
+empty notes as `[]`. Bodies carry no live/test flag (test and live webhooks are set up
+separately), so `livemode` is None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["RazorpayProvider"]
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_PAID = "captured"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _entity(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    """`payload.<name>.entity`, the snapshot of one entity the event carries ({} if absent)."""
+    return _dict(_dict(payload.get(name)).get("entity"))
+
+
+def _body_key(data: dict[str, Any], event: str) -> str:
+    """A delivery key from the body alone, for a delivery without `x-razorpay-event-id`."""
+    payload = _dict(data.get("payload"))
+    names = [n for n in data.get("contains") or [] if isinstance(n, str)] or sorted(payload)
+    ids = [_text(_entity(payload, n).get("id")) or "-" for n in names]
+    return ":".join([event, *ids, str(data.get("created_at"))])
+
+
+def _sign(body: bytes, secret: str) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class RazorpayProvider(Provider):
+    """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
+
+    name = "razorpay"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Compare `X-Razorpay-Signature` with the body's HMAC under every secret, in constant time.
+
+        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
+        """
+        given = (headers.get("x-razorpay-signature") or "").strip().lower()
+        if not given:
+            raise SignatureError("missing_signature", "No X-Razorpay-Signature header")
+        if not _HEX.fullmatch(given):
+            raise SignatureError("invalid_signature", "X-Razorpay-Signature is not a SHA-256 hex digest")
+        matched = False
+        for secret in secrets:  # every secret, so the time taken does not tell which one matched
+            matched |= hmac.compare_digest(_sign(body, secret).encode(), given.encode())
+        if not matched:
+            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `X-Razorpay-Signature` header Razorpay would send (`timestamp` is not signed)."""
+        return {"X-Razorpay-Signature": _sign(body, secret)}
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The unsigned `x-razorpay-event-id` a delivery carries, derived from the sample's body
+        so that a refreshed sample is a new event and a resent body a duplicate."""
+        return {"X-Razorpay-Event-Id": hashlib.sha256(b"razorpay-event:" + body).hexdigest()[:14]}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["created_at"] = now
+        payment = _entity(_dict(data.get("payload")), "payment")
+        if payment:
+            payment["id"] = f"pay_{unique[:14]}"
+            payment["created_at"] = now
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by `x-razorpay-event-id` (else a key from the body, see the module doc).
+
+        Raises `PayloadError` without a string `event`, a `payload` object or integer `created_at`.
+        """
+        data = self.json_body(body)
+        event, created = _text(data.get("event")), data.get("created_at")
+        if event is None:
+            raise PayloadError("Razorpay webhook without a string `event`")
+        if not isinstance(data.get("payload"), dict):
+            raise PayloadError("Razorpay webhook without a `payload` object")
+        if isinstance(created, bool) or not isinstance(created, int):
+            raise PayloadError("Razorpay webhook without integer `created_at`")
+        return ProviderEvent(
+            id=_text(headers.get("x-razorpay-event-id")) or _body_key(data, event),
+            type=event,
+            occurred_at=datetime.fromtimestamp(created, UTC),
+            livemode=None,
+            data=data,
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`payment.captured` and `subscription.charged` → one Sale per payment id; `[]` otherwise.
+
+        Raises `Ignore("unpaid")` for a payment that is not captured, `Ignore("zero_amount")`
+        for a payment of nothing, `PayloadError` without a payment entity.
+        """
+        payload: dict[str, Any] = event.data["payload"]
+        if event.type == "payment.captured":
+            return [self._sale(_entity(payload, "payment"), {}, ctx)]
+        if event.type == "subscription.charged":
+            return [self._sale(_entity(payload, "payment"), _entity(payload, "subscription"), ctx)]
+        return []
+
+    def _sale(self, payment: dict[str, Any], subscription: dict[str, Any], ctx: SourceContext) -> Sale:
+        payment_id, currency, amount = _text(payment.get("id")), _text(payment.get("currency")), payment.get("amount")
+        if payment_id is None or currency is None:
+            raise PayloadError("Razorpay payment without `id` and `currency`")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise PayloadError(f"Razorpay payment `amount` is not an integer: {amount!r}")
+        if payment.get("status") != _PAID and payment.get("captured") is not True:
+            raise Ignore("unpaid")
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        subscription_id = _text(subscription.get("id")) or _text(payment.get("subscription_id"))
+        invoice = _text(payment.get("invoice_id"))
+        notes = (payment.get("notes"), subscription.get("notes"))  # either may be `[]` when empty
+        return Sale(
+            kind="subscription" if subscription_id or invoice else "purchase",
+            amount=amount,
+            currency=currency,
+            invoice_id=payment_id,
+            subscription_id=subscription_id,
+            provider_customer_id=_text(payment.get("customer_id")) or _text(subscription.get("customer_id")),
+            email=_text(payment.get("email")),
+            click_id=first_key(ctx.click_id_keys, *notes),
+            external_id=first_key(ctx.customer_id_keys, *notes),
+            metadata=_compact(
+                subscriptionId=subscription_id,
+                razorpayInvoiceId=invoice,
+                orderId=_text(payment.get("order_id")),
+                method=_text(payment.get("method")),
+            ),
+        )
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
