@@ -88,6 +88,10 @@ class Provider:
       track, `raise Ignore("unpaid")` for a tracked type that must not count, otherwise Leads
       and Sales with identity hints. The core resolves identity, creation vs renewal, dedup.
 
+    Each configured source gets its own instance; `configure(ctx)` runs once at startup, so a
+    provider whose `parse` depends on source settings (where the event id lives, say) reads
+    them from `self.ctx`, and `check_secrets` can refuse unusable secrets before serving.
+
     Optional, for `hooktrack send`, `hooktrack demo` and the `ProviderContract` test suite:
     `sign(body, secret, timestamp, ctx)` returns the headers a genuine delivery would carry, and
     `samples()` returns built-in sample events by name (read from `samples/<name>/*.json` next to
@@ -101,6 +105,16 @@ class Provider:
     """Pydantic model of the provider's own source settings; unknown keys are startup errors."""
     samples_package: ClassVar[str | None] = None
     """Package holding `samples/<name>/*.json`; defaults to the provider class's package."""
+
+    ctx: SourceContext | None = None
+
+    def configure(self, ctx: SourceContext) -> None:
+        """Bind this instance to its source (called once, before any webhook)."""
+        self.ctx = ctx
+
+    def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Raise `ValueError` with a reason if a configured secret can never verify (bad base64,
+        wrong prefix); the core turns it into a startup `ConfigError`. Accepts all by default."""
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
         raise NotImplementedError
@@ -224,5 +238,10 @@ def build_sources(settings: Settings, registry: Mapping[str, type[Provider]]) ->
             raise ConfigError(f"sources.{name}: unknown setting(s) {', '.join(sorted(extras))}")
         provider = cls()
         ctx = SourceContext(source=name, provider=conf.provider, settings=conf, options=options)
+        provider.configure(ctx)
+        try:
+            provider.check_secrets(conf.secrets, ctx)
+        except ValueError as exc:
+            raise ConfigError(f"sources.{name}.secrets: {exc}") from None
         sources[name] = Source(name=name, provider=provider, ctx=ctx, secrets=tuple(conf.secrets))
     return sources

@@ -40,6 +40,7 @@ def make_source(provider: Provider, secrets: list[str], name: str = "test", **se
     extras = dict(conf.model_extra or {})
     options = provider.settings_model.model_validate(extras) if provider.settings_model else None
     ctx = SourceContext(source=name, provider=provider.name, settings=conf, options=options)
+    provider.configure(ctx)
     return Source(name=name, provider=provider, ctx=ctx, secrets=tuple(secrets))
 
 

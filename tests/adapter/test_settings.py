@@ -92,3 +92,17 @@ def test_bad_sources_fail_at_startup(tmp_path: Path, source: str, message: str) 
     path = write(tmp_path, f'[tracking]\nurl = "http://x"\napi_key = "k"\n[sources.s]\n{source}\n')
     with pytest.raises(ConfigError, match=message):
         create_app(load_settings(path), registry=load_providers())
+
+
+def test_a_provider_can_refuse_unusable_secrets_at_startup(tmp_path: Path) -> None:
+    from adapter.plugin import Provider
+
+    class Picky(Provider):
+        name = "picky"
+
+        def check_secrets(self, secrets: object, ctx: object) -> None:
+            raise ValueError("secret 1 is not valid base64")
+
+    path = write(tmp_path, '[tracking]\nurl = "http://x"\napi_key = "k"\n[sources.p]\nprovider = "picky"\nsecrets = ["x"]\n')
+    with pytest.raises(ConfigError, match=r"sources\.p\.secrets: secret 1 is not valid base64"):
+        create_app(load_settings(path), registry={"picky": Picky})
