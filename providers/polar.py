@@ -24,16 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.attribution import first_key
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.plugin import Headers, Provider, SourceContext
+from providers.standardwebhooks import sign_v1, verify_headers
 
 __all__ = ["PolarProvider"]
 
@@ -67,28 +66,10 @@ def _keys(secret: str) -> list[bytes]:
     return keys
 
 
-def _mac(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
-    return hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-
-
 def _message_id(body: bytes) -> str:
     """A `webhook-id` for a body hooktrack signs itself (samples): derived from the body, so a
     redelivery of the same bytes is a duplicate and a refreshed sample is a new message."""
     return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
-
-
-def _signatures(header: str) -> list[bytes]:
-    """The decoded `v1` entries of a `webhook-signature` header; others are skipped."""
-    found: list[bytes] = []
-    for entry in header.split():
-        version, _, value = entry.partition(",")
-        if version != "v1" or not value:
-            continue
-        try:
-            found.append(base64.b64decode(value, validate=True))
-        except (binascii.Error, ValueError):
-            continue
-    return found
 
 
 class PolarProvider(Provider):
@@ -98,38 +79,18 @@ class PolarProvider(Provider):
     name = "polar"
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Check every `v1` signature against every secret, then the timestamp.
+        """Standard Webhooks verification (delegated), keyed by each secret's text bytes.
 
-        Raises `SignatureError`: `missing_signature` (a header missing, or no `v1` entry),
-        `invalid_signature` (a timestamp that is not a Unix time, or no match),
-        `stale_timestamp` (further than `tolerance_s` from now, either way).
+        Raises `SignatureError`: `missing_signature`, `invalid_signature`, `stale_timestamp`
+        (further than `tolerance_s` from now, either way; checked before the signatures).
         """
-        msg_id = headers.get("webhook-id") or ""
-        stamp = headers.get("webhook-timestamp") or ""
-        header = headers.get("webhook-signature") or ""
-        if not (msg_id and stamp and header):
-            raise SignatureError(
-                "missing_signature", "Missing webhook-id, webhook-timestamp or webhook-signature header"
-            )
-        if not (stamp.isascii() and stamp.isdigit()):
-            raise SignatureError("invalid_signature", "webhook-timestamp is not a Unix time")
-        candidates = _signatures(header)
-        if not candidates:
-            raise SignatureError("missing_signature", "No v1 signatures in webhook-signature header")
-        matched = False
-        expected = [_mac(key, msg_id, stamp, body) for secret in secrets for key in _keys(secret)]
-        for want in expected:  # every pair, so the time taken does not tell which one matched
-            for got in candidates:
-                matched |= hmac.compare_digest(want, got)
-        if not matched:
-            raise SignatureError("invalid_signature", "No matching signature found")
-        if abs(time.time() - int(stamp)) > ctx.settings.tolerance_s:
-            raise SignatureError("stale_timestamp", "Message timestamp outside the tolerance zone")
+        keys = [key for secret in secrets for key in _keys(secret)]
+        verify_headers(body, headers, keys, ctx.settings.tolerance_s)
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """The three headers Polar would send for `body` at `timestamp` (id derived from body)."""
         msg_id = _message_id(body)
-        signature = base64.b64encode(_mac(secret.encode(), msg_id, str(timestamp), body)).decode()
+        signature = base64.b64encode(sign_v1(secret.encode(), msg_id, str(timestamp), body)).decode()
         return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{signature}"}
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
