@@ -1,0 +1,241 @@
+"""Creem: `creem-signature`, HMAC-SHA256 hex of the raw body, keyed by the webhook secret.
+
+The scheme signs no timestamp, so there is no freshness check; delivery dedup on the body's
+`id` (`evt_...`, the same on every retry and on a resend from the dashboard) is what stops a
+replayed body from counting twice. The type is `eventType`, the time `created_at` (epoch ms).
+
+Sales: `checkout.completed` of a paid one-time order, and `subscription.paid` (each paid cycle of
+a subscription). Creem sends `checkout.completed` *and* `subscription.paid` for the first payment
+of a new subscription. Both name the payment's transaction (`tran_...`): the checkout's
+`order.transaction` and the subscription's `last_transaction` / `last_transaction_id`. Both Sales
+therefore use that transaction id as `invoice_id`, and the core's business dedup keeps one
+(the second fills in what the first lacked, such as the checkout's metadata). A subscription
+checkout whose order does not name its transaction (older payloads) is ignored as
+`counted_by_subscription_paid`: the `subscription.paid` of the same payment is the Sale, never
+a second one.
+
+Amounts are integers in cents. The Sale is `amount_paid - tax_amount` of the order (checkout)
+or of the last transaction (subscription): after discounts, without tax. Where `amount_paid` is
+absent, `amount` is used (in Creem's payloads it is the total before tax, equal to
+`sub_total`). A `subscription.paid` without its `last_transaction` object falls back to the
+product's `price` (before tax for `tax_mode` `exclusive`, the common case).
+
+Lead: `subscription.trialing` (`Started Trial`). Click and user ids come from the checkout's and
+the subscription's `metadata` (set when creating the checkout; Creem copies it onto the
+subscription), with Creem's own `referenceId` key read as the user id after the configured keys.
+`mode` (`prod`, `test`, `sandbox`) is the livemode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.money import rescale
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["CreemProvider"]
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_CENTS = 2  # Creem amounts: "in cents. 1000 = $10.00"
+_UNPAID = frozenset({"pending", "declined", "void", "uncollectible"})
+_LIVEMODE = {"prod": True, "test": False, "sandbox": False}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _id(value: Any) -> str | None:
+    """An id that may arrive expanded (`{"id": ...}`) or as a plain string."""
+    return _text(_dict(value).get("id")) if isinstance(value, dict) else _text(value)
+
+
+def _int(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"Creem `{key}` is not an integer amount: {value!r}")
+    return value
+
+
+def _net(obj: dict[str, Any]) -> tuple[int, int]:
+    """(paid without tax, tax) of an order or transaction, in Creem's cents."""
+    tax = _int(obj, "tax_amount") or 0
+    paid = _int(obj, "amount_paid")
+    if paid is not None:
+        return paid - tax, tax
+    amount = _int(obj, "amount")
+    if amount is None:
+        raise PayloadError("Creem order or transaction without `amount_paid` or `amount`")
+    return amount, tax
+
+
+def _sign(body: bytes, secret: str) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class CreemProvider(Provider):
+    """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
+
+    name = "creem"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Compare `creem-signature` with the body's HMAC under every secret, in constant time.
+
+        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
+        """
+        given = (headers.get("creem-signature") or "").strip().lower()
+        if not given:
+            raise SignatureError("missing_signature", "No creem-signature header")
+        if not _HEX.fullmatch(given):
+            raise SignatureError("invalid_signature", "creem-signature is not a SHA-256 hex digest")
+        matched = False
+        for secret in secrets:  # every secret, so the time taken does not tell which one matched
+            matched |= hmac.compare_digest(_sign(body, secret).encode(), given.encode())
+        if not matched:
+            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `creem-signature` header Creem would send (`timestamp` is not signed)."""
+        return {"creem-signature": _sign(body, secret)}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["id"] = f"evt_{unique}"
+        data["created_at"] = now * 1000
+        obj = _dict(data.get("object"))
+        transaction = f"tran_{unique}"
+        if isinstance(obj.get("order"), dict):
+            obj["order"]["transaction"] = transaction
+        if isinstance(obj.get("last_transaction"), dict):
+            obj["last_transaction"]["id"] = obj["last_transaction_id"] = transaction
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `id`, typed by `eventType`, at `created_at` (epoch milliseconds).
+
+        Raises `PayloadError` without those or without an `object`.
+        """
+        data = self.json_body(body)
+        event_id, event_type, created = _text(data.get("id")), _text(data.get("eventType")), data.get("created_at")
+        if event_id is None or event_type is None:
+            raise PayloadError("Creem webhook without string `id` and `eventType`")
+        if isinstance(created, bool) or not isinstance(created, int):
+            raise PayloadError("Creem webhook without integer `created_at` (epoch milliseconds)")
+        obj = data.get("object")
+        if not isinstance(obj, dict):
+            raise PayloadError("Creem webhook without an `object`")
+        mode = obj.get("mode")
+        return ProviderEvent(
+            id=event_id,
+            type=event_type,
+            occurred_at=datetime.fromtimestamp(created / 1000, UTC),
+            livemode=_LIVEMODE.get(mode) if isinstance(mode, str) else None,
+            data=data,
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`checkout.completed` and `subscription.paid` → Sales, `subscription.trialing` → a
+        `Started Trial` Lead, `[]` otherwise. Raises `Ignore`: `unpaid`, `zero_amount`,
+        `counted_by_subscription_paid` (see the module doc)."""
+        obj: dict[str, Any] = event.data["object"]
+        if event.type == "checkout.completed":
+            return [self._checkout_sale(obj, ctx)]
+        if event.type == "subscription.paid":
+            return [self._subscription_sale(obj, ctx)]
+        if event.type == "subscription.trialing":
+            return [Lead(kind="started_trial", **_hints(ctx, obj.get("customer"), obj.get("metadata")),
+                         metadata=_compact(subscriptionId=_text(obj.get("id"))))]
+        return []
+
+    def _checkout_sale(self, checkout: dict[str, Any], ctx: SourceContext) -> Sale:
+        order = _dict(checkout.get("order"))
+        if not order:
+            raise PayloadError("Creem checkout without an `order`")
+        if order.get("status") != "paid":
+            raise Ignore("unpaid")
+        subscription = checkout.get("subscription")
+        subscription_id = _id(subscription)
+        transaction = _text(order.get("transaction"))
+        if (subscription_id or order.get("type") == "recurring") and transaction is None:
+            raise Ignore("counted_by_subscription_paid")
+        order_id = _text(order.get("id"))
+        invoice = transaction or order_id
+        if invoice is None:
+            raise PayloadError("Creem order without `id`")
+        amount, tax, currency = _paid(order, order.get("currency"))
+        return Sale(
+            kind="subscription" if subscription_id else "purchase",
+            amount=amount,
+            currency=currency,
+            invoice_id=invoice,
+            subscription_id=subscription_id,
+            **_hints(ctx, checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
+                     _dict(subscription).get("metadata")),
+            metadata=_compact(subscriptionId=subscription_id, orderId=order_id, checkoutId=_text(checkout.get("id")),
+                              requestId=_text(checkout.get("request_id")), taxAmount=tax),
+        )
+
+    def _subscription_sale(self, subscription: dict[str, Any], ctx: SourceContext) -> Sale:
+        subscription_id = _text(subscription.get("id"))
+        last = _dict(subscription.get("last_transaction"))
+        transaction = _text(last.get("id")) or _text(subscription.get("last_transaction_id"))
+        if subscription_id is None or transaction is None:
+            raise PayloadError("Creem subscription without `id` and `last_transaction_id`")
+        product = _dict(subscription.get("product"))
+        if last:
+            if last.get("status") in _UNPAID:
+                raise Ignore("unpaid")
+            amount, tax, currency = _paid(last, last.get("currency") or product.get("currency"))
+        else:
+            amount, tax, currency = _paid({"amount": product.get("price")}, product.get("currency"))
+        return Sale(
+            kind="subscription",
+            amount=amount,
+            currency=currency,
+            invoice_id=transaction,
+            subscription_id=subscription_id,
+            **_hints(ctx, subscription.get("customer"), subscription.get("metadata")),
+            metadata=_compact(subscriptionId=subscription_id, orderId=_text(last.get("order")),
+                              taxAmount=tax if last else None, amountFrom=None if last else "product_price"),
+        )
+
+
+def _paid(obj: dict[str, Any], currency: Any) -> tuple[int, int, str]:
+    """(amount, tax, currency) in ISO minor units; `Ignore("zero_amount")` for nothing paid."""
+    code = _text(currency)
+    if code is None:
+        raise PayloadError("Creem amount without a `currency`")
+    net, tax = _net(obj)
+    amount = rescale(net, _CENTS, code)
+    if amount <= 0:
+        raise Ignore("zero_amount")
+    return amount, rescale(tax, _CENTS, code), code
+
+
+def _hints(ctx: SourceContext, customer: Any, *metadata: Any) -> dict[str, Any]:
+    """Identity from the (expanded) customer and merchant metadata; `referenceId` is the user id
+    key of Creem's own SDK adapters, read after the configured keys."""
+    details = _dict(customer)
+    return {
+        "provider_customer_id": _id(customer),
+        "email": _text(details.get("email")),
+        "name": _text(details.get("name")),
+        "click_id": first_key(ctx.click_id_keys, *metadata),
+        "external_id": first_key(ctx.customer_id_keys, *metadata) or first_key(("referenceId",), *metadata),
+    }
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
