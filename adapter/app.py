@@ -13,9 +13,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapter.admin import admin_routes
 from adapter.errors import StoreUnavailable
 from adapter.forwarder import Forwarder
 from adapter.ingest import Ingestor
+from adapter.metrics import metrics_endpoint, observe_webhook
 from adapter.plugin import Provider, Source, build_sources, load_providers
 from adapter.retention import Retention
 from adapter.settings import Settings
@@ -80,7 +82,9 @@ def create_app(
             outcome = await ingestor.receive(source, body, request.headers, request.query_params)
         except StoreUnavailable as exc:
             log.error("store unavailable: %s", exc, extra={"source": source.name})
+            observe_webhook(source.name, "unavailable")
             return _error(503, "store_unavailable", "the store cannot commit right now; retry later")
+        observe_webhook(source.name, outcome.status, outcome.reason, outcome.conversions)
         return JSONResponse(outcome.body(), status_code=outcome.http_status)
 
     async def healthz(request: Request) -> Response:
@@ -113,6 +117,9 @@ def create_app(
             Route("/webhooks/{source}", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(the_store, sources), methods=["GET"]),
+            *admin_routes(settings.admin.token, the_store, {n: s.ctx.provider for n, s in sources.items()},
+                          forwarder.wake if forwarder else None),
         ],
         lifespan=lifespan,
     )

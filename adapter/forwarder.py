@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from adapter.ingest import now_ms
+from adapter.metrics import observe_attempt
 from adapter.settings import ForwarderSettings, TrackingSettings
 from adapter.store import Claimed, Store, Tx
 
@@ -128,6 +129,8 @@ class Forwarder:
             return 0
         results = await asyncio.gather(*(self._send(c) for c in batch))  # the connector bounds concurrency
         await self.store.transact(lambda tx: self._record(tx, results))
+        for r in results:  # counted once committed: a transaction the store retries is not counted twice
+            observe_attempt(r.conversion.kind, r.outcome, r.latency_ms)
         return len(batch)
 
     async def _send(self, conv: Claimed) -> Result:
