@@ -74,8 +74,10 @@ def serve(config_path: str | None, host: str, port: int, no_worker: bool, log_le
 @main.command()
 @config_option
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve this worker's Prometheus metrics at http://127.0.0.1:PORT/metrics.")
 @friendly
-def worker(config_path: str | None, log_level: str) -> None:
+def worker(config_path: str | None, log_level: str, metrics_port: int | None) -> None:
     """Forwarder only: drain the outbox (run several against one PostgreSQL)."""
     from adapter.forwarder import Forwarder
     from adapter.logs import configure_logging
@@ -91,6 +93,10 @@ def worker(config_path: str | None, log_level: str) -> None:
         retention = Retention(store, settings.store.retention_days).start()
         fwd = Forwarder(store, settings.tracking, settings.forwarder)
         loop = asyncio.get_running_loop()
+        if metrics_port:
+            from adapter.metrics import serve_metrics
+
+            serve_metrics(metrics_port, store, loop, sources=settings.sources)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, fwd.stop)
         try:
@@ -184,13 +190,24 @@ def send(source: str, sample: str | None, config_path: str | None, url: str) -> 
     if source not in sources:
         raise ConfigError(f"no source {source!r} in the config (have: {', '.join(sources) or 'none'})")
     src = sources[source]
+    from adapter.operate import signing_problem
+
     names = sorted(src.provider.samples())
+    problem = signing_problem(src, sample if sample in names else None)
     if sample is None or sample not in names:
         if sample is not None:
             click.echo(f"unknown sample {sample!r}", err=True)
         click.echo(f"samples for {src.ctx.provider}:\n  " + "\n  ".join(names))
+        if problem:
+            click.echo(f"note: {problem}, so `send` cannot post them for source {source!r}")
         sys.exit(0 if sample is None else 2)
-    response = post_sample(src, sample, url.rstrip("/"))
+    if problem:
+        raise ConfigError(f"{problem}; send a real test event from the provider's dashboard instead")
+    try:
+        response = post_sample(src, sample, url.rstrip("/"))
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach hooktrack at {url} ({type(exc).__name__}); is `hooktrack serve` "
+                          "running there? (--url sets the address)") from None
     click.echo(f"{response.status_code} {response.text}")
 
 
@@ -200,9 +217,11 @@ def post_sample(src: Any, sample: str, base_url: str, *, secret: str | None = No
     now = int(time.time())
     body = src.provider.sample(sample, unique=secrets.token_hex(8), now=now)
     try:
-        headers = src.provider.sign(body, secret or src.secrets[0], now, src.ctx)
+        headers = src.provider.sign(body, secret or (src.secrets[0] if src.secrets else ""), now, src.ctx)
     except NotImplementedError as exc:
         raise ConfigError(str(exc)) from None
+    except Exception as exc:  # a provider that needs settings this source lacks (a private key, ...)
+        raise ConfigError(f"hooktrack cannot sign {src.ctx.provider} webhooks for {src.name}: {exc}") from None
     headers = {**headers, **src.provider.sample_headers(sample, body), "Content-Type": "application/json"}
     http = client or httpx.Client(timeout=10)
     try:
@@ -216,19 +235,24 @@ def post_sample(src: Any, sample: str, base_url: str, *, secret: str | None = No
 @config_option
 @click.option("--source")
 @click.option("--status", type=click.Choice(["accepted", "duplicate", "ignored", "rejected"]))
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--state", type=click.Choice(["pending", "delivered", "dead", "skipped"]),
+              help="Only events with a conversion in this state (dead: what needs a replay).")
+@click.option("--since", help="Only events received since: 30m, 24h, 7d, an ISO date/time (UTC) or epoch ms.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 @friendly
 def events(ctx: click.Context, config_path: str | None, source: str | None, status: str | None,
-           limit: int, as_json: bool) -> None:
+           state: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Recent events and what became of them (`events show ID` for one journey)."""
     if ctx.invoked_subcommand is not None:
         return
     from adapter.journal import list_events
 
+    since_ms = _since(since)
     settings = load_settings(config_path)
-    rows = _read(settings, lambda tx: list_events(tx, source=source, status=status, limit=limit))
+    rows = _read(settings, lambda tx: list_events(tx, source=source, status=status, limit=limit, state=state,
+                                                  since_ms=since_ms))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -261,31 +285,59 @@ def events_show(event_id: int, config_path: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("ids", nargs=-1, type=int)
-@click.option("--dead", is_flag=True, help="Replay every dead-lettered conversion.")
+@click.option("--dead", is_flag=True, help="Replay every dead-lettered conversion (narrow with --source, --since).")
+@click.option("--source", help="With --dead: only this source's.")
+@click.option("--since", help="With --dead: only those dead-lettered since (30m, 24h, 7d, ISO date/time).")
+@click.option("--wait", "wait_s", type=float, default=0, metavar="SECONDS",
+              help="Follow the replayed conversions until delivered or dead again (a worker must be running).")
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @friendly
-def replay(ids: tuple[int, ...], dead: bool, config_path: str | None) -> None:
-    """Send dead-lettered conversions again (by conversion id, or all with --dead)."""
-    if not ids and not dead:
-        raise click.UsageError("give conversion ids or --dead")
-    from adapter.ingest import now_ms
-    from adapter.store import open_store
+def replay(ids: tuple[int, ...], dead: bool, source: str | None, since: str | None, wait_s: float,
+           config_path: str | None, as_json: bool) -> None:
+    """Send dead-lettered conversions again: `replay ID...` or `replay --dead [--source S] [--since T]`."""
+    if bool(ids) == dead:
+        raise click.UsageError("give conversion ids, or --dead (not both)")
+    if (source or since) and not dead:
+        raise click.UsageError("--source and --since go with --dead")
+    from adapter.operate import replay as run_replay
 
-    settings = load_settings(config_path)
+    since_ms = _since(since)
+    report = run_replay(load_settings(config_path), ids, source=source, since_ms=since_ms, wait_s=wait_s)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    moved = report.requeued
+    click.echo(f"requeued {len(moved)} conversion(s)" + (f": {_ids(moved)}" if moved else ""))
+    if report.not_dead:
+        click.echo(f"left alone (not dead): {_ids(report.not_dead)}")
+    if not wait_s:
+        click.echo("a running `hooktrack serve` or `hooktrack worker` sends them now" if moved else "nothing to do")
+        return
+    click.echo(f"delivered: {len(report.delivered)}; dead again: {len(report.dead_again)}; "
+               f"still pending: {len(report.still_pending)}")
+    for conv_id, reason in report.dead_again.items():
+        click.echo(f"  #{conv_id} dead again ({reason}): see `hooktrack events --state dead`")
+    if report.dead_again or report.still_pending:
+        sys.exit(1)
 
-    async def run() -> int:
-        store = open_store(settings.store.url)
-        await store.open()
-        try:
-            def requeue(tx: Any) -> int:
-                targets = list(ids) or [r[0] for r in tx.all("SELECT id FROM conversions WHERE state = 'dead'")]
-                return int(tx.requeue(targets, now_ms()))
 
-            return await store.transact(requeue)
-        finally:
-            await store.close()
+@main.command()
+@config_option
+@click.option("--since", help="Count events received since: 30m, 24h, 7d, an ISO date/time (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@friendly
+def stats(config_path: str | None, since: str | None, as_json: bool) -> None:
+    """Events per source and status, rejections, the outbox's depth, dead letters, oldest pending age."""
+    from adapter.operate import read_stats
 
-    click.echo(f"requeued {asyncio.run(run())} conversion(s); a running worker sends them now")
+    found = read_stats(load_settings(config_path), _since(since))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    from adapter.render import stats_view
+
+    stats_view(found)
 
 
 @main.command()
@@ -311,6 +363,23 @@ def _read(settings: Settings, fn: Callable[[Any], Any]) -> Any:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _since(text: str | None) -> int | None:
+    if not text:
+        return None
+    from adapter.ingest import now_ms
+    from adapter.journal import parse_since
+
+    try:
+        return parse_since(text, now_ms())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:20])
+    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
 
 
 def _redact(url: str) -> str:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["conversion_line", "events_table", "journey_view"]
+__all__ = ["conversion_line", "events_table", "journey_view", "stats_view"]
 
 _STYLE = {"accepted": "green", "duplicate": "cyan", "ignored": "yellow", "rejected": "red",
           "delivered": "green", "pending": "blue", "dead": "red", "skipped": "yellow"}
@@ -46,18 +47,59 @@ def events_table(rows: list[dict[str, Any]], console: Console | None = None, tit
 
 def journey_view(ev: dict[str, Any], console: Console | None = None) -> None:
     out = console or Console()
-    out.print(f"[bold]event #{ev['id']}[/] {ev['source']} {ev.get('event_type') or ''} "
-              f"({ev.get('provider_event_id') or 'no id'}) received {_when(ev['received_at'])} UTC")
+    # Provider payloads and tracking API answers are data, not rich markup: escape them.
+    out.print(f"[bold]event #{ev['id']}[/] {ev['source']} {escape(ev.get('event_type') or '')} "
+              f"({escape(ev.get('provider_event_id') or 'no id')}) received {_when(ev['received_at'])} UTC")
     out.print(f"  status: {_styled(ev['status'])}" + (f"  reason: {ev['reason']}" if ev.get("reason") else ""))
+    if ev.get("reason_text"):
+        out.print(f"  why: {ev['reason_text']}")
+    if ev.get("body"):
+        body = " ".join(str(ev["body"]).split())
+        out.print(f"  arrived: {escape(body[:300])}{'…' if len(body) > 300 else ''}  [dim](--json for all)[/]",
+                  soft_wrap=True, highlight=False)
     if ev.get("duplicate_of"):
         out.print(f"  redelivery of event #{ev['duplicate_of']}")
     if not ev["conversions"]:
         out.print("  no conversions")
     for conv in ev["conversions"]:
         out.print(f"  {conversion_line(conv)}  Idempotency-Key: {conv['idempotency_key']}")
-        out.print("    sent: " + json.dumps(conv.get("payload", {}), separators=(", ", ": ")), soft_wrap=True)
+        if conv.get("reason_text"):
+            out.print(f"    why: {conv['reason_text']}")
+        if conv.get("state") == "dead":
+            out.print(f"    replay it: [bold]hooktrack replay {conv['id']}[/]")
+        out.print("    sent: " + escape(json.dumps(conv.get("payload", {}), separators=(", ", ": "))), soft_wrap=True)
         for a in conv.get("attempts_log", []):
             status = a["status_code"] if a["status_code"] is not None else a["error"]
             excerpt = f"  {a['response_excerpt']}" if a.get("response_excerpt") else ""
             when = _when(a["attempted_at"])
-            out.print(f"    attempt {when}: {a['outcome']} ({status}, {a['latency_ms']} ms){excerpt}")
+            out.print(f"    attempt {when}: {a['outcome']} ({escape(str(status))}, {a['latency_ms']} ms)"
+                      f"{escape(excerpt)}")
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def stats_view(data: dict[str, Any], console: Console | None = None) -> None:
+    """`hooktrack stats`: events per source and status, rejections, conversions, the outbox."""
+    out = console or Console()
+    statuses = list(data["events"])
+    window = f"since {_when(data['since'])} UTC" if data.get("since") else "all time"
+    table = Table("source", *statuses, "pending", "dead", title=f"events ({window}) and the outbox (now)")
+    for name, entry in sorted(data["sources"].items()):
+        table.add_row(name, *(str(entry["events"].get(s, 0)) for s in statuses), str(entry["pending"]),
+                      f"[red]{entry['dead']}[/]" if entry["dead"] else "0")
+    table.add_row("[bold]total[/]", *(f"[bold]{data['events'][s]}[/]" for s in statuses),
+                  f"[bold]{data['outbox']['pending']}[/]", f"[bold]{data['outbox']['dead']}[/]")
+    out.print(table)
+    if data["rejected"]:
+        out.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(data["rejected"].items())))
+    for kind, states in sorted(data["conversions"].items()):
+        out.print(f"{kind}s: " + ", ".join(f"{_styled(s)} {n}" for s, n in sorted(states.items())))
+    box = data["outbox"]
+    oldest = f" (oldest {_age(box['oldest_pending_age_s'])})" if box["pending"] else ""
+    out.print(f"outbox: {box['pending']} pending{oldest}, {box['dead']} dead letter{'s' if box['dead'] != 1 else ''}")
+    if box["dead"]:
+        out.print("  see them: [bold]hooktrack events --state dead[/]; "
+                  "send them again: [bold]hooktrack replay --dead[/]", soft_wrap=True)
