@@ -343,12 +343,14 @@ def stats(config_path: str | None, since: str | None, as_json: bool) -> None:
 @main.command()
 @click.option("--dir", "directory", default="hooktrack-demo", show_default=True,
               help="Where the demo writes its config and SQLite file (kept for `hooktrack events`).")
+@click.option("--serve", is_flag=True, help="Keep hooktrack running afterwards for the admin page (Ctrl-C stops).")
+@click.option("--port", default=8000, show_default=True, type=int, help="hooktrack's port with --serve.")
 @friendly
-def demo(directory: str) -> None:
+def demo(directory: str, serve: bool, port: int) -> None:
     """Start hooktrack on SQLite with a local tracking receiver, send signed samples, show journeys."""
     from adapter.demo import run_demo
 
-    run_demo(directory)
+    run_demo(directory, serve=serve, port=port)
 
 
 def _read(settings: Settings, fn: Callable[[Any], Any]) -> Any:

@@ -3,15 +3,21 @@
 Writes `DIR/hooktrack.toml` (SQLite in DIR, random secrets), starts a local tracking receiver
 and hooktrack on loopback, sends signed sample events — a lead, a one-time purchase, a
 subscription checkout and its first invoice (one Sale), a renewal, a trial, a redelivery and a
-forged signature — then prints what each became and what the receiver got. The config and
-database stay behind so `hooktrack events --config DIR/hooktrack.toml` can explore them.
+forged signature — then prints what each became and what the receiver got. The demo's
+tracking API refuses the renewal once (422), so one conversion is dead-lettered and can be
+replayed. The config and database stay behind so `hooktrack events --config DIR/hooktrack.toml`
+can explore them; `--serve` keeps everything running for the admin page at /admin/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
+import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from rich.table import Table
 
 from adapter.app import create_app
 from adapter.cli import post_sample
+from adapter.errors import ConfigError
 from adapter.journal import list_events, outbox_summary
 from adapter.plugin import load_providers
 from adapter.receiver import TrackingReceiver, free_port, run_in_thread
@@ -36,7 +43,8 @@ SCENARIO: list[tuple[str, str, str, str]] = [
     ("stripe", "checkout.session.completed", "Stripe retries the same event: duplicate", "redeliver"),
     ("stripe", "checkout.session.completed+subscription", "Sale 'Subscription creation' $29.00", "send"),
     ("stripe", "invoice.paid", "same invoice as the checkout: one Sale, answered duplicate", "send"),
-    ("stripe", "invoice.paid+renewal", "Sale 'Subscription renewal', user_43 from identity memory", "send"),
+    ("stripe", "invoice.paid+renewal", "Sale 'Subscription renewal', user_43 from identity memory; "
+     "the tracking API refuses it once (422): a dead letter to replay", "send"),
     ("stripe", "customer.subscription.created+trial", "Lead 'Started Trial'", "send"),
     ("stripe", "checkout.session.completed", "signed with the wrong secret: rejected 400", "forge"),
 ]
@@ -78,14 +86,32 @@ def write_config(directory: Path, tracking_url: str, api_key: str) -> Path:
     return path
 
 
-def run_demo(directory: str) -> None:
+def refuse_once(event_name: str) -> Callable[[str, dict[str, Any]], tuple[int, dict[str, str]] | None]:
+    """A receiver answer: 422 to the first conversion named `event_name`, the default 200 after
+    (so the demo leaves one dead letter, and replaying it succeeds)."""
+    refused: list[str] = []
+
+    def respond(kind: str, body: dict[str, Any]) -> tuple[int, dict[str, str]] | None:
+        if body.get("eventName") == event_name and not refused:
+            refused.append(event_name)
+            return 422, {}
+        return None
+
+    return respond
+
+
+def run_demo(directory: str, *, serve: bool = False, port: int = 8000) -> None:
+    """Run the scenario; with `serve`, keep hooktrack on 127.0.0.1:`port` until Ctrl-C."""
     console = Console()
-    receiver = TrackingReceiver(api_key="demo_" + secrets.token_hex(8))
+    if serve:
+        _check_port_free(port)
+    receiver = TrackingReceiver(api_key="demo_" + secrets.token_hex(8), respond=refuse_once("Subscription renewal"))
     receiver_port = free_port()
     config = write_config(Path(directory), f"http://127.0.0.1:{receiver_port}", receiver.api_key)
     settings = load_settings(config)
     app = create_app(settings, registry=load_providers())
-    with run_in_thread(receiver.app(), port=receiver_port), run_in_thread(app) as base_url:
+    with run_in_thread(receiver.app(), port=receiver_port), \
+            run_in_thread(app, port=port if serve else None) as base_url:
         console.print(f"[bold]hooktrack[/] on {base_url}, tracking receiver on 127.0.0.1:{receiver_port}, "
                       f"store {settings.store.url}\n")
         sources = app.state.sources
@@ -109,10 +135,15 @@ def run_demo(directory: str) -> None:
         for r in receiver.requests:
             got.add_row(f"{r.status} /track/{r.kind}", r.headers.get("idempotency-key", ""), _short(r.body))
         console.print(got)
-    console.print(
-        f"\nExplore it: [bold]hooktrack events --config {config}[/]  ·  "
-        f"[bold]hooktrack events show ID --config {config}[/]"
-    )
+        dead = [c["id"] for ev in rows for c in ev["conversions"] if c["state"] == "dead"]
+        console.print(
+            f"\nExplore it: [bold]hooktrack events --config {config}[/]  ·  "
+            f"[bold]hooktrack events show ID --config {config}[/]  ·  [bold]hooktrack stats --config {config}[/]"
+        )
+        if not serve:
+            console.print("Replay the dead letter and browse the admin page: [bold]hooktrack demo --serve[/]")
+            return
+        _serve_forever(console, base_url, settings.admin.token or "", dead, config)
 
 
 def _wait_for_outbox(store: Any, timeout_s: float = 15) -> None:
@@ -122,6 +153,37 @@ def _wait_for_outbox(store: Any, timeout_s: float = 15) -> None:
         if not counts.get("pending"):
             return
         time.sleep(0.1)
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(f"port {port} is in use; pick another with `hooktrack demo --serve --port N`") from None
+
+
+def _serve_forever(console: Console, base_url: str, token: str, dead: list[int], config: Path) -> None:
+    """Keep the demo's hooktrack and tracking receiver running until Ctrl-C or SIGTERM."""
+    console.print(
+        f"\n[bold]hooktrack keeps running on {base_url}[/] (its tracking receiver too) until Ctrl-C.\n"
+        f"  admin page:   {base_url}/admin/   token: [bold]{token}[/]\n"
+        f"  or open:      {base_url}/admin/#token={token}\n"
+        f"  metrics:      {base_url}/metrics\n"
+        f"  admin API:    curl -H 'Authorization: Bearer {token}' {base_url}/admin/api/stats",
+        soft_wrap=True,  # the URLs and the token stay on one line, whole, for copy and paste
+    )
+    if dead:
+        console.print(f"  dead letter:  conversion #{dead[0]}: press Replay on its event's page, or run "
+                      f"hooktrack replay {dead[0]} --config {config}", soft_wrap=True)
+    stop = threading.Event()
+    # Ctrl-C and SIGTERM only ask to stop, also while the servers shut down (a second Ctrl-C,
+    # or `uv run` passing it on, must not break the shutdown). The process ends right after.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    while not stop.wait(0.5):
+        pass
+    console.print("stopping")
 
 
 async def _read(store: Any, fn: Any) -> Any:
