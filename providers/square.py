@@ -1,0 +1,224 @@
+"""Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 over notification URL + raw body.
+
+The key is the webhook subscription's signature key (Developer Console → Webhooks →
+Subscriptions), used as UTF-8 bytes. The signed message starts with the subscription's
+notification URL exactly as Square has it, so the source must be told that URL
+(`notification_url`); a proxy or load balancer that changes the scheme, host, path or query on
+the way makes every signature fail. Square signs no timestamp (`Square-Initial-Delivery-Timestamp`
+is not signed), so there is no freshness check; delivery dedup on the body's `event_id` (the
+same on every retry) stops a replayed body from counting twice.
+
+Sale: `payment.updated` (and `payment.created`, which Square sends already `COMPLETED` for
+payments completed at once) whose `data.object.payment.status` is `COMPLETED`; other statuses
+are `unpaid`. The Sale's `invoice_id` is the payment id, so the `payment.created` and
+`payment.updated` of one payment, and the `payment.updated` Square sends again (still
+`COMPLETED`) when the payment is refunded, are one Sale. The amount is `amount_money` (minor
+units of its currency; without the tip, which is `tip_money`). A Square payment carries no tax
+breakdown, so this amount INCLUDES any sales tax: it is the one provider whose Sale amount is
+not net of tax.
+
+Lead: `customer.created` (`Sign up`). Square has no free-form metadata on payments or customers:
+the merchant's user id is the customer's `reference_id`, and `key=value` pairs in a payment's or
+customer's `note` (`clickId=cl_abc userId=user_42`) carry click and user ids; a `reference_id`
+of the form `dub_id_<id>` (the source's `client_reference_prefix`) is a click id. Payments carry
+`customer_id`, so identity memory links them to the customer's Lead. Square bodies have no
+live/test flag (sandbox and production are separate applications): `livemode` is None.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from adapter.attribution import first_key, from_client_reference
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["SquareProvider", "SquareSettings"]
+
+_PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*([^\s;,&]+)")
+_PAYMENT_EVENTS = ("payment.created", "payment.updated")
+
+
+class SquareSettings(BaseModel):
+    """Source settings: `notification_url`, the subscription's URL exactly as entered in Square."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    notification_url: str
+
+    @field_validator("notification_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        url = value.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError("must be the webhook subscription's absolute URL, e.g. https://example.com/webhooks/square")
+        return url
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _note_pairs(note: Any) -> dict[str, str]:
+    """`key=value` (or `key: value`) pairs in a free-text note, first value of each key."""
+    out: dict[str, str] = {}
+    for key, value in _PAIR.findall(note if isinstance(note, str) else ""):
+        out.setdefault(key, value)
+    return out
+
+
+def _url(ctx: SourceContext) -> str:
+    if not isinstance(ctx.options, SquareSettings):
+        raise TypeError(f"source {ctx.source!r} has no square settings (notification_url)")
+    return ctx.options.notification_url
+
+
+def _digest(url: str, body: bytes, secret: str) -> bytes:
+    return hmac.new(secret.encode(), url.encode() + body, hashlib.sha256).digest()
+
+
+class SquareProvider(Provider):
+    """Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 of notification URL + body."""
+
+    name = "square"
+    settings_model = SquareSettings
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Compare the header with HMAC(signature key, notification_url + body) for every key.
+
+        Raises `SignatureError`: `missing_signature` (no header), `invalid_signature` (not
+        base64, or no key matches: a wrong key or a `notification_url` that differs from the
+        subscription's).
+        """
+        header = (headers.get("x-square-hmacsha256-signature") or "").strip()
+        if not header:
+            raise SignatureError("missing_signature", "No x-square-hmacsha256-signature header")
+        try:
+            got = base64.b64decode(header, validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("invalid_signature", "x-square-hmacsha256-signature is not base64") from None
+        url = _url(ctx)
+        matched = False
+        for secret in secrets:  # every key, so the time taken does not tell which one matched
+            matched |= hmac.compare_digest(_digest(url, body, secret), got)
+        if not matched:
+            raise SignatureError(
+                "invalid_signature",
+                "x-square-hmacsha256-signature does not match (check the signature key and that "
+                "notification_url is exactly the subscription's URL)",
+            )
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The header Square would send for this source's `notification_url` (no timestamp)."""
+        return {"x-square-hmacsha256-signature": base64.b64encode(_digest(_url(ctx), body, secret)).decode()}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hooktrack:{unique}"))
+        data["created_at"] = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        payment = _dict(_dict(_dict(data.get("data")).get("object")).get("payment"))
+        if payment:
+            payment["id"] = _dict(data.get("data"))["id"] = f"sq{unique}"
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by `event_id`, typed by `type`, at `created_at`.
+
+        Raises `PayloadError` without those or without a `data.object`.
+        """
+        data = self.json_body(body)
+        event_id, event_type = _text(data.get("event_id")), _text(data.get("type"))
+        if event_id is None or event_type is None:
+            raise PayloadError("Square event without string `event_id` and `type`")
+        if not isinstance(_dict(data.get("data")).get("object"), dict):
+            raise PayloadError("Square event without `data.object`")
+        created = _text(data.get("created_at"))
+        try:
+            occurred = datetime.fromisoformat(created or "")
+        except ValueError:
+            raise PayloadError(f"Square `created_at` is not an RFC 3339 time: {str(created)[:40]!r}") from None
+        return ProviderEvent(id=event_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """A `COMPLETED` payment → Sale, `customer.created` → Lead, `[]` for other types.
+
+        Raises `Ignore("unpaid")` for a payment not `COMPLETED`, `Ignore("zero_amount")` for a
+        payment of nothing, `PayloadError` without the payment or customer object.
+        """
+        obj: dict[str, Any] = event.data["data"]["object"]
+        merchant = _text(event.data.get("merchant_id"))
+        if event.type in _PAYMENT_EVENTS:
+            return [self._sale(_dict(obj.get("payment")), merchant, ctx)]
+        if event.type == "customer.created":
+            return [self._lead(_dict(obj.get("customer")), merchant, ctx)]
+        return []
+
+    def _sale(self, payment: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Sale:
+        payment_id, money = _text(payment.get("id")), _dict(payment.get("amount_money"))
+        amount, currency = money.get("amount"), _text(money.get("currency"))
+        if payment_id is None or currency is None:
+            raise PayloadError("Square payment without `id` and `amount_money.currency`")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise PayloadError(f"Square `amount_money.amount` is not an integer: {amount!r}")
+        if payment.get("status") != "COMPLETED":
+            raise Ignore("unpaid")
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        pairs = _note_pairs(payment.get("note"))
+        reference = from_client_reference(payment.get("reference_id"), ctx.client_reference_prefix)
+        return Sale(
+            kind="purchase",
+            amount=amount,
+            currency=currency,
+            invoice_id=payment_id,
+            provider_customer_id=_text(payment.get("customer_id")),
+            email=_text(payment.get("buyer_email_address")),
+            click_id=first_key(ctx.click_id_keys, pairs) or reference,
+            external_id=first_key(ctx.customer_id_keys, pairs),
+            metadata=_compact(
+                orderId=_text(payment.get("order_id")),
+                locationId=_text(payment.get("location_id")),
+                receiptNumber=_text(payment.get("receipt_number")),
+                merchantId=merchant,
+                tipAmount=_dict(payment.get("tip_money")).get("amount"),
+                refundedAmount=_dict(payment.get("refunded_money")).get("amount"),
+                amountIncludesTax=True,
+            ),
+        )
+
+    def _lead(self, customer: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Lead:
+        customer_id = _text(customer.get("id"))
+        if customer_id is None:
+            raise PayloadError("Square customer without `id`")
+        pairs = _note_pairs(customer.get("note"))
+        reference = _text(customer.get("reference_id"))
+        reference_click = from_client_reference(reference, ctx.client_reference_prefix)
+        names = [_text(customer.get("given_name")), _text(customer.get("family_name"))]
+        return Lead(
+            kind="sign_up",
+            provider_customer_id=customer_id,
+            email=_text(customer.get("email_address")),
+            name=" ".join(n for n in names if n) or None,
+            click_id=first_key(ctx.click_id_keys, pairs) or reference_click,
+            external_id=first_key(ctx.customer_id_keys, pairs) or (None if reference_click else reference),
+            metadata=_compact(merchantId=merchant, creationSource=_text(customer.get("creation_source"))),
+        )
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,278 @@
+"""Square: URL+body signatures (checked against Square's own SDK), payment Sales, customer Leads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from square.utils.webhooks_helper import verify_signature as square_verify_signature
+from starlette.datastructures import Headers
+
+from adapter.errors import ConfigError, SignatureError
+from adapter.plugin import build_sources, load_providers
+from adapter.testing import ProviderContract, make_source
+from providers.square import SquareProvider
+from tests.conftest import FIXTURES, config, fixture, wait_for
+
+SECRET = "Ibxx_5AKakO-3qeNVR61Dw"  # the shape of a Square signature key
+OTHER = "MCmhFRxGX82xMwg5FsaoQA"
+URL = "https://hooks.example.com/webhooks/square"
+
+
+class TestSquareContract(ProviderContract):
+    provider_class = SquareProvider
+    secret = SECRET
+    other_secret = OTHER
+    source_settings = {"notification_url": URL}
+    has_timestamp = False
+
+
+def signature(body: bytes, secret: str = SECRET, url: str = URL) -> str:
+    src = make_source(SquareProvider(), [secret], name="square", notification_url=url)
+    return SquareProvider().sign(body, secret, 0, src.ctx)["x-square-hmacsha256-signature"]
+
+
+def verify(body: bytes, value: str | None, secrets: list[str] | None = None, url: str = URL) -> None:
+    src = make_source(SquareProvider(), secrets or [SECRET], name="square", notification_url=url)
+    headers = Headers({"x-square-hmacsha256-signature": value} if value is not None else {})
+    src.provider.verify(body, headers, src.secrets, src.ctx)
+
+
+def post(client: Any, event: dict[str, Any], *, secret: str = SECRET, url: str = URL) -> Any:
+    body = json.dumps(event).encode()
+    return client.post("/webhooks/square", content=body, headers={
+        "x-square-hmacsha256-signature": signature(body, secret, url), "Content-Type": "application/json"})
+
+
+@pytest.fixture
+def client(make_client: Any) -> Any:
+    return make_client(sources={"square": {"provider": "square", "secrets": [SECRET], "notification_url": URL}})
+
+
+def payment_event(name: str = "payment.updated", **changes: Any) -> dict[str, Any]:
+    event = fixture("square", name)
+    event["data"]["object"]["payment"].update(changes)
+    return event
+
+
+BODY = json.dumps(fixture("square", "payment.updated")).encode()
+
+# -- signatures ---------------------------------------------------------------------------------
+
+# Published vector from Square's Python SDK (square/square-python-sdk),
+# tests/utilities/test_webhooks_helper.py: this body, key and notification URL give this header;
+# another URL, key or body does not.
+VECTOR_BODY = (b'{"merchant_id":"MLEFBHHSJGVHD","type":"webhooks.test_notification","event_id":'
+               b'"ac3ac95b-f97d-458c-a6e6-18981597e05f","created_at":"2022-07-13T20:30:59.037339943Z",'
+               b'"data":{"type":"webhooks","id":"bc368e64-01aa-407e-b46e-3231809b1129"}}')
+VECTOR_HEADER = "GF4YkrJgGBDZ9NIYbNXBnMzqb2HoL4RW/S6vkZ9/2N4="
+VECTOR_KEY = "Ibxx_5AKakO-3qeNVR61Dw"
+VECTOR_URL = "https://webhook.site/679a4f3a-dcfa-49ee-bac5-9d0edad886b9"
+
+
+def test_square_sdk_test_vector_verifies() -> None:
+    assert square_verify_signature(request_body=VECTOR_BODY.decode(), signature_header=VECTOR_HEADER,
+                                   signature_key=VECTOR_KEY, notification_url=VECTOR_URL)
+    verify(VECTOR_BODY, VECTOR_HEADER, [VECTOR_KEY], url=VECTOR_URL)
+    assert signature(VECTOR_BODY, VECTOR_KEY, VECTOR_URL) == VECTOR_HEADER
+    for body, key, url in [(VECTOR_BODY, VECTOR_KEY, "https://webhook.site/79a4f3a-dcfa-49ee-bac5-9d0edad886b9"),
+                           (VECTOR_BODY, "MCmhFRxGX82xMwg5FsaoQA", VECTOR_URL),
+                           (VECTOR_BODY.replace(b"2022-07-13", b"2022-06-13"), VECTOR_KEY, VECTOR_URL)]:
+        with pytest.raises(SignatureError) as caught:
+            verify(body, VECTOR_HEADER, [key], url=url)
+        assert caught.value.code == "invalid_signature"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "square").glob("*.json")))
+def test_squares_sdk_accepts_our_signatures(name: str) -> None:
+    body = (FIXTURES / "square" / f"{name}.json").read_bytes()
+    assert square_verify_signature(request_body=body.decode(), signature_header=signature(body),
+                                   signature_key=SECRET, notification_url=URL)
+    assert not square_verify_signature(request_body=body.decode(), signature_header=signature(body, OTHER),
+                                       signature_key=SECRET, notification_url=URL)
+    verify(body, signature(body))
+
+
+@pytest.mark.parametrize(("value", "code"), [(None, "missing_signature"), ("", "missing_signature"),
+                                             ("not base64!", "invalid_signature"),
+                                             (base64.b64encode(b"\0" * 32).decode(), "invalid_signature")])
+def test_bad_signature_headers_have_clear_codes(value: str | None, code: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, value)
+    assert caught.value.code == code
+
+
+def test_forged_and_tampered_bodies_are_rejected() -> None:
+    for body, value in [(BODY, signature(BODY, OTHER)), (BODY.replace(b"5400", b"1", 1), signature(BODY))]:
+        with pytest.raises(SignatureError) as caught:
+            verify(body, value)
+        assert caught.value.code == "invalid_signature" and SECRET not in caught.value.message
+
+
+def test_body_alone_without_the_url_is_not_squares_signature() -> None:
+    body_only = base64.b64encode(hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+    with pytest.raises(SignatureError):
+        verify(BODY, body_only)
+
+
+@pytest.mark.parametrize("rewritten", ["http://hooks.example.com/webhooks/square",  # TLS ended at a proxy
+                                       "https://hooks.example.com/webhooks/square/",
+                                       "https://internal:8000/webhooks/square"])
+def test_a_url_rewritten_on_the_way_fails_and_says_where_to_look(rewritten: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(BODY, signature(BODY, url=URL), url=rewritten)
+    assert caught.value.code == "invalid_signature" and "notification_url" in caught.value.message
+
+
+def test_rotated_signature_keys_any_configured_key_passes() -> None:
+    verify(BODY, signature(BODY, "new-key"), secrets=["old-key", "new-key"])
+
+
+def test_forged_and_unsigned_webhooks_are_400s_and_not_forwarded(client: Any, receiver: Any) -> None:
+    r = post(client, fixture("square", "payment.updated"), secret=OTHER)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+    r = client.post("/webhooks/square", content=BODY)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_signature"
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+# -- the notification_url setting ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("settings", "needle"), [({}, "notification_url"),
+                                                  ({"notification_url": "/webhooks/square"}, "notification_url"),
+                                                  ({"notification_url": URL, "signature_url": URL}, "signature_url")])
+def test_notification_url_is_required_and_checked_at_startup(tmp_path: Path, settings: dict[str, Any],
+                                                             needle: str) -> None:
+    conf = config(tmp_path, "http://127.0.0.1:9", sources={"square": {"provider": "square", "secrets": [SECRET],
+                                                                      **settings}})
+    with pytest.raises(ConfigError) as caught:
+        build_sources(conf, load_providers())
+    assert "sources.square" in str(caught.value) and needle in str(caught.value)
+
+
+# -- mapping through the real receiver ----------------------------------------------------------
+
+
+def test_completed_payment_is_a_purchase_whose_amount_includes_tax(client: Any, receiver: Any) -> None:
+    assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.headers["idempotency-key"] == "sale:square:hYy9pRFVxpDsO1FB05SunFWUe9JZY"
+    body = sale.body
+    assert (body["amount"], body["currency"]) == (5400, "usd")  # amount_money: tax in, the $5 tip out
+    assert body["eventName"] == "Purchase" and body["invoiceId"] == "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
+    assert body["clickId"] == "cl_square_demo"  # reference_id "dub_id_cl_square_demo"
+    assert body["customerExternalId"] == "user_42"  # "userId=user_42" in the payment note
+    assert body["customerEmail"] == "jenny.smith@example.com"
+    assert body["timestamp"] == "2026-05-03T16:20:53.012Z"
+    meta = body["metadata"]
+    assert meta["amountIncludesTax"] is True and meta["tipAmount"] == 500
+    assert meta["providerEventId"] == "13b867cf-db3d-4b1c-90b6-2f32a9d78124"
+    assert meta["providerCustomerId"] == "A0AP25A6ZH1YA7QXW4LQS0AXXW" and "livemode" not in meta
+
+
+def test_payment_created_completed_and_its_update_are_one_sale(client: Any, receiver: Any) -> None:
+    assert post(client, fixture("square", "payment.created")).json()["status"] == "accepted"
+    answer = post(client, fixture("square", "payment.updated")).json()
+    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.delivered()) == 1
+
+
+def test_refund_sends_payment_updated_again_and_it_is_still_one_sale(client: Any, receiver: Any) -> None:
+    assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    answer = post(client, fixture("square", "payment.updated+refunded")).json()  # still COMPLETED
+    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1 and sale.body["amount"] == 5400
+
+
+@pytest.mark.parametrize(("name", "changes", "reason"), [
+    ("payment.created+approved", {}, "unpaid"),
+    ("payment.updated", {"status": "CANCELED"}, "unpaid"),
+    ("payment.updated", {"status": "FAILED"}, "unpaid"),
+    ("payment.updated", {"amount_money": {"amount": 0, "currency": "USD"}}, "zero_amount"),
+])
+def test_uncountable_payments_are_ignored_with_reasons(client: Any, receiver: Any, name: str,
+                                                       changes: dict[str, Any], reason: str) -> None:
+    r = post(client, payment_event(name, **changes))
+    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(("currency", "amount"), [("JPY", 1500), ("GBP", 1999), ("EUR", 5)])
+def test_amounts_are_exact_minor_units(client: Any, receiver: Any, currency: str, amount: int) -> None:
+    post(client, payment_event(amount_money={"amount": amount, "currency": currency}))
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["amount"], sale.body["currency"]) == (amount, currency.lower())
+
+
+def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    r = post(client, payment_event(amount_money={"amount": "54.00", "currency": "USD"}))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
+
+
+@pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "order.updated",
+                                        "invoice.payment_made", "customer.updated"])
+def test_untracked_event_types_are_ignored(client: Any, event_type: str) -> None:
+    event = fixture("square", "payment.updated")
+    event["type"] = event_type
+    r = post(client, event)
+    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+
+
+def test_redelivery_of_an_event_id_is_a_duplicate(client: Any, receiver: Any) -> None:
+    event = fixture("square", "payment.updated")
+    first = post(client, event)
+    assert post(client, event).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
+def test_nanosecond_timestamps_parse(client: Any, receiver: Any) -> None:
+    event = fixture("square", "payment.updated")
+    event["created_at"] = "2022-07-13T20:30:59.037339943Z"
+    assert post(client, event).json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body["timestamp"] == "2022-07-13T20:30:59.037Z"
+
+
+def test_events_pass_any_livemode_filter(make_client: Any) -> None:
+    client = make_client(sources={"square": {"provider": "square", "secrets": [SECRET], "notification_url": URL,
+                                             "livemode": "live"}})
+    assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
+
+
+def test_customer_created_is_a_lead_and_its_payments_share_identity(client: Any, receiver: Any) -> None:
+    assert post(client, fixture("square", "customer.created")).json()["status"] == "accepted"
+    bare = payment_event(note=None, reference_id=None, buyer_email_address=None)  # only customer_id
+    assert post(client, bare).json()["status"] == "accepted"
+    lead, sale = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert (lead.kind, sale.kind) == ("lead", "sale")
+    assert lead.body["eventName"] == "Sign up" and lead.body["clickId"] == "cl_square_lead"  # note "clickId=..."
+    assert lead.body["customerExternalId"] == "user_42"  # the customer's reference_id
+    assert lead.body["customerName"] == "Jenny Smith"
+    assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_square_lead"
+    assert sale.body["customerEmail"] == "jenny.smith@example.com"
+
+
+def test_customer_reference_with_the_click_prefix_is_a_click_id(make_client: Any, receiver: Any) -> None:
+    client = make_client(sources={"square": {"provider": "square", "secrets": [SECRET], "notification_url": URL,
+                                             "forward_leads_without_click_id": True}})
+    event = fixture("square", "customer.created")
+    event["data"]["object"]["customer"].update(reference_id="dub_id_cl_from_ref", note=None)
+    post(client, event)
+    [lead] = wait_for(receiver.delivered)
+    assert lead.body["clickId"] == "cl_from_ref"
+    assert lead.body["customerExternalId"] == "A0AP25A6ZH1YA7QXW4LQS0AXXW"  # no user id: Square's customer id
