@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -123,7 +124,7 @@ def signing_problem(src: Source, sample: str | None = None) -> str | None:
         return f"{src.ctx.provider} has no built-in samples"
     now = int(time.time())
     try:
-        body = src.provider.sample(sample or names[0], unique="check", now=now)
+        body = src.provider.sample(sample or names[0], unique=secrets.token_hex(8), now=now)  # as `send` does
         src.provider.sign(body, src.secrets[0] if src.secrets else "", now, src.ctx)
     except NotImplementedError as exc:
         return str(exc) or f"hooktrack cannot sign {src.ctx.provider} webhooks"
