@@ -128,7 +128,7 @@ class PaystackProvider(Provider):
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         txn = _dict(data.get("data"))
         txn["reference"] = f"ref_{unique}"
-        txn["id"] = int(unique[:12], 16)
+        txn["id"] = int(hashlib.sha256(unique.encode()).hexdigest()[:12], 16)  # any `unique`, not only hex
         txn["paid_at"] = txn["paidAt"] = txn["created_at"] = txn["createdAt"] = _iso(now)
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
