@@ -2,11 +2,12 @@
 
 Writes `DIR/hooktrack.toml` (SQLite in DIR, random secrets), starts a local tracking receiver
 and hooktrack on loopback, sends signed sample events — a lead, a one-time purchase, a
-subscription checkout and its first invoice (one Sale), a renewal, a trial, a redelivery and a
-forged signature — then prints what each became and what the receiver got. The demo's
-tracking API refuses the renewal once (422), so one conversion is dead-lettered and can be
-replayed. The config and database stay behind so `hooktrack events --config DIR/hooktrack.toml`
-can explore them; `--serve` keeps everything running for the admin page at /admin/.
+subscription checkout and its first invoice (one Sale), a renewal, a trial, a Paddle and a
+Lemon Squeezy sale, a redelivery and a forged signature — then prints what each became and
+what the receiver got. The demo's tracking API refuses the renewal once (422), so one
+conversion is dead-lettered and can be replayed. The config and database stay behind so
+`hooktrack events --config DIR/hooktrack.toml` can explore them; `--serve` keeps everything
+running for the admin page at /admin/.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ SCENARIO: list[tuple[str, str, str, str]] = [
     ("stripe", "invoice.paid+renewal", "Sale 'Subscription renewal', user_43 from identity memory; "
      "the tracking API refuses it once (422): a dead letter to replay", "send"),
     ("stripe", "customer.subscription.created+trial", "Lead 'Started Trial'", "send"),
+    ("paddle", "transaction.completed", "Paddle Sale 'Purchase': string amounts, total - tax", "send"),
+    ("lemonsqueezy", "order_created", "Lemon Squeezy Sale 'Purchase': total - tax, in cents", "send"),
     ("stripe", "checkout.session.completed", "signed with the wrong secret: rejected 400", "forge"),
 ]
 
@@ -71,6 +74,14 @@ token = "{admin_token}"
 [sources.stripe]
 provider = "stripe"
 secrets = ["{stripe_secret}"]
+
+[sources.paddle]
+provider = "paddle"
+secrets = ["{paddle_secret}"]
+
+[sources.lemonsqueezy]
+provider = "lemonsqueezy"
+secrets = ["{lemonsqueezy_secret}"]
 """
 
 
@@ -82,6 +93,8 @@ def write_config(directory: Path, tracking_url: str, api_key: str) -> Path:
     path.write_text(CONFIG.format(
         tracking_url=tracking_url, api_key=api_key, admin_token=secrets.token_urlsafe(24),
         stripe_secret="whsec_" + secrets.token_hex(24),
+        paddle_secret="pdl_ntfset_" + secrets.token_hex(16),
+        lemonsqueezy_secret=secrets.token_hex(16),
     ))
     return path
 
