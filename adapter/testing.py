@@ -68,10 +68,11 @@ class ProviderContract:
 
     @property
     def provider(self) -> Provider:
-        return self.provider_class()
+        """An instance configured with `source_settings`, as a running source would have it."""
+        return self.source().provider
 
     def source(self, secrets: list[str] | None = None) -> Source:
-        return make_source(self.provider, secrets or [self.secret], **self.source_settings)
+        return make_source(self.provider_class(), secrets or [self.secret], **self.source_settings)
 
     def bodies(self) -> dict[str, bytes]:
         found = self.sample_bodies if self.sample_bodies is not None else self.provider.samples()
