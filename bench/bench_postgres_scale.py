@@ -123,6 +123,12 @@ def wait_drained(store_url: str, started: float) -> float:
             return empty_at - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def hooktrack(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "adapter", *args, "--log-level", "WARNING"],
@@ -162,6 +168,7 @@ def measure(db_url: str, tracking_url: str, replicas: int, work: Path, args: arg
             results[n] = wrk(f"http://127.0.0.1:{ports[n % replicas]}", bodies, sigs, args.duration,
                              args.connections // 2)
 
+        cpu_before = [cpu_seconds(proc.pid) for proc in procs]
         started = time.time()
         loaders = [threading.Thread(target=load, args=(n,)) for n in range(2)]
         for t in loaders:
@@ -169,6 +176,7 @@ def measure(db_url: str, tracking_url: str, replicas: int, work: Path, args: arg
         for t in loaders:
             t.join()
         drained = wait_drained(store_url, started)
+        cpu = [cpu_seconds(proc.pid) - before for proc, before in zip(procs, cpu_before, strict=True)]
     finally:
         for proc in procs:
             proc.terminate()
@@ -182,7 +190,9 @@ def measure(db_url: str, tracking_url: str, replicas: int, work: Path, args: arg
         raise RuntimeError(f"expected {acked} delivered conversions, found {states}")
     ingest = sum(r["requests"] / (r["duration_us"] / 1e6) for r in results)
     return {"ingest": ingest, "forward": states["delivered"] / drained, "errors": errors,
-            "p99_ms": max(r["p99_us"] for r in results) / 1000}
+            "p99_ms": max(r["p99_us"] for r in results) / 1000,
+            "ingest_cpu_ms": sum(cpu[:-1]) / states["delivered"] * 1000,
+            "worker_cpu_ms": cpu[-1] / states["delivered"] * 1000}
 
 
 def main() -> None:
@@ -217,13 +227,16 @@ def report(rates: dict[int, list[dict[str, float]]], args: argparse.Namespace) -
     def med(replicas: int, key: str) -> float:
         return statistics.median(r[key] for r in rates[replicas])
 
+    load = os.getloadavg()[0]
     print(f"\nPostgreSQL scale-out, {args.connections} connections from 2 wrk, {args.duration}s x {args.runs} runs, "
-          f"1 worker, {os.cpu_count()} CPUs (medians)")
+          f"1 worker, {os.cpu_count()} CPUs, load average {load:.1f} at the end (medians)")
     for replicas in (1, 2):
         label = f"{replicas} ingest process{'es' if replicas > 1 else '  '}"
         print(f"  {label}  ingest {med(replicas, 'ingest'):7.0f} req/s "
               f"(p99 {med(replicas, 'p99_ms'):6.1f} ms)   forward {med(replicas, 'forward'):7.0f} conversions/s   "
               f"errors {sum(r['errors'] for r in rates[replicas]):.0f}")
+        print(f"{'':22s}CPU per webhook: ingest processes {med(replicas, 'ingest_cpu_ms'):.2f} ms, "
+              f"worker {med(replicas, 'worker_cpu_ms'):.2f} ms")
     ratios = [(two["ingest"] / one["ingest"], two["forward"] / one["forward"])
               for one, two in zip(rates[1], rates[2], strict=True)]
     print(f"  ratio 2 / 1: ingest {statistics.median(r[0] for r in ratios):.2f}, "

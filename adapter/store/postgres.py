@@ -9,10 +9,8 @@ it waits on the network, so the threads overlap, and the hop costs far less than
 Each `transact` runs on its own connection in one READ COMMITTED transaction; PostgreSQL
 flushes concurrent commits together, so there is no writer thread. Dedup rests on unique
 constraints (`INSERT ... ON CONFLICT`), claims on `FOR UPDATE SKIP LOCKED` plus a lease.
-Transactions run in pipeline mode: statements whose results nobody reads ride along with the
-next one that is read, so an ingest transaction costs about 6 round trips instead of 10 and the
-forwarder records a whole batch of results in one (what matters once the database is across a
-network, and each round trip is also a wait for the GIL).
+Every statement is one round trip (about 10 per webhook). psycopg's pipeline mode would batch
+the writes nobody reads, but measured here it cost more client CPU than it saved.
 
 Failures, and what `transact` does about them:
 - serialization failure, deadlock, unique violation: the whole `fn` runs again (it is
@@ -238,10 +236,10 @@ class PostgresStore:
     def _run_on(self, conn: psycopg.Connection[Any], fn: Callable[[Tx], T], read_only: bool) -> T:
         committing = False
         try:
-            with conn.pipeline() as pipeline, conn.transaction():
+            with conn.transaction():
                 if read_only:
                     conn.execute("SET TRANSACTION READ ONLY")
-                result = fn(Tx(_Pipelined(conn, pipeline), "postgresql"))
+                result = fn(Tx(conn, "postgresql"))
                 committing = True
             return result
         except _CONFLICTS:
@@ -257,39 +255,6 @@ class PostgresStore:
             self._outage = self._outage or gone
             what = "lost while committing (outcome unknown)" if committing else "unusable"
             raise StoreUnavailable(f"PostgreSQL connection {what}: {_brief(exc)}") from exc
-
-
-class _Pipelined:
-    """The connection as `Tx` sees it, in pipeline mode: a statement whose result nobody reads
-    (an UPDATE, an INSERT without RETURNING, BEGIN) travels with the next one that is read
-    instead of costing a round trip of its own. Errors surface at that next read or at COMMIT,
-    still inside `transact`, which handles them as usual."""
-
-    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
-        self._conn = conn
-        self._pipeline = pipeline
-
-    def execute(self, sql: str, params: Any = ()) -> _Result:
-        return _Result(self._conn.execute(sql, params), self._pipeline)
-
-
-class _Result:
-    """A cursor whose `rowcount` waits for the statement's result (fetches always do)."""
-
-    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
-        self._cursor = cursor
-        self._pipeline = pipeline
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        self._pipeline.sync()
-        return self._cursor.rowcount
 
 
 def _read_version(conn: psycopg.Connection[Any]) -> int:
