@@ -1,0 +1,84 @@
+"""AcmePay, an example processor: `Acme-Signature: t=<unix>,v1=<hex>`, HMAC-SHA256 of `t.body`.
+
+Its webhooks look like `{"id": "evt_..", "type": "payment.paid", "created": 1775824496,
+"live": false, "payment": {"id": "pay_..", "amount": "49.00", "tax": "4.90", "currency": "EUR",
+"customer": {"id": "cus_..", "email": ..}, "metadata": {"clickId": .., "userId": ..}}}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.attribution import first_key
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale
+from adapter.money import to_minor
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["AcmePayProvider"]
+
+
+class AcmePayProvider(Provider):
+    """AcmePay: `Acme-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
+
+    name = "acmepay"
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        fields = dict(part.partition("=")[::2] for part in (headers.get("acme-signature") or "").split(","))
+        stamp, given = fields.get("t", ""), fields.get("v1", "").encode()
+        if not given:
+            raise SignatureError("missing_signature", "No Acme-Signature header")
+        if not stamp.isdigit():
+            raise SignatureError("invalid_signature", "Acme-Signature has no timestamp")
+        matched = False
+        for secret in secrets:
+            expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            matched |= hmac.compare_digest(expected.encode(), given)
+        if not matched:
+            raise SignatureError("invalid_signature", "No signature matches")
+        if abs(time.time() - int(stamp)) > ctx.settings.tolerance_s:
+            raise SignatureError("stale_timestamp", "Timestamp outside the tolerance zone")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+        return {"Acme-Signature": f"t={timestamp},v1={mac}"}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["id"], data["created"] = f"evt_{unique}", now
+        data["payment"]["id"] = f"pay_{unique}"
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        data = self.json_body(body)
+        if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+            raise PayloadError("AcmePay event without string `id` and `type`")
+        if not isinstance(data.get("created"), int):
+            raise PayloadError("AcmePay event without integer `created`")
+        live = data.get("live")
+        return ProviderEvent(id=data["id"], type=data["type"], data=data,
+                             occurred_at=datetime.fromtimestamp(data["created"], UTC),
+                             livemode=live if isinstance(live, bool) else None)
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        if event.type == "customer.created":
+            customer = event.data["customer"]
+            meta = customer.get("metadata")
+            return [Lead(provider_customer_id=customer["id"], email=customer.get("email"),
+                         external_id=first_key(ctx.customer_id_keys, meta),
+                         click_id=first_key(ctx.click_id_keys, meta))]
+        if event.type != "payment.paid":
+            return []
+        payment = event.data["payment"]
+        currency = payment["currency"]
+        amount = to_minor(payment["amount"], currency) - to_minor(payment.get("tax") or "0", currency)
+        if amount <= 0:
+            raise Ignore("zero_amount")
+        meta, customer = payment.get("metadata"), payment.get("customer") or {}
+        return [Sale(amount=amount, currency=currency, invoice_id=payment["id"],
+                     provider_customer_id=customer.get("id"), email=customer.get("email"),
+                     external_id=first_key(ctx.customer_id_keys, meta),
+                     click_id=first_key(ctx.click_id_keys, meta))]

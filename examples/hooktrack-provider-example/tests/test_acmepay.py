@@ -1,0 +1,24 @@
+"""The plugin author's tests: hooktrack's contract suite plus the mapping."""
+
+from __future__ import annotations
+
+import json
+
+from hooktrack_acmepay import AcmePayProvider
+
+from adapter.testing import ProviderContract, make_source
+
+
+class TestAcmePayContract(ProviderContract):
+    provider_class = AcmePayProvider
+    secret = "acme_test_secret"
+
+
+def test_paid_payment_is_a_sale_without_tax() -> None:
+    provider = AcmePayProvider()
+    src = make_source(provider, ["acme_test_secret"])
+    body = provider.sample("payment.paid", unique="1", now=1775824496)
+    [sale] = provider.map(provider.parse(body, {}), src.ctx)
+    assert (sale.amount, sale.currency, sale.invoice_id) == (4410, "eur", "pay_1")
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_acme")
+    assert json.loads(body)["id"] == "evt_1"
