@@ -89,13 +89,16 @@ def _seed_journeys(url: str, customers: int) -> None:
 
 def test_three_workers_drain_five_thousand_conversions_each_exactly_once_in_customer_order(
         migrated_pg_url: str, tmp_path: Path) -> None:
-    _seed_journeys(migrated_pg_url, 2500)
     receiver = TrackingReceiver(api_key="test_key")
     with run_in_thread(receiver.app()) as tracking:
         config = procs.write_config(tmp_path / "hooktrack.toml", migrated_pg_url, tracking)
         logs = [tmp_path / f"worker{n}.log" for n in range(3)]
         workers = [procs.worker(config, log) for log in logs]
         with procs.running(*workers):
+            # All three connected before the outbox fills, so that each gets a share.
+            wait_for(lambda: count(migrated_pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                   "current_database() AND application_name = 'hooktrack'") >= 3, timeout=30)
+            _seed_journeys(migrated_pg_url, 2500)
             procs.settle(lambda: count(migrated_pg_url, "SELECT count(*) FROM conversions WHERE state = 'pending'") == 0,
                          timeout=180)
     by_key = receiver.by_key()
