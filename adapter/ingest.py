@@ -138,7 +138,9 @@ def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
         event = source.provider.parse(body, headers)
     except PayloadError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, RecursionError) as exc:
+    # datetime.fromtimestamp raises OverflowError or OSError for out-of-range times: bad input too.
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError,
+            RecursionError) as exc:
         raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
     if not isinstance(event, ProviderEvent):
         raise PayloadError(f"{source.ctx.provider}.parse returned {type(event).__name__}, not a ProviderEvent")
@@ -157,7 +159,7 @@ def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise PayloadError(f"{event.type}: invalid {where}: {first['msg']}") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError) as exc:
         raise PayloadError(f"{event.type} is missing or has invalid fields ({type(exc).__name__}: {exc})") from exc
     return list(out)
 
