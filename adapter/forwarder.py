@@ -32,6 +32,7 @@ __all__ = ["Forwarder", "Result", "backoff_delay", "classify"]
 
 log = logging.getLogger("hooktrack.forwarder")
 RETRYABLE = frozenset({408, 425, 429})
+MAX_ROUNDS = 4  # a claim takes up to this many rounds of `concurrency` requests
 EXCERPT = 500
 
 
@@ -89,6 +90,14 @@ class Forwarder:
         self.tracking = tracking
         self.settings = settings
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        # The whole batch is held under one lease, so it must outlast the worst case (every
+        # request timing out in turn) or another worker could claim and send it again:
+        # claim fewer rounds when the lease is short for the tracking timeout.
+        self.rounds = max(1, min(MAX_ROUNDS, int((settings.lease_s - 5) // tracking.timeout_s)))
+        if settings.lease_s <= tracking.timeout_s:
+            log.warning("forwarder.lease_s (%ss) is not longer than tracking.timeout_s (%ss): a slow "
+                        "tracking API can make another worker send a conversion again",
+                        settings.lease_s, tracking.timeout_s)
         self._wake = asyncio.Event()
         self._stopping = False
         self._client: aiohttp.ClientSession | None = None
@@ -122,7 +131,7 @@ class Forwarder:
     async def run_once(self) -> int:
         """Claim one batch, send it, record the results; returns how many were attempted."""
         lease_ms = int(self.settings.lease_s * 1000)
-        limit = self.settings.concurrency * 4
+        limit = self.settings.concurrency * self.rounds
         owner = self.owner
         batch = await self.store.transact(lambda tx: tx.claim(owner, now_ms(), lease_ms, limit))
         if not batch:

@@ -1,4 +1,7 @@
-"""The baseline: a bare Starlette endpoint that only reads the body and answers 200."""
+"""The baseline: a bare Starlette endpoint that only reads the body and answers 200.
+
+It also stands in for the tracking API (`/track/lead`, `/track/sale`) in the benchmarks.
+"""
 
 from __future__ import annotations
 
@@ -13,4 +16,7 @@ async def webhook(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-app = Starlette(routes=[Route("/webhooks/{source}", webhook, methods=["POST"])])
+app = Starlette(routes=[
+    Route("/webhooks/{source}", webhook, methods=["POST"]),
+    Route("/track/{kind}", webhook, methods=["POST"]),
+])

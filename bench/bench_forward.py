@@ -78,7 +78,13 @@ def run_worker(folder: Path, tracking_url: str, count: int, customers: int, conc
     try:
         while pending(folder / "bench.db"):
             time.sleep(0.05)
-        return count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        conn = sqlite3.connect(folder / "bench.db")
+        delivered = conn.execute("SELECT COUNT(*) FROM conversions WHERE state = 'delivered'").fetchone()[0]
+        conn.close()
+        if delivered != count:
+            raise SystemExit(f"only {delivered} of {count} conversions were delivered: the run is not valid")
+        return count / elapsed
     finally:
         proc.terminate()
         proc.wait()
@@ -94,6 +100,7 @@ def run_baseline(tracking_url: str, count: int, concurrency: int) -> float:
             async def one() -> None:
                 async with session.post(f"{tracking_url}/track/sale", data=body) as response:
                     await response.read()
+                    assert response.status == 200, response.status
 
             started = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(count)))

@@ -60,6 +60,10 @@ def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:
             base["id"] = f"evt_bench_{tag}_{i}"
             base["data"]["object"]["payment_intent"] = f"pi_bench_{tag}_{i}"
             base["data"]["object"]["metadata"]["userId"] = f"user_{tag}_{i % 5000}"
+            # Each customer pays a few times, as in real traffic: identity memory is read and
+            # written per customer, and one shared customer would serialise every webhook on it.
+            base["data"]["object"]["customer"] = f"cus_{tag}_{i % 5000}"
+            base["data"]["object"]["customer_details"]["email"] = f"buyer{i % 5000}@example.com"
             body = json.dumps(base, separators=(",", ":"))
             fb.write(body + "\n")
             fs.write(stripe.WebhookSignature.generate_signature_header(body, SECRET, timestamp=now) + "\n")

@@ -142,3 +142,13 @@ def test_lease_expiry_lets_another_worker_claim(tmp_path: Any) -> None:
 
     a, b, c = asyncio.run(scenario())
     assert a == [1, 2, 3] and b == [] and c == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("lease_s", "timeout_s", "rounds"), [(60, 10, 4), (60, 30, 1), (35, 10, 3), (3, 30, 1)])
+def test_claims_never_hold_more_than_the_lease_can_cover(lease_s: float, timeout_s: float, rounds: int) -> None:
+    from adapter.forwarder import Forwarder
+    from adapter.settings import TrackingSettings
+
+    fwd = Forwarder(None, TrackingSettings(url="http://127.0.0.1:9", api_key="k", timeout_s=timeout_s),  # type: ignore[arg-type]
+                    ForwarderSettings(lease_s=lease_s))
+    assert fwd.rounds == rounds
