@@ -160,6 +160,17 @@ def main() -> None:
     bare_port = free_port()
     bare = start_uvicorn("bench.bare:app", bare_port)
     results: dict[str, list[dict[str, Any]]] = {"bare": [], "hooktrack": []}
+    template: Path | None = None
+    if args.history:
+        # One store with the history, made once and copied for each run.
+        template = work / "template"
+        template.mkdir()
+        proc = start_hooktrack(template, f"http://127.0.0.1:{receiver_port}", free_port())
+        proc.terminate()
+        proc.wait()
+        started = time.perf_counter()
+        seed_history(template / "bench.db", args.history)
+        print(f"seeded {args.history:,} events in {time.perf_counter() - started:.0f}s", flush=True)
     try:
         for run in range(args.runs):
             bodies, sigs = write_requests(work, args.per_run, f"r{run}")
@@ -167,12 +178,9 @@ def main() -> None:
             folder = work / f"run{run}"
             folder.mkdir()
             port = free_port()
+            if template is not None:
+                shutil.copy(template / "bench.db", folder / "bench.db")
             proc = start_hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port)
-            if args.history:
-                proc.terminate()
-                proc.wait()
-                seed_history(folder / "bench.db", args.history)
-                proc = start_hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port)
             try:
                 results["hooktrack"].append(wrk(f"http://127.0.0.1:{port}", bodies, sigs, args.duration,
                                                 args.connections))
