@@ -1,0 +1,240 @@
+"""Chargebee: unsigned JSON events; the source requires HTTP Basic credentials (`basic_auth`).
+
+Chargebee signs nothing. Its webhook settings can protect the URL with HTTP Basic auth, and
+hooktrack refuses a delivery without one of the source's `basic_auth = ["user:password", ...]`
+pairs with 401 (`CredentialsError`). Several pairs may be listed while rotating; `secrets` are
+not used. Credentials authenticate the sender, not the body: use HTTPS.
+
+Delivery dedup is on the event `id` (`ev_...`): Chargebee retries for two days and changes
+`webhook_status` between attempts, so nothing but the id is compared. `occurred_at` (epoch
+seconds) is the conversions' timestamp. Chargebee also delivers out of order, so each tracked
+event names the object it is about (`ProviderEvent.object_key`) and the core ignores an event
+older than one it already stored for that object (`out_of_order`). Payments are keyed by their
+invoice, not their subscription: a late renewal must still count when a later cycle came first.
+
+Sale: `payment_succeeded` — the transaction's `amount` (cents) applied to `content.invoice`,
+minus the invoice's `tax`; `invoiceId` is the invoice id (the transaction id when there is no
+invoice). An invoice with a `subscription_id` is a subscription payment (the core names it
+creation or renewal; `first_invoice` is kept in metadata). Lead: `customer_created`.
+Click and user ids come from `meta_data` and from custom fields: `cf_click_id` counts as the key
+`click_id`, `cf_user_id` as `user_id` (and a configured key `cf_...` matches exactly).
+Chargebee test sites are separate sites, so `livemode` is None. Events of API version v1 are
+ignored (`api_version_v1`): their content has another shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapter.attribution import first_key
+from adapter.errors import CredentialsError, Ignore, PayloadError
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.plugin import Headers, Provider, SourceContext
+
+__all__ = ["ChargebeeProvider", "ChargebeeSettings"]
+
+_TRACKED = frozenset({"payment_succeeded", "customer_created"})
+
+
+class ChargebeeSettings(BaseModel):
+    """`basic_auth = ["user:password", ...]`: the credentials Chargebee is configured with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    basic_auth: list[str] = Field(min_length=1, repr=False)
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _pairs(cls, pairs: list[str]) -> list[str]:
+        for index, pair in enumerate(pairs):
+            user, colon, password = pair.partition(":")
+            if not colon or not user or not password:  # never echo the value: it is a password
+                raise ValueError(f'basic_auth[{index}] must be "user:password" with both parts non-empty')
+        return pairs
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _cents(obj: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"Chargebee `{key}` is not an amount in cents: {value!r}")
+    return value
+
+
+def _digest(credentials: bytes) -> bytes:
+    # Compared as digests: equal lengths, so the compare's time says nothing about the password.
+    return hashlib.sha256(credentials).digest()
+
+
+def _basic_credentials(header: str | None) -> bytes:
+    """The `user:password` bytes of an `Authorization: Basic ...` header, or CredentialsError."""
+    if not header:
+        raise CredentialsError("No HTTP Basic credentials (Authorization: Basic ...)")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        raise CredentialsError("Authorization is not HTTP Basic credentials")
+    try:
+        return base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise CredentialsError("HTTP Basic credentials are not valid base64") from None
+
+
+class ChargebeeProvider(Provider):
+    """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
+
+    name = "chargebee"
+    requires_secrets = False
+    settings_model = ChargebeeSettings
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Require one of the source's `basic_auth` pairs; raises `CredentialsError` (401)."""
+        settings: ChargebeeSettings = ctx.options
+        given = _digest(_basic_credentials(headers.get("authorization")))
+        matched = False
+        for pair in settings.basic_auth:  # every pair, so the time taken does not tell which matched
+            matched |= hmac.compare_digest(_digest(pair.encode()), given)
+        if not matched:
+            raise CredentialsError("HTTP Basic credentials do not match the source's basic_auth")
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The `Authorization` header Chargebee sends. `secret` is sent as `user:password`,
+        except that an empty one or one of the source's `secrets` (what `hooktrack send` passes;
+        Chargebee uses none) stands for the source's first `basic_auth` pair."""
+        settings: ChargebeeSettings = ctx.options
+        genuine = not secret or secret in ctx.settings.secrets
+        credentials = settings.basic_auth[0] if genuine else secret
+        return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        data["id"] = f"ev_{unique}"
+        data["occurred_at"] = now
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `id`, at `occurred_at`, about the object named by `object_key`."""
+        data = self.json_body(body)
+        event_id, event_type, occurred = data.get("id"), data.get("event_type"), data.get("occurred_at")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise PayloadError("Chargebee event without string `id` and `event_type`")
+        if isinstance(occurred, bool) or not isinstance(occurred, int):
+            raise PayloadError("Chargebee event without integer `occurred_at`")
+        content = data.get("content")
+        if not isinstance(content, dict):
+            raise PayloadError("Chargebee event without a `content` object")
+        return ProviderEvent(
+            id=event_id,
+            type=event_type,
+            occurred_at=datetime.fromtimestamp(occurred, UTC),
+            livemode=None,
+            data=data,
+            object_key=_object_key(event_type, content),
+        )
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`payment_succeeded` → Sale, `customer_created` → Lead, `[]` otherwise. Raises `Ignore`
+        for a v1 event (`api_version_v1`), a transaction that did not succeed (`unpaid`) and a
+        payment of nothing once tax is taken off (`zero_amount`)."""
+        if event.type not in _TRACKED:
+            return []
+        if event.data.get("api_version", "v2") != "v2":
+            raise Ignore("api_version_v1")
+        content: dict[str, Any] = event.data["content"]
+        if event.type == "payment_succeeded":
+            return [self._sale(content, ctx)]
+        customer = _dict(content.get("customer"))
+        if not customer:
+            raise PayloadError("customer_created without `content.customer`")
+        return [Lead(kind="sign_up", provider_customer_id=_text(customer.get("id")), email=_text(customer.get("email")),
+                     name=_name(customer), **_hints(ctx, customer))]
+
+    def _sale(self, content: dict[str, Any], ctx: SourceContext) -> Sale:
+        txn, invoice = _dict(content.get("transaction")), _dict(content.get("invoice"))
+        customer, subscription = _dict(content.get("customer")), _dict(content.get("subscription"))
+        if not txn:
+            raise PayloadError("payment_succeeded without `content.transaction`")
+        if txn.get("status", "success") != "success":
+            raise Ignore("unpaid")
+        currency = _text(txn.get("currency_code")) or _text(invoice.get("currency_code"))
+        if currency is None:
+            raise PayloadError("payment_succeeded without `currency_code`")
+        invoice_id = _text(invoice.get("id"))
+        paid_for = invoice_id or _text(txn.get("id"))
+        if paid_for is None:
+            raise PayloadError("payment_succeeded without an invoice or transaction id")
+        paid = _applied(txn, invoice_id)
+        tax = _cents(invoice, "tax", 0)
+        if paid - tax <= 0:
+            raise Ignore("zero_amount")
+        subscription_id = _text(invoice.get("subscription_id")) if invoice.get("recurring", True) else None
+        kind: SaleKind = "subscription" if subscription_id else "purchase"
+        billing = _dict(invoice.get("billing_address"))
+        return Sale(
+            kind=kind,
+            amount=paid - tax,
+            currency=currency,
+            invoice_id=paid_for,
+            subscription_id=subscription_id,
+            provider_customer_id=_text(customer.get("id")) or _text(txn.get("customer_id")),
+            email=_text(customer.get("email")) or _text(billing.get("email")),
+            name=_name(customer) or _name(billing),
+            **_hints(ctx, subscription, customer),
+            metadata=_compact(subscriptionId=subscription_id, taxAmount=tax, transactionId=_text(txn.get("id")),
+                              firstInvoice=invoice.get("first_invoice") if kind == "subscription" else None),
+        )
+
+
+def _object_key(event_type: str, content: dict[str, Any]) -> str | None:
+    """The object a tracked event is about: its invoice (or transaction) for a payment, the
+    customer for `customer_created`. Untracked events need none: the core never orders them."""
+    if event_type == "payment_succeeded":
+        invoice = _text(_dict(content.get("invoice")).get("id"))
+        transaction = _text(_dict(content.get("transaction")).get("id"))
+        return f"invoice:{invoice}" if invoice else f"transaction:{transaction}" if transaction else None
+    if event_type == "customer_created":
+        customer = _text(_dict(content.get("customer")).get("id"))
+        return f"customer:{customer}" if customer else None
+    return None
+
+
+def _applied(txn: dict[str, Any], invoice_id: str | None) -> int:
+    """What the transaction paid towards `invoice_id`: its `linked_invoices` entry, else all of it."""
+    amount = _cents(txn, "amount")
+    for link in txn.get("linked_invoices") or []:
+        if isinstance(link, dict) and invoice_id is not None and _text(link.get("invoice_id")) == invoice_id:
+            return min(amount, _cents(link, "applied_amount", amount))
+    return amount
+
+
+def _hints(ctx: SourceContext, *objects: dict[str, Any]) -> dict[str, Any]:
+    """Click and user ids from each object's `meta_data` and `cf_*` custom fields, in order."""
+    sources: list[dict[str, Any]] = []
+    for obj in objects:
+        custom = {k: v for k, v in obj.items() if k.startswith("cf_")}
+        sources += [_dict(obj.get("meta_data")), {k[3:]: v for k, v in custom.items()}, custom]
+    return {"click_id": first_key(ctx.click_id_keys, *sources),
+            "external_id": first_key(ctx.customer_id_keys, *sources)}
+
+
+def _name(obj: dict[str, Any]) -> str | None:
+    parts = [_text(obj.get("first_name")), _text(obj.get("last_name"))]
+    return " ".join(p for p in parts if p) or None
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,222 @@
+"""Paddle Classic alerts: form posts signed with Paddle's RSA key (`p_signature`).
+
+`p_signature` is base64 RSA-SHA1 (PKCS#1 v1.5) over the PHP `serialize()` of every other field,
+sorted by name, values as strings — Paddle's documented algorithm
+(https://developer.paddle.com/webhook-reference/verifying-webhooks, also
+https://classic.paddle.com/webhooks/verifying-webhooks/: "remove p_signature, ksort() the fields,
+serialize, verify with SHA1 and your public key"). It is checked with the vendor public key, the
+source setting `public_key` (PEM, Developer Tools → Public Key). Paddle holds the private key, so
+hooktrack cannot sign alerts: `sign` raises NotImplementedError. The scheme has no timestamp;
+delivery dedup on `alert_id` stops replays from counting twice.
+
+Sales: `payment_succeeded` (a one-time order) and `subscription_payment_succeeded` (each paid
+cycle; `initial_payment` kept as metadata, the core names creation and renewal). The amount is
+`sale_gross - payment_tax`, decimal strings in `currency` converted exactly; `invoiceId` is
+`order_id` for both, so if Paddle sent both for one order they would be one Sale.
+Click and user ids come from `passthrough`: a JSON object is read with the source's keys; any
+other string is a click id when it has the `dub_id_` prefix (`client_reference_prefix`), else
+the merchant's user id — the rule Stripe's `client_reference_id` follows. `user_id` is Paddle's
+own customer id. Sandbox and live are separate vendor accounts, so `livemode` is None.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from adapter.attribution import first_key, from_client_reference
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.money import to_minor
+from adapter.plugin import Headers, Provider, SourceContext
+from providers.forms import encode_form, parse_form, sample_fields
+
+__all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize"]
+
+_SALES = frozenset({"payment_succeeded", "subscription_payment_succeeded"})
+
+
+@functools.lru_cache(maxsize=16)
+def _load_key(pem: str) -> rsa.RSAPublicKey:
+    text = pem.strip()
+    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
+        text = text.replace("\\n", "\n")
+    try:
+        key = serialization.load_pem_public_key(text.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("public_key is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("public_key is not an RSA key")
+    return key
+
+
+class PaddleClassicSettings(BaseModel):
+    """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    public_key: str
+
+    @field_validator("public_key")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        _load_key(value)
+        return value
+
+
+def php_serialize(fields: Sequence[tuple[str, str]]) -> bytes:
+    """PHP's `serialize()` of an array of string keys and string values, in the given order.
+
+    Lengths are in UTF-8 bytes, as PHP counts them. (PHP would turn a decimal-integer key like
+    "12" into an integer key; Paddle sends no such field names.)
+    """
+    out = [b"a:%d:{" % len(fields)]
+    for key, value in fields:
+        for text in (key, value):
+            raw = text.encode("utf-8")
+            out.append(b's:%d:"%s";' % (len(raw), raw))
+    out.append(b"}")
+    return b"".join(out)
+
+
+def signed_data(fields: dict[str, str]) -> bytes:
+    """The bytes Paddle signs: every field but `p_signature`, sorted by name, PHP-serialised."""
+    return php_serialize(sorted((k, v) for k, v in fields.items() if k != "p_signature"))
+
+
+def _event_time(value: str | None) -> datetime:
+    # Paddle Classic sends "2024-04-10 10:36:52", in UTC.
+    try:
+        return datetime.strptime(value or "", "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        shown = (value or "")[:30]
+        raise PayloadError(f"Paddle Classic `event_time` is not 'YYYY-MM-DD HH:MM:SS': {shown!r}") from None
+
+
+class PaddleClassicProvider(Provider):
+    """Paddle Classic: `p_signature`, RSA-SHA1 over the PHP-serialised sorted form fields."""
+
+    name = "paddle_classic"
+    requires_secrets = False
+    settings_model = PaddleClassicSettings
+
+    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Check `p_signature` against the source's `public_key`. Raises `SignatureError`:
+        `missing_signature` (no field), `invalid_signature` (not base64, or no match)."""
+        try:
+            fields = parse_form(body)
+        except PayloadError:
+            raise SignatureError("missing_signature", "Body is not a form with a p_signature field") from None
+        encoded = fields.get("p_signature")
+        if not encoded:
+            raise SignatureError("missing_signature", "No p_signature field")
+        try:  # a form decoder that turned base64's "+" into spaces is forgiven
+            signature = base64.b64decode(encoded.replace(" ", "+"), validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("invalid_signature", "p_signature is not base64") from None
+        settings: PaddleClassicSettings = ctx.options
+        try:  # SHA-1 is Paddle Classic's scheme, not our choice
+            _load_key(settings.public_key).verify(
+                signature, signed_data(fields), padding.PKCS1v15(), hashes.SHA1()  # noqa: S303
+            )
+        except InvalidSignature:
+            raise SignatureError("invalid_signature", "p_signature does not match the fields and public_key") from None
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """Never possible: Paddle signs with its private key, which no merchant has."""
+        raise NotImplementedError(
+            "hooktrack cannot sign Paddle Classic alerts: Paddle signs them with its own private key "
+            "(Paddle's Webhook Alert Simulator, under Developer Tools, sends signed test alerts)"
+        )
+
+    def samples(self) -> dict[str, bytes]:
+        """Samples as form bodies without `p_signature` (stored as JSON objects of the fields)."""
+        return {name: encode_form(sample_fields(raw)) for name, raw in super().samples().items()}
+
+    def sample(self, name: str, *, unique: str, now: int) -> bytes:
+        """Sample `name` with a fresh `alert_id`, `order_id` and `event_time` (unsigned)."""
+        fields = sample_fields(super().samples()[name])
+        number = int(hashlib.sha256(unique.encode()).hexdigest()[:12], 16) % 10**9
+        fields.update(alert_id=str(number), order_id=f"{number}-{number % 9973}",
+                      event_time=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S"))
+        return encode_form(fields)
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        return {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The alert by `alert_id`, typed by `alert_name`, at `event_time` (UTC)."""
+        fields = parse_form(body)
+        alert_id, alert_name = fields.get("alert_id", "").strip(), fields.get("alert_name", "").strip()
+        if not alert_id or not alert_name:
+            raise PayloadError("Paddle Classic alert without `alert_id` and `alert_name`")
+        data = {k: v for k, v in fields.items() if k != "p_signature"}
+        return ProviderEvent(id=alert_id, type=alert_name, occurred_at=_event_time(fields.get("event_time")),
+                             livemode=None, data=data)
+
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """`payment_succeeded` and `subscription_payment_succeeded` → Sale; `[]` for other alerts.
+        Raises `Ignore("zero_amount")` for a payment of nothing once tax is taken off."""
+        if event.type not in _SALES:
+            return []
+        fields: dict[str, str] = event.data
+        currency = fields.get("currency", "")
+        gross, tax = to_minor(fields["sale_gross"], currency), to_minor(fields.get("payment_tax") or "0", currency)
+        if gross - tax <= 0:
+            raise Ignore("zero_amount")
+        subscription = (fields.get("subscription_id") or "").strip() or None
+        if event.type == "payment_succeeded":
+            subscription = None  # a one-time order, whatever else the alert mentions
+        elif subscription is None:
+            raise PayloadError("subscription_payment_succeeded without `subscription_id`")
+        kind: SaleKind = "subscription" if subscription else "purchase"
+        initial = fields.get("initial_payment")  # "true"/"false" in Paddle's payloads; "1" read as true too
+        first = initial.strip().lower() in ("1", "true") if initial and subscription else None
+        return [Sale(
+            kind=kind,
+            amount=gross - tax,
+            currency=currency,
+            invoice_id=fields["order_id"],
+            subscription_id=subscription,
+            provider_customer_id=(fields.get("user_id") or "").strip() or None,
+            email=(fields.get("email") or "").strip() or None,
+            name=(fields.get("customer_name") or "").strip() or None,
+            **_passthrough_hints(fields.get("passthrough"), ctx),
+            metadata=_compact(subscriptionId=subscription, taxAmount=tax,
+                              subscriptionPaymentId=fields.get("subscription_payment_id") or None,
+                              initialPayment=first,
+                              checkoutId=fields.get("checkout_id") or None),
+        )]
+
+
+def _passthrough_hints(passthrough: str | None, ctx: SourceContext) -> dict[str, Any]:
+    """Click and user ids from `passthrough`: a JSON object's keys, or one plain string."""
+    raw = (passthrough or "").strip()
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        decoded = raw
+    if isinstance(decoded, dict):
+        return {"click_id": first_key(ctx.click_id_keys, decoded),
+                "external_id": first_key(ctx.customer_id_keys, decoded)}
+    if isinstance(decoded, str) and decoded.strip():
+        raw = decoded.strip()  # a JSON-quoted string: its content
+    click = from_client_reference(raw, ctx.client_reference_prefix)
+    return {"click_id": click} if click else {"external_id": raw}
+
+
+def _compact(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

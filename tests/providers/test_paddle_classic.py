@@ -1,0 +1,305 @@
+"""Paddle Classic: RSA p_signature (a published vector and keys made here), order Sales net of tax."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import phpserialize  # type: ignore[import-untyped]
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from starlette.datastructures import Headers
+
+from adapter.errors import ConfigError, SignatureError
+from adapter.plugin import Source
+from adapter.testing import ProviderContract, make_source
+from providers.forms import parse_form
+from providers.paddle_classic import PaddleClassicProvider, php_serialize, signed_data
+from tests.conftest import fixture, wait_for
+
+
+def _private_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _public_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # stands in for Paddle's key
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PUBLIC = _public_pem(KEY)
+P_SIGNATURE = "x-test-p-signature"  # carries p_signature from `sign` into the form in the contract
+
+
+def p_signature(fields: dict[str, str], private_pem: str = "") -> str:
+    """Sign like Paddle, the way Paddle's Python example verifies: phpserialize.dumps of the
+    sorted string fields, RSA PKCS#1 v1.5 over SHA-1, base64 (independent of the provider)."""
+    key = serialization.load_pem_private_key(private_pem.encode(), None) if private_pem else KEY
+    assert isinstance(key, rsa.RSAPrivateKey)
+    data = phpserialize.dumps(OrderedDict(sorted((k, str(v)) for k, v in fields.items() if k != "p_signature")))
+    return base64.b64encode(key.sign(data, padding.PKCS1v15(), hashes.SHA1())).decode()
+
+
+class TestPaddleClassicContract(ProviderContract):
+    """The signature travels inside the form: `sign` returns it in a test-only header and
+    `verify` appends it to the body as the `p_signature` field, as Paddle posts it."""
+
+    provider_class = PaddleClassicProvider
+    secret = _private_pem(KEY)
+    other_secret = _private_pem(OTHER_KEY)
+    source_settings = {"public_key": PUBLIC}
+    has_timestamp = False
+
+    def source(self, secrets: list[str] | None = None) -> Source:
+        return make_source(self.provider_class(), [], **self.source_settings)
+
+    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+        return {P_SIGNATURE: p_signature(parse_form(body), secret)}
+
+    def verify(self, body: bytes, headers: Headers, secrets: list[str] | None = None) -> None:
+        signature = headers.get(P_SIGNATURE)
+        if signature is not None:
+            body += b"&p_signature=" + quote(signature, safe="").encode()
+        src = self.source(secrets)
+        src.provider.verify(body, headers, src.secrets, src.ctx)
+
+    def test_every_configured_secret_is_tried(self) -> None:
+        pytest.skip("one vendor public key per source: Paddle Classic has no key rotation")
+
+
+def form(fields: dict[str, str], *, sign: bool = True) -> bytes:
+    signed = {**fields, "p_signature": p_signature(fields)} if sign else fields
+    return urlencode(list(signed.items())).encode()
+
+
+def post(client: Any, fields: dict[str, str], *, sign: bool = True, source: str = "paddle_classic") -> Any:
+    return client.post(f"/webhooks/{source}", content=form(fields, sign=sign),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def verify(body: bytes, public_key: str = PUBLIC) -> None:
+    src = make_source(PaddleClassicProvider(), [], public_key=public_key)
+    src.provider.verify(body, Headers({}), src.secrets, src.ctx)
+
+
+@pytest.fixture
+def client(make_client: Any) -> Any:
+    return make_client(sources={"paddle_classic": {"provider": "paddle_classic", "public_key": PUBLIC}})
+
+
+def alert(name: str, **changes: str) -> dict[str, str]:
+    fields: dict[str, str] = fixture("paddle_classic", name)
+    fields.update(changes)
+    return fields
+
+
+# -- signatures -------------------------------------------------------------------------------------
+
+# Published vector: a Paddle Classic `subscription_created` alert and the public key it verifies
+# with, from the pay gem's tests (pay-rails/pay: test/support/fixtures/paddle/subscription_created.json
+# and test/support/fixtures/paddle_classic/verification/paddle_public_key.pem).
+PAY_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEA3CGT82ixrOTpCjAyY9pI
+GthIx4HzZtnO519VECl7wouV4nSD/09YDkyeujygarlYuKjILra4/yuwHoQGD/En
+EdADYfNgBNYMuiUhsiXArPQRuqRKSi3xboZEkeDLaeABtxr/5VWyHFtxbSe8FMa6
+st0Lm6zrOauYkYRbWF+8+6pp4CVNsFSBjP8PLum0zN9Uh44DyFI6qlJ3xA5Uxcr/
+Ew/Fp3eDPloqqa2MNCZnkJwft5rLVz/B5YWf5jY515OKl+OU/t+FCtxKpjj74ug7
+9Vk5cZsA3044VClsusI3qj/iRXPWtBNKUpj0tknT5Q9J94twv3kfa+XMu61uOw3k
+Vjhf62W6CYt5jtQdk/HgxzMP64ouvf0zVDKHoJtprU524IXOYxK7tiDXuktpVAw3
+SnNh/bpN0qD2D7TGVzHeajgcppxjBYJc6OzXHToiyIiLGqZdP0ewzfOIKGkW9tOi
+Y/1kSzlkJrQ6sfM5aKg6SSsos0+TBY9t7/UZFVKKe7J4ijSRmsFd+DVmc2KHHReK
+rd1tEBa2GQeJU9F0iM5EVcYnXeXzHRNha54snsp5ZYXSAmsYZCAutdh+gWI2Alni
+P97ZBsCbv7RHLQOY60CXkKnILEPhu4u5Kp7P1Ez1deGf/mcnZz21RCdC7PhqPXtm
+WtpkNrCK6BeRMj0XZG7oB3MCAwEAAQ==
+-----END PUBLIC KEY-----
+"""
+
+
+def test_published_vector_from_the_pay_gem_verifies() -> None:
+    verify(form(fixture("paddle_classic", "subscription_created+pay_vector"), sign=False), PAY_PUBLIC_KEY)
+
+
+def test_published_vector_with_one_field_changed_is_rejected() -> None:
+    fields = alert("subscription_created+pay_vector", quantity="66")
+    with pytest.raises(SignatureError) as caught:
+        verify(form(fields, sign=False), PAY_PUBLIC_KEY)
+    assert caught.value.code == "invalid_signature"
+
+
+def test_published_vector_over_http_is_an_untracked_alert(make_client: Any) -> None:
+    client = make_client(sources={"pc": {"provider": "paddle_classic", "public_key": PAY_PUBLIC_KEY}})
+    r = post(client, fixture("paddle_classic", "subscription_created+pay_vector"), sign=False, source="pc")
+    assert (r.status_code, r.json()["status"], r.json()["reason"]) == (200, "ignored", "event_type_not_tracked")
+
+
+def test_our_php_serialisation_matches_phpserialize_for_utf8_and_quotes() -> None:
+    fields = {"customer_name": "Zoë Ærøskøbing", "passthrough": '{"clickId":"cl_1","note":"a \\"b\\""}',
+              "alert_id": "1", "coupon": "", "earnings": '{"118204":"36.25"}'}
+    expected = phpserialize.dumps(OrderedDict(sorted(fields.items())))
+    assert signed_data(fields) == expected == php_serialize(sorted(fields.items()))
+    assert signed_data({**fields, "p_signature": "x"}) == expected
+
+
+def test_missing_and_malformed_signatures_have_clear_codes() -> None:
+    fields = alert("payment_succeeded")
+    for body, code in [(form(fields, sign=False), "missing_signature"), (b"\xff\xfe", "missing_signature"),
+                       (form({**fields, "p_signature": "!!not base64!!"}, sign=False), "invalid_signature"),
+                       (form({**fields, "p_signature": ""}, sign=False), "missing_signature")]:
+        with pytest.raises(SignatureError) as caught:
+            verify(body)
+        assert caught.value.code == code
+
+
+def test_signature_over_unsorted_fields_is_rejected() -> None:
+    fields = alert("payment_succeeded")
+    data = php_serialize(sorted(fields.items(), reverse=True))  # Paddle sorts ascending
+    bad = base64.b64encode(KEY.sign(data, padding.PKCS1v15(), hashes.SHA1())).decode()
+    with pytest.raises(SignatureError) as caught:
+        verify(form({**fields, "p_signature": bad}, sign=False))
+    assert caught.value.code == "invalid_signature"
+
+
+def test_a_plus_decoded_as_space_is_forgiven() -> None:
+    fields = alert("payment_succeeded")
+    signature = p_signature(fields)
+    for _ in range(50):  # find a signature with a "+" in it
+        if "+" in signature:
+            break
+        fields["alert_id"] = str(int(fields["alert_id"]) + 1)
+        signature = p_signature(fields)
+    assert "+" in signature, "no '+' in 50 signatures"
+    raw = urlencode(list(fields.items())) + "&p_signature=" + signature  # "+" left unencoded
+    verify(raw.encode())
+
+
+def test_forged_alert_over_http_is_400_and_not_forwarded(client: Any, receiver: Any) -> None:
+    fields = alert("payment_succeeded")
+    forged = {**fields, "p_signature": p_signature(fields, _private_pem(OTHER_KEY))}
+    r = post(client, forged, sign=False)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("public_key", ["not a key", PUBLIC.replace("MII", "XXX"), "-----BEGIN PUBLIC KEY-----"])
+def test_unusable_public_key_stops_startup(make_client: Any, public_key: str) -> None:
+    with pytest.raises(ConfigError, match="public_key"):
+        make_client(sources={"pc": {"provider": "paddle_classic", "public_key": public_key}})
+
+
+def test_public_key_squeezed_into_one_line_with_backslash_n_works() -> None:
+    verify(form(alert("payment_succeeded")), PUBLIC.strip().replace("\n", "\\n"))
+
+
+def test_hooktrack_cannot_sign_paddle_classic_samples() -> None:
+    src = make_source(PaddleClassicProvider(), [], public_key=PUBLIC)
+    body = src.provider.sample("payment_succeeded", unique="a1b2c3d4e5f60718", now=int(time.time()))
+    with pytest.raises(NotImplementedError, match="its own private key"):
+        src.provider.sign(body, "", 0, src.ctx)
+
+
+# -- mapping through the real receiver --------------------------------------------------------------
+
+
+def test_one_time_payment_is_a_purchase_net_of_tax(client: Any, receiver: Any) -> None:
+    assert post(client, alert("payment_succeeded")).json()["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    body = sale.body
+    assert sale.headers["idempotency-key"] == "sale:paddle_classic:8295473-4210584"
+    assert (body["amount"], body["currency"], body["eventName"]) == (4900, "usd", "Purchase")  # 58.80 − 9.80
+    assert (body["clickId"], body["customerExternalId"]) == ("cl_paddle_classic", "user_42")
+    assert (body["customerEmail"], body["customerName"]) == ("ada@example.com", "Ada Lovelace")
+    assert body["timestamp"] == "2024-04-10T10:36:52.000Z" and body["paymentProcessor"] == "paddle_classic"
+    meta = body["metadata"]
+    assert meta["taxAmount"] == 980 and meta["providerEventId"] == "1985231706"
+    assert "subscriptionId" not in meta and "livemode" not in meta
+
+
+def test_subscription_payments_are_creation_then_renewal(client: Any, receiver: Any) -> None:
+    post(client, alert("subscription_payment_succeeded"))
+    post(client, alert("subscription_payment_succeeded+renewal"))
+    first, second = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert (first.body["eventName"], second.body["eventName"]) == ("Subscription creation", "Subscription renewal")
+    assert (first.body["amount"], first.body["currency"]) == (3000, "eur")  # 36.00 − 6.00
+    assert first.body["metadata"]["initialPayment"] is True and second.body["metadata"]["initialPayment"] is False
+    assert second.body["metadata"]["subscriptionId"] == "4418263"
+    assert second.body["metadata"]["providerCustomerId"] == "29103377"
+
+
+@pytest.mark.parametrize(
+    ("currency", "gross", "tax", "expected"),
+    [("JPY", "5500", "500", 5000), ("KWD", "13.575", "1.234", 12341), ("USD", "10", "0", 1000)],
+)
+def test_decimal_strings_are_exact_minor_units(client: Any, receiver: Any, currency: str, gross: str, tax: str,
+                                               expected: int) -> None:
+    post(client, alert("payment_succeeded", currency=currency, sale_gross=gross, payment_tax=tax))
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+
+
+@pytest.mark.parametrize(
+    ("passthrough", "click", "external"),
+    [
+        ('{"dub_click_id":"cl_json","customer_external_id":"user_9"}', "cl_json", "user_9"),
+        ("user_99", None, "user_99"),  # a plain string is the merchant's user id ...
+        ("dub_id_cl_plain", "cl_plain", None),  # ... unless it carries the click-id prefix
+        ('"user_quoted"', None, "user_quoted"),
+        ("12345", None, "12345"),
+        ('{"owner_type":"User","owner_id":1}', None, None),
+    ],
+)
+def test_passthrough_as_json_or_plain_string(make_client: Any, receiver: Any, passthrough: str,
+                                             click: str | None, external: str | None) -> None:
+    client = make_client(sources={"paddle_classic": {"provider": "paddle_classic", "public_key": PUBLIC}})
+    post(client, alert("payment_succeeded", passthrough=passthrough))
+    [sale] = wait_for(receiver.delivered)
+    assert sale.body.get("clickId") == click
+    assert sale.body["customerExternalId"] == (external or "ada@example.com")  # no user id: the email
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "reason"),
+    [
+        ("payment_succeeded", {"sale_gross": "9.80"}, "zero_amount"),
+        ("payment_succeeded", {"alert_name": "payment_refunded"}, "event_type_not_tracked"),
+        ("subscription_payment_succeeded", {"alert_name": "subscription_created"}, "event_type_not_tracked"),
+        ("subscription_payment_succeeded", {"alert_name": "subscription_payment_failed"}, "event_type_not_tracked"),
+    ],
+)
+def test_uncountable_alerts_are_ignored_with_reasons(client: Any, receiver: Any, name: str, changes: dict[str, str],
+                                                     reason: str) -> None:
+    r = post(client, alert(name, **changes))
+    assert (r.status_code, r.json()["status"], r.json()["reason"]) == (200, "ignored", reason)
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("changes", [{"sale_gross": "58.8O"}, {"sale_gross": "58.801"}, {"event_time": "yesterday"},
+                                     {"subscription_id": ""}])
+def test_malformed_alerts_are_400(client: Any, changes: dict[str, str]) -> None:
+    r = post(client, alert("subscription_payment_succeeded", **changes))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
+
+
+def test_redelivered_alert_is_a_duplicate(client: Any, receiver: Any) -> None:
+    fields = alert("payment_succeeded")
+    first = post(client, fields)
+    assert post(client, fields).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    wait_for(receiver.delivered)
+    time.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
+def test_fresh_samples_signed_here_are_new_deliveries(client: Any, receiver: Any) -> None:
+    provider = PaddleClassicProvider()
+    for unique in ("a1b2c3d4e5f60718", "0f1e2d3c4b5a6978"):
+        fields = parse_form(provider.sample("payment_succeeded", unique=unique, now=int(time.time())))
+        assert post(client, fields).json()["status"] == "accepted"
+    assert len(wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())) == 2
