@@ -222,10 +222,11 @@ def post_sample(src: Any, sample: str, base_url: str, *, secret: str | None = No
         raise ConfigError(str(exc)) from None
     except Exception as exc:  # a provider that needs settings this source lacks (a private key, ...)
         raise ConfigError(f"hooktrack cannot sign {src.ctx.provider} webhooks for {src.name}: {exc}") from None
-    headers = {**headers, **src.provider.sample_headers(sample, body), "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **headers, **src.provider.sample_headers(sample, body)}
+    query = src.provider.sample_query(secret or (src.secrets[0] if src.secrets else ""))
     http = client or httpx.Client(timeout=10)
     try:
-        return http.post(f"{base_url}/webhooks/{src.name}", content=body, headers=headers)
+        return http.post(f"{base_url}/webhooks/{src.name}", content=body, headers=headers, params=query)
     finally:
         if client is None:
             http.close()

@@ -153,7 +153,12 @@ class Provider:
         """Give a parsed sample a fresh delivery id and timestamp (in place); no-op by default."""
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        """Extra unsigned headers a sample needs (a topic header, ...); none by default."""
+        """Extra unsigned headers a sample needs (a topic header, a form Content-Type, ...);
+        none by default (samples are sent as JSON)."""
+        return {}
+
+    def sample_query(self, secret: str) -> dict[str, str]:
+        """Query parameters a genuine delivery's URL carries (a URL token); none by default."""
         return {}
 
     @staticmethod

@@ -229,3 +229,12 @@ def test_fresh_samples_with_the_sample_query_are_accepted_once_each(client: Any,
         assert r.json()["status"] == "accepted"
     assert len(wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())) == 2
     assert provider.sign(body, TOKEN, 0, make_source(provider, [TOKEN], seller_id=SELLER).ctx) == {}
+
+
+def test_hooktrack_send_puts_the_token_in_the_url(client: Any, receiver: Any) -> None:
+    from adapter.cli import post_sample
+
+    src = client.app.state.sources["gumroad"]
+    sample = sorted(src.provider.samples())[0]
+    assert post_sample(src, sample, "", client=client).json()["status"] in ("accepted", "ignored")
+    assert post_sample(src, sample, "", secret="not-the-token", client=client).status_code == 401
