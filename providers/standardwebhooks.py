@@ -15,7 +15,7 @@ type is the body's `type` (another dotted path with `type_path`), the event time
 test/live flag this provider could trust, so `livemode` is None: give test mode its own source.
 
 Which events count, and where their amount, ids and identity live, is the source's `rules`
-setting (`adapter.rules`); see docs/providers/standardwebhooks.md for Dodo Payments' rules.
+setting (`adapter.rules`); see the README's Standard Webhooks section for Dodo Payments' rules.
 """
 
 from __future__ import annotations

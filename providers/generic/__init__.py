@@ -14,7 +14,7 @@ or a dotted JSON path (`{path = "id"}`, or just `"id"`); `occurred_at` likewise 
 or milliseconds, or ISO 8601; else the signed timestamp, else the time of receipt);
 `live_when` is a condition (`'livemode == true'`) telling live events from test ones.
 Mapping: the source's `rules` (`adapter.rules`). Every setting is validated at startup, so a
-mistake stops hooktrack with a message naming its key. See docs/providers/generic.md.
+mistake stops hooktrack with a message naming its key. See the README's generic provider section.
 """
 
 from __future__ import annotations

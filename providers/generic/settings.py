@@ -102,7 +102,7 @@ def template_fields(template: str) -> list[tuple[str, str | None]]:
 
 
 class GenericSettings(RuleSet):
-    """`[sources.NAME]` keys of `provider = "generic"` (docs/providers/generic.md)."""
+    """`[sources.NAME]` keys of `provider = "generic"` (README: the generic provider)."""
 
     signature_header: HeaderName
     algorithm: Algorithm = "sha256"

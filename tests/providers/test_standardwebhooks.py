@@ -22,7 +22,7 @@ from tests.conftest import fixture, wait_for
 SECRET = "whsec_" + base64.b64encode(b"hooktrack standard webhooks test key!").decode()
 OTHER = "whsec_" + base64.b64encode(b"somebody else's standard webhooks key").decode()
 
-# The worked Dodo Payments config of docs/providers/standardwebhooks.md, verbatim.
+# The worked Dodo Payments config of the README's Standard Webhooks section, verbatim.
 DODO_TOML = """
 [sources.dodo]
 provider = "standardwebhooks"
