@@ -70,20 +70,39 @@ def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:
     return bodies, sigs
 
 
-def wrk(url: str, bodies: Path, sigs: Path, duration: int, connections: int) -> dict[str, Any]:
+def wrk(url: str, bodies: Path, sigs: Path, duration: int, connections: int, stop: bool = True) -> dict[str, Any]:
+    """Run wrk; with `stop`, each thread ends once its slice is sent, so no webhook repeats."""
     threads = 2
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
          "-s", str(ROOT / "bench" / "wrk_signed.lua"), url, "--", str(bodies), str(sigs), str(threads),
-         "/webhooks/stripe"],
+         "/webhooks/stripe", "stop" if stop else "cycle"],
         capture_output=True, text=True, check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if stop and result["requests"] >= sum(1 for _ in bodies.open()):
+        print("  warning: every prepared request was sent before the time was up; raise --per-run", flush=True)
     return result
 
 
-def start_hooktrack(folder: Path, tracking_url: str, port: int) -> subprocess.Popen[bytes]:
+class Hooktrack:
+    """`hooktrack serve`, or with `split` a `serve --no-worker` plus a separate `hooktrack worker`."""
+
+    def __init__(self, folder: Path, tracking_url: str, port: int, split: bool) -> None:
+        self.procs = [start_hooktrack(folder, tracking_url, port, worker=not split)]
+        if split:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "adapter", "worker", "--config", str(folder / "hooktrack.toml"),
+                 "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait()
+
+
+def start_hooktrack(folder: Path, tracking_url: str, port: int, worker: bool = True) -> subprocess.Popen[bytes]:
     config = folder / "hooktrack.toml"
     config.write_text(
         f'[store]\nurl = "sqlite:///{folder / "bench.db"}"\n'
@@ -93,7 +112,7 @@ def start_hooktrack(folder: Path, tracking_url: str, port: int) -> subprocess.Po
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapter", "serve", "--config", str(config), "--port", str(port),
-         "--log-level", "WARNING"],
+         "--log-level", "WARNING", *([] if worker else ["--no-worker"])],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_up(f"http://127.0.0.1:{port}/healthz")
@@ -151,6 +170,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--history", type=int, default=0, help="events stored before measuring")
     parser.add_argument("--per-run", type=int, default=40_000, help="unique signed requests per run")
+    parser.add_argument("--split", action="store_true",
+                        help="serve --no-worker plus a separate worker process (the forwarder off the ingest process)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -174,19 +195,19 @@ def main() -> None:
     try:
         for run in range(args.runs):
             bodies, sigs = write_requests(work, args.per_run, f"r{run}")
-            results["bare"].append(wrk(f"http://127.0.0.1:{bare_port}", bodies, sigs, args.duration, args.connections))
+            results["bare"].append(wrk(f"http://127.0.0.1:{bare_port}", bodies, sigs, args.duration, args.connections,
+                                       stop=False))
             folder = work / f"run{run}"
             folder.mkdir()
             port = free_port()
             if template is not None:
                 shutil.copy(template / "bench.db", folder / "bench.db")
-            proc = start_hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port)
+            hooktrack = Hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port, args.split)
             try:
                 results["hooktrack"].append(wrk(f"http://127.0.0.1:{port}", bodies, sigs, args.duration,
                                                 args.connections))
             finally:
-                proc.terminate()
-                proc.wait()
+                hooktrack.stop()
             print(f"run {run + 1}: bare {results['bare'][-1]['rps']:.0f} req/s, "
                   f"hooktrack {results['hooktrack'][-1]['rps']:.0f} req/s", flush=True)
     finally:
@@ -201,7 +222,8 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         return statistics.median(r[key] for r in results[name])
 
     bare, hook = med("bare", "rps"), med("hooktrack", "rps")
-    print(f"\ningest, {args.connections} connections, {args.duration}s x {args.runs} runs, "
+    topology = "serve --no-worker + worker" if args.split else "serve with its in-process forwarder"
+    print(f"\ningest ({topology}), {args.connections} connections, {args.duration}s x {args.runs} runs, "
           f"history {args.history:,} events, {os.cpu_count()} CPUs (medians)")
     for name in ("bare", "hooktrack"):
         non2xx = sum(r["non2xx"] + r["socket_errors"] for r in results[name])

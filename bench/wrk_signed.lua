@@ -1,5 +1,7 @@
 -- wrk script: POST pre-signed webhooks, each thread walking its own slice so no body repeats.
--- Arguments (after --): bodies file, headers file (one line each, aligned), thread count, path.
+-- Arguments (after --): bodies file, headers file (one line each, aligned), thread count, path,
+-- and "stop" to end a thread once its slice is sent (hooktrack dedupes repeats; the bare
+-- endpoint does not care, so it may cycle).
 local counter = 0
 
 function setup(thread)
@@ -13,6 +15,7 @@ function init(args)
   for line in io.lines(args[2]) do sigs[#sigs + 1] = line end
   nthreads = tonumber(args[3])
   path = args[4]
+  stop_on_wrap = args[5] == "stop"
   i = tid + 1
   wrapped = 0
 end
@@ -26,7 +29,7 @@ end
 
 -- Stop a thread once it has sent its whole slice, so no webhook is sent twice.
 function response(status, headers, body)
-  if wrapped > 0 then wrk.thread:stop() end
+  if stop_on_wrap and wrapped > 0 then wrk.thread:stop() end
 end
 
 function done(summary, latency, requests)

@@ -191,7 +191,15 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """Succeeds only if the server accepts writes now (not a standby left by a failover)."""
-        writable = await self.transact(lambda tx: bool(tx.one("SELECT NOT pg_is_in_recovery()")[0]))
+        now = int(time.time() * 1000)
+
+        def probe(tx: Tx) -> bool:
+            if not tx.one("SELECT NOT pg_is_in_recovery()")[0]:
+                return False
+            tx.heartbeat(now)  # a real write: a full disk fails here, not on the next webhook
+            return True
+
+        writable = await self.transact(probe)
         if not writable:
             raise StoreUnavailable("PostgreSQL is in recovery (read-only)")
 

@@ -56,6 +56,14 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.execute(sql, params).fetchall())
 
+    def heartbeat(self, now: int) -> None:
+        """Write one small row: readiness means the store can commit a real write now."""
+        self.execute(
+            "INSERT INTO hooktrack_meta (key, value) VALUES ('heartbeat', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(now),),
+        )
+
     # -- events -------------------------------------------------------------------------
 
     def insert_event(self, row: dict[str, Any]) -> int | None:

@@ -17,6 +17,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -138,8 +139,10 @@ class SQLiteStore:
         return conn
 
     async def ping(self) -> None:
-        """Succeeds only if a write transaction can start and commit now."""
-        await self.transact(lambda tx: tx.one("SELECT 1"))
+        """Succeeds only if a real write commits now: an immutable file or a full disk lets an
+        empty transaction through but fails every webhook, so the ping writes a heartbeat row."""
+        now = int(time.time() * 1000)
+        await self.transact(lambda tx: tx.heartbeat(now))
 
     # -- the writer thread ---------------------------------------------------------------
 

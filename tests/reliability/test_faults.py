@@ -211,8 +211,6 @@ def test_immutable_store_file_answers_503_then_recovers(make_client: Any, receiv
         _store_outage(client, receiver, freeze, thaw, "immutable")
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: /readyz pings with a write transaction that writes nothing, "
-                   "so it answers 200 while every webhook gets 503 (immutable or full store file)")
 def test_readyz_reports_a_store_that_cannot_commit_writes(make_client: Any, tmp_path: Path) -> None:
     with _immutable_store(tmp_path) as (freeze, thaw):
         client = make_client()
