@@ -28,22 +28,18 @@ subscription), with Creem's own `referenceId` key read as the user id after the 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.attribution import first_key
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Headers, SourceContext
+from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["CreemProvider"]
 
-_HEX = re.compile(r"[0-9a-f]{64}")
 _CENTS = 2  # Creem amounts: "in cents. 1000 = $10.00"
 _UNPAID = frozenset({"pending", "declined", "void", "uncollectible"})
 _LIVEMODE = {"prod": True, "test": False, "sandbox": False}
@@ -83,34 +79,12 @@ def _net(obj: dict[str, Any]) -> tuple[int, int]:
     return amount, tax
 
 
-def _sign(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
-
-class CreemProvider(Provider):
+class CreemProvider(BodyHmacProvider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Compare `creem-signature` with the body's HMAC under every secret, in constant time.
-
-        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
-        """
-        given = (headers.get("creem-signature") or "").strip().lower()
-        if not given:
-            raise SignatureError("missing_signature", "No creem-signature header")
-        if not _HEX.fullmatch(given):
-            raise SignatureError("invalid_signature", "creem-signature is not a SHA-256 hex digest")
-        matched = False
-        for secret in secrets:  # every secret, so the time taken does not tell which one matched
-            matched |= hmac.compare_digest(_sign(body, secret).encode(), given.encode())
-        if not matched:
-            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The `creem-signature` header Creem would send (`timestamp` is not signed)."""
-        return {"creem-signature": _sign(body, secret)}
+    signature_header = "creem-signature"
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["id"] = f"evt_{unique}"

@@ -18,21 +18,18 @@ have that shape is ignored (`counted_by_order`) rather than risk counting the pa
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.attribution import first_key
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Headers, SourceContext
+from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["LemonSqueezyProvider"]
 
-_HEX = re.compile(r"[0-9a-f]+")
 _ORDER_IN_INVOICE_URL = re.compile(
     r"/my-orders/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/subscription-invoice/",
     re.IGNORECASE,
@@ -72,31 +69,11 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LemonSqueezyProvider(Provider):
+class LemonSqueezyProvider(BodyHmacProvider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Compare `X-Signature` with the body's HMAC under every secret, in constant time.
-
-        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
-        """
-        given = (headers.get("x-signature") or "").strip().lower()
-        if not given:
-            raise SignatureError("missing_signature", "No X-Signature header")
-        if not _HEX.fullmatch(given):
-            raise SignatureError("invalid_signature", "X-Signature is not a hex digest")
-        matched = False
-        for secret in secrets:  # every secret, so the time taken does not tell which one matched
-            want = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            matched |= hmac.compare_digest(want.encode(), given.encode())
-        if not matched:
-            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The `X-Signature` header Lemon Squeezy would send (`timestamp` is not signed)."""
-        return {"X-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    signature_header = "X-Signature"
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `X-Event-Name` header every delivery carries."""

@@ -26,22 +26,19 @@ customer's own `metadata`. `data.domain` (`live`/`test`) is the livemode.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.attribution import first_key
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Headers, SourceContext
+from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["PaystackProvider"]
 
-_HEX = re.compile(r"[0-9a-f]{128}")
 _PAYSTACK_EXPONENT = 2  # every Paystack amount is in hundredths of the currency's unit
 _KEY_FIELDS = ("reference", "subscription_code", "invoice_code", "transfer_code", "request_code",
                "customer_code", "id")
@@ -92,38 +89,17 @@ def _custom_fields(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _sign(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
-
 
 def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class PaystackProvider(Provider):
+class PaystackProvider(BodyHmacProvider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Compare `x-paystack-signature` with the body's HMAC-SHA512 under every secret key.
-
-        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
-        """
-        given = (headers.get("x-paystack-signature") or "").strip().lower()
-        if not given:
-            raise SignatureError("missing_signature", "No x-paystack-signature header")
-        if not _HEX.fullmatch(given):
-            raise SignatureError("invalid_signature", "x-paystack-signature is not a SHA-512 hex digest")
-        matched = False
-        for secret in secrets:  # every secret, so the time taken does not tell which one matched
-            matched |= hmac.compare_digest(_sign(body, secret).encode(), given.encode())
-        if not matched:
-            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The `x-paystack-signature` header Paystack would send (`timestamp` is not signed)."""
-        return {"x-paystack-signature": _sign(body, secret)}
+    signature_header = "x-paystack-signature"
+    digest = "sha512"
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         txn = _dict(data.get("data"))

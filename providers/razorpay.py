@@ -28,20 +28,17 @@ separately), so `livemode` is None.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.attribution import first_key
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Headers, SourceContext
+from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["RazorpayProvider"]
 
-_HEX = re.compile(r"[0-9a-f]{64}")
 _PAID = "captured"
 
 
@@ -66,34 +63,12 @@ def _body_key(data: dict[str, Any], event: str) -> str:
     return ":".join([event, *ids, str(data.get("created_at"))])
 
 
-def _sign(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
-
-class RazorpayProvider(Provider):
+class RazorpayProvider(BodyHmacProvider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Compare `X-Razorpay-Signature` with the body's HMAC under every secret, in constant time.
-
-        Raises `SignatureError` `missing_signature` (no header) or `invalid_signature`.
-        """
-        given = (headers.get("x-razorpay-signature") or "").strip().lower()
-        if not given:
-            raise SignatureError("missing_signature", "No X-Razorpay-Signature header")
-        if not _HEX.fullmatch(given):
-            raise SignatureError("invalid_signature", "X-Razorpay-Signature is not a SHA-256 hex digest")
-        matched = False
-        for secret in secrets:  # every secret, so the time taken does not tell which one matched
-            matched |= hmac.compare_digest(_sign(body, secret).encode(), given.encode())
-        if not matched:
-            raise SignatureError("invalid_signature", "No signature found matching the expected signature")
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The `X-Razorpay-Signature` header Razorpay would send (`timestamp` is not signed)."""
-        return {"X-Razorpay-Signature": _sign(body, secret)}
+    signature_header = "X-Razorpay-Signature"
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `x-razorpay-event-id` a delivery carries, derived from the sample's body
