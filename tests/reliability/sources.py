@@ -81,6 +81,16 @@ _DODO_RULES = [
 ]
 
 
+def _generic_settings() -> dict[str, Any]:
+    """The README's worked Checkout.com config for the generic provider (less provider/secrets)."""
+    import tomllib
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("### Any other processor: the generic provider", 1)[1].split("```toml\n", 1)[1]
+    source = tomllib.loads(block.split("```", 1)[0])["sources"]["checkout"]
+    return {k: v for k, v in source.items() if k not in ("provider", "secrets")}
+
+
 def _extra_settings(name: str) -> dict[str, Any]:
     """Provider settings (SPEC §8) for the providers that need more than a secret."""
     extras: dict[str, dict[str, Any]] = {
@@ -91,6 +101,8 @@ def _extra_settings(name: str) -> dict[str, Any]:
         "braintree": {"merchant_id": "reliability_merchant", "public_key": "reliability_public",
                       "private_key": "reliability_private", "environment": "sandbox"},
     }
+    if name == "generic":
+        return _generic_settings()
     if name == "paddle_classic":
         pem = _rsa_public_pem()
         return {"public_key": pem} if pem else {}
