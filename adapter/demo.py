@@ -139,7 +139,7 @@ def run_demo(directory: str, *, serve: bool = False, port: int = 8000) -> None:
                     forged = "whsec_forged_" + secrets.token_hex(8) if how == "forge" else None
                     response = post_sample(sources[source], sample, base_url, secret=forged, client=client)
                 previous = response.request
-                answers.add_row(f"{source} {sample}", expect, f"{response.status_code} {response.text}")
+                answers.add_row(f"{source} {sample}", expect, _answer(response))
         console.print(answers)
         _wait_for_outbox(app.state.store)
         rows = asyncio.run(_read(app.state.store, lambda tx: list_events(tx, limit=100)))
@@ -201,6 +201,18 @@ def _serve_forever(console: Console, base_url: str, token: str, dead: list[int],
 
 async def _read(store: Any, fn: Any) -> Any:
     return await store.read(fn)
+
+
+def _answer(response: httpx.Response) -> str:
+    """`200 duplicate (business_key)` / `400 invalid_signature`: the webhook answer in brief."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code}"
+    if "error" in body:
+        return f"{response.status_code} {body['error'].get('code')}"
+    reason = f" ({body['reason']})" if body.get("reason") else ""
+    return f"{response.status_code} {body.get('status')}{reason} event #{body.get('eventId')}"
 
 
 def _short(body: dict[str, Any]) -> str:
