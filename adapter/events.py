@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from adapter.money import normalize_currency
 
-__all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "utc"]
+__all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "parse_time", "utc"]
 
 SaleKind = Literal["purchase", "subscription", "subscription_update"]
 """`purchase`: one-time payment; `subscription`: a paid cycle (the core names it creation or
@@ -27,6 +27,17 @@ LeadKind = Literal["sign_up", "started_trial"]
 def utc(value: datetime) -> datetime:
     """Return `value` as an aware UTC datetime; naive datetimes are taken to be UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 string (`2026-04-10T12:34:56Z`, `...+02:00`) as aware UTC; None for anything
+    else, so a provider can fall back to its next time field."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return utc(datetime.fromisoformat(value.strip()))
+    except ValueError:
+        return None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]

@@ -24,7 +24,7 @@ from typing import Any
 
 from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind, parse_time
 from adapter.plugin import Headers, SourceContext
 from providers.bodyhmac import BodyHmacProvider
 
@@ -55,14 +55,6 @@ def _cents(attrs: dict[str, Any], key: str) -> int:
         raise PayloadError(f"`{key}` is not an integer amount: {value!r}")
     return value
 
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _iso(now: int) -> str:
@@ -103,7 +95,7 @@ class LemonSqueezyProvider(BodyHmacProvider):
         first, second = ("created_at", "updated_at")
         if not event_name.endswith("_created"):
             first, second = second, first  # the resource's last change is what the event reports
-        occurred = _time(attrs.get(first)) or _time(attrs.get(second))
+        occurred = parse_time(attrs.get(first)) or parse_time(attrs.get(second))
         if occurred is None:
             raise PayloadError("Lemon Squeezy resource without `created_at` or `updated_at`")
         test_mode = meta.get("test_mode", attrs.get("test_mode"))
@@ -137,7 +129,7 @@ class LemonSqueezyProvider(BodyHmacProvider):
             amount=amount,
             currency=currency,
             invoice_id=identifier.lower(),
-            timestamp=_time(attrs.get("created_at")),
+            timestamp=parse_time(attrs.get("created_at")),
             **_hints(attrs, custom, ctx),
             metadata=_compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
         )
@@ -162,7 +154,7 @@ class LemonSqueezyProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=key,
             subscription_id=subscription,
-            timestamp=_time(attrs.get("created_at")),
+            timestamp=parse_time(attrs.get("created_at")),
             **_hints(attrs, custom, ctx),
             metadata=_compact(subscriptionId=subscription, billingReason=_text(reason),
                               subscriptionInvoiceId=invoice_id, taxAmount=tax),

@@ -32,7 +32,7 @@ from typing import Any
 
 from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import rescale
 from adapter.plugin import Headers, SourceContext
 from providers.bodyhmac import BodyHmacProvider
@@ -57,14 +57,6 @@ def _text(value: Any) -> str | None:
         return str(value)
     return (value.strip() or None) if isinstance(value, str) else None
 
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
 
 
 def _metadata(value: Any) -> dict[str, Any]:
@@ -118,7 +110,7 @@ class PaystackProvider(BodyHmacProvider):
             raise PayloadError("Paystack webhook without a string `event`")
         if not isinstance(data, dict):
             raise PayloadError("Paystack webhook without a `data` object")
-        occurred = next((t for t in (_time(data.get(f)) for f in _TIME_FIELDS) if t is not None), None)
+        occurred = next((t for t in (parse_time(data.get(f)) for f in _TIME_FIELDS) if t is not None), None)
         if occurred is None:
             raise PayloadError("Paystack webhook without `paid_at` or `created_at`")
         key = next((k for k in (_text(data.get(f)) for f in _KEY_FIELDS) if k is not None), None)
@@ -175,7 +167,7 @@ class PaystackProvider(BodyHmacProvider):
             provider_customer_id=customer_code,
             email=_text(customer.get("email")),
             name=" ".join(n for n in names if n) or None,
-            timestamp=_time(txn.get("paid_at")) or _time(txn.get("paidAt")),
+            timestamp=parse_time(txn.get("paid_at")) or parse_time(txn.get("paidAt")),
             click_id=first_key(ctx.click_id_keys, *sources),
             external_id=first_key(ctx.customer_id_keys, *sources),
             metadata=_compact(

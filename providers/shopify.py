@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import to_minor
 from adapter.plugin import Headers, SourceContext
 from providers.bodyhmac import BodyHmacProvider
@@ -77,14 +77,6 @@ def _query(landing_site: Any) -> dict[str, str]:
         out.setdefault(key, value)
     return out
 
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
 
 
 def _uuid(label: bytes, body: bytes) -> str:
@@ -154,8 +146,8 @@ class ShopifyProvider(BodyHmacProvider):
             raise PayloadError("Shopify webhook without an X-Shopify-Topic header")
         if event_id is None:
             raise PayloadError("Shopify webhook without an X-Shopify-Event-Id or X-Shopify-Webhook-Id header")
-        occurred = (_time(headers.get("x-shopify-triggered-at")) or _time(data.get("updated_at"))
-                    or _time(data.get("created_at")))
+        occurred = (parse_time(headers.get("x-shopify-triggered-at")) or parse_time(data.get("updated_at"))
+                    or parse_time(data.get("created_at")))
         if occurred is None:
             raise PayloadError("Shopify webhook without X-Shopify-Triggered-At, `updated_at` or `created_at`")
         test = data.get("test")
