@@ -27,6 +27,7 @@ from adapter.ingest import now_ms
 from adapter.metrics import observe_attempt
 from adapter.settings import ForwarderSettings, TrackingSettings
 from adapter.store import Claimed, Store, Tx
+from adapter.store.sql import Attempt, Settlement
 
 __all__ = ["Forwarder", "Result", "backoff_delay", "classify"]
 
@@ -172,21 +173,24 @@ class Forwarder:
 
     def _record(self, tx: Tx, results: list[Result]) -> None:
         now = now_ms()
+        attempts, rows = [], []
         for r in results:
             conv = r.conversion
-            tx.record_attempt(conv.id, now, r.status_code, r.latency_ms, r.outcome, r.error, r.excerpt)
-            attempt = conv.attempts + 1
-            if r.outcome == "delivered":
-                tx.finish(conv.id, self.owner, "delivered", None, now, now, r.status_code, None)
-            elif r.outcome == "dead":
-                tx.finish(conv.id, self.owner, "dead", f"http_{r.status_code}", now, now, r.status_code,
-                          r.excerpt)
-            elif attempt >= self.settings.max_attempts:
-                tx.finish(conv.id, self.owner, "dead", "max_attempts", now, now, r.status_code,
-                          r.error or r.excerpt)
-            else:
-                delay = backoff_delay(attempt, self.settings, r.retry_after_s)
-                tx.finish(conv.id, self.owner, "pending", None, now + int(delay * 1000), now,
-                          r.status_code, r.error or r.excerpt)
-            log.info("forward %s", r.outcome, extra={"conversion_id": conv.id, "source": conv.source,
-                                                      "status_code": r.status_code, "attempt": attempt})
+            attempts.append(Attempt(conv.id, r.status_code, r.latency_ms, r.outcome, r.error, r.excerpt))
+            rows.append(self._settlement(r, now))
+        tx.settle(self.owner, now, rows, attempts)
+        for r, row in zip(results, rows, strict=True):
+            log.info("forward %s", r.outcome, extra={"conversion_id": r.conversion.id, "source": r.conversion.source,
+                                                      "status_code": r.status_code, "state": row.state,
+                                                      "attempt": r.conversion.attempts + 1})
+
+    def _settlement(self, r: Result, now: int) -> Settlement:
+        conv, attempt = r.conversion, r.conversion.attempts + 1
+        if r.outcome == "delivered":
+            return Settlement(conv.id, "delivered", None, now, r.status_code, None)
+        if r.outcome == "dead":
+            return Settlement(conv.id, "dead", f"http_{r.status_code}", now, r.status_code, r.excerpt)
+        if attempt >= self.settings.max_attempts:
+            return Settlement(conv.id, "dead", "max_attempts", now, r.status_code, r.error or r.excerpt)
+        delay = backoff_delay(attempt, self.settings, r.retry_after_s)
+        return Settlement(conv.id, "pending", None, now + int(delay * 1000), r.status_code, r.error or r.excerpt)
