@@ -56,7 +56,6 @@ def _cents(attrs: dict[str, Any], key: str) -> int:
     return value
 
 
-
 def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

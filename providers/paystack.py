@@ -58,7 +58,6 @@ def _text(value: Any) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
-
 def _metadata(value: Any) -> dict[str, Any]:
     """`data.metadata` as a mapping: Paystack sends an object, a JSON string, `""` or `0`."""
     if isinstance(value, str) and value.strip():
@@ -79,7 +78,6 @@ def _custom_fields(metadata: dict[str, Any]) -> dict[str, Any]:
             if isinstance(field.get(key), str):
                 out.setdefault(field[key], field.get("value"))
     return out
-
 
 
 def _iso(now: int) -> str:

@@ -78,7 +78,6 @@ def _query(landing_site: Any) -> dict[str, str]:
     return out
 
 
-
 def _uuid(label: bytes, body: bytes) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(label + body).digest()[:16], version=4))
 

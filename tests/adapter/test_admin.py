@@ -11,6 +11,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from adapter.admin import BearerGuard
+from adapter.demo import refuse_once as demo_refuse_once
 from adapter.openapi import OPENAPI
 from adapter.receiver import TrackingReceiver
 from tests.conftest import fixture, post_stripe, wait_for
@@ -21,15 +22,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def refuse_once(receiver: TrackingReceiver, event_name: str) -> None:
     """The tracking API answers 422 to the first request for `event_name`, 200 after."""
-    refused: list[str] = []
-
-    def respond(kind: str, body: dict[str, Any]) -> tuple[int, dict[str, str]] | None:
-        if body.get("eventName") == event_name and not refused:
-            refused.append(event_name)
-            return 422, {}
-        return None
-
-    receiver.respond = respond
+    receiver.respond = demo_refuse_once(event_name)
 
 
 @pytest.fixture
