@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapter.destinations import Destination
 from adapter.ingest import now_ms
 from adapter.journal import (
     EVENT_STATUSES,
@@ -141,14 +142,15 @@ def _replay_targets(body: Any) -> dict[str, Any]:
     return {"source": source or None, "since_ms": _since(since, now_ms())}
 
 
-def _api(store: Store, sources: dict[str, str], wake: Callable[[], None] | None) -> list[BaseRoute]:
+def _api(store: Store, sources: dict[str, str], wake: Callable[[], None] | None,
+         destination: Destination | None) -> list[BaseRoute]:
     async def events(request: Request) -> Response:
         q = _query(request)
         rows = await store.read(lambda tx: list_events(tx, **q))
         return JSONResponse({"events": rows})
 
     async def event(request: Request) -> Response:
-        found = await store.read(lambda tx: journey(tx, request.path_params["event_id"]))
+        found = await store.read(lambda tx: journey(tx, request.path_params["event_id"], destination))
         if found is None:
             return _error(404, "not_found", "no event with this id")
         return JSONResponse(found)
@@ -213,7 +215,7 @@ class _Api:
 
 
 def admin_routes(token: str | None, store: Store, sources: dict[str, str],
-                 wake: Callable[[], None] | None = None) -> list[BaseRoute]:
+                 wake: Callable[[], None] | None = None, destination: Destination | None = None) -> list[BaseRoute]:
     """The `/admin` routes, or none when `token` is unset (every /admin path is then a 404).
 
     `sources` maps configured source names to providers (for the page's filters); `wake` is the
@@ -234,7 +236,7 @@ def admin_routes(token: str | None, store: Store, sources: dict[str, str],
         Mount("/admin", routes=[
             Route("/", page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-            Mount("/api", app=BearerGuard(_Api(_api(store, sources, wake)), token)),
+            Mount("/api", app=BearerGuard(_Api(_api(store, sources, wake, destination)), token)),
         ]),
     ]
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapter.admin import admin_routes
+from adapter.destinations import build_destination
 from adapter.errors import StoreUnavailable
 from adapter.forwarder import Forwarder
 from adapter.ingest import Ingestor
@@ -62,10 +63,12 @@ def create_app(
     With `worker=True` the lifespan also runs the forwarder in-process.
     """
     sources: dict[str, Source] = build_sources(settings, registry if registry is not None else load_providers())
+    destination = build_destination(settings)
     the_store = store or open_store(settings.store.url, pool_size=settings.store.pool_size)
-    forwarder = Forwarder(the_store, settings.tracking, settings.forwarder) if worker else None
-    ingestor = Ingestor(the_store, on_commit=forwarder.wake if forwarder else None,
-                        fill_window_s=settings.forwarder.fill_window_s)
+    forwarder = Forwarder(the_store, settings.tracking, settings.forwarder, destination) if worker else None
+    ingestor = Ingestor(the_store, destination, on_commit=forwarder.wake if forwarder else None,
+                        fill_window_s=settings.forwarder.fill_window_s,
+                        attribution_window_s=settings.forwarder.attribution_window_s)
     limit = settings.server.max_body_bytes
 
     async def webhook(request: Request) -> Response:
@@ -117,9 +120,9 @@ def create_app(
             Route("/webhooks/{source}", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint(the_store, sources), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(the_store, sources, destination.name), methods=["GET"]),
             *admin_routes(settings.admin.token, the_store, {n: s.ctx.provider for n, s in sources.items()},
-                          forwarder.wake if forwarder else None),
+                          forwarder.wake if forwarder else None, destination),
         ],
         lifespan=lifespan,
     )
@@ -127,4 +130,5 @@ def create_app(
     app.state.sources = sources
     app.state.forwarder = forwarder
     app.state.settings = settings
+    app.state.destination = destination
     return app

@@ -80,6 +80,7 @@ def serve(config_path: str | None, host: str, port: int, no_worker: bool, log_le
 @friendly
 def worker(config_path: str | None, log_level: str, metrics_port: int | None) -> None:
     """Forwarder only: drain the outbox (run several against one PostgreSQL)."""
+    from adapter.destinations import build_destination
     from adapter.forwarder import Forwarder
     from adapter.logs import configure_logging
     from adapter.retention import Retention
@@ -92,7 +93,7 @@ def worker(config_path: str | None, log_level: str, metrics_port: int | None) ->
         store = open_store(settings.store.url, pool_size=settings.store.pool_size)
         await store.open()
         retention = Retention(store, settings.store.retention_days).start()
-        fwd = Forwarder(store, settings.tracking, settings.forwarder)
+        fwd = Forwarder(store, settings.tracking, settings.forwarder, build_destination(settings))
         loop = asyncio.get_running_loop()
         if metrics_port:
             from adapter.metrics import serve_metrics
@@ -271,10 +272,12 @@ def events(ctx: click.Context, config_path: str | None, source: str | None, stat
 @friendly
 def events_show(event_id: int, config_path: str | None, as_json: bool) -> None:
     """One event's whole journey: receipt, conversions, every delivery attempt."""
+    from adapter.destinations import build_destination
     from adapter.journal import journey
 
     settings = load_settings(config_path)
-    found = _read(settings, lambda tx: journey(tx, event_id))
+    destination = build_destination(settings)
+    found = _read(settings, lambda tx: journey(tx, event_id, destination))
     if found is None:
         click.echo(f"no event {event_id}", err=True)
         sys.exit(1)

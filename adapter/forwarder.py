@@ -1,62 +1,57 @@
-"""The outbox worker: claim due conversions, send them, back off, dead-letter (SPEC §7).
+"""The outbox worker: claim due deliveries, pace, send, classify, back off, pause (SPEC §7).
 
-Each round leases a batch of due conversions (a lease, not a lock: if this process dies, the
-lease runs out and any worker claims them again), sends them concurrently over one keep-alive
-HTTP client, and records every attempt. The client is aiohttp rather than httpx: on the same
-loopback receiver at 32 requests in flight, httpx's AsyncClient managed ~300 requests/s and
-aiohttp ~9,000 (bench/bench_forward.py measures the forwarder against that baseline).
-2xx delivers; 408, 425, 429, 5xx, timeouts and connection errors retry with exponential
-backoff and full jitter (`Retry-After` is a floor); any other answer dead-letters at once with
-the response kept; so does the last allowed attempt.
+Each round leases a batch of due deliveries (a lease, not a lock: if this process dies, the
+lease runs out and any worker claims them again), sends them over one keep-alive HTTP client
+at the pace the API allows, and records every attempt. What an answer *means* is the
+destination's call (`Destination.classify`); this module knows nothing of any one API.
+
+The client is aiohttp rather than httpx: on the same loopback receiver at 32 requests in
+flight, httpx's AsyncClient managed ~300 requests/s and aiohttp ~9,000. A request's timeout
+starts when it is sent: concurrency is bounded by a semaphore no wider than the connection
+pool, so no request spends its timeout waiting for a pooled connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field
 
 import aiohttp
 
+from adapter.destinations import Answer, Destination, Request, Verdict
 from adapter.ingest import now_ms
 from adapter.metrics import observe_attempt
+from adapter.pacing import Pacer
+from adapter.records import Attempt, Claimed, Conversion, DestinationState, Settlement
 from adapter.settings import ForwarderSettings, TrackingSettings
-from adapter.store import Claimed, Store, Tx
-from adapter.store.sql import Attempt, Settlement
+from adapter.store import Store, Tx
 
-__all__ = ["Forwarder", "Result", "backoff_delay", "classify"]
+__all__ = ["Forwarder", "Result", "backoff_delay"]
 
 log = logging.getLogger("hooktrack.forwarder")
-RETRYABLE = frozenset({408, 425, 429})
 MAX_ROUNDS = 4  # a claim takes up to this many rounds of `concurrency` requests
+MAX_STEPS = 4  # requests one delivery may take (find, then change)
 EXCERPT = 500
 
 
-@dataclass(frozen=True)
+@dataclass
 class Result:
-    """One attempt's outcome, as recorded."""
+    """One delivery's attempt: the verdict and every request it took."""
 
-    conversion: Claimed
-    outcome: str  # delivered | retry | dead
-    status_code: int | None
-    latency_ms: int
-    error: str | None
-    excerpt: str | None
-    retry_after_s: float | None = None
-
-
-def classify(status: int) -> str:
-    """`delivered`, `retry` or `dead` for an HTTP status from the tracking API."""
-    if 200 <= status < 300:
-        return "delivered"
-    if status in RETRYABLE or status >= 500:
-        return "retry"
-    return "dead"
+    delivery: Claimed
+    verdict: Verdict
+    status_code: int | None = None
+    latency_ms: int = 0
+    error: str | None = None
+    excerpt: str | None = None
+    transport_failure: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 def backoff_delay(attempt: int, settings: ForwarderSettings, retry_after_s: float | None,
@@ -70,26 +65,15 @@ def backoff_delay(attempt: int, settings: ForwarderSettings, retry_after_s: floa
     return min(delay, settings.max_delay_s)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 class Forwarder:
-    """Drains the outbox to `{tracking.url}/track/{lead|sale}` until `stop()`."""
+    """Drains the outbox to one destination until `stop()`."""
 
     def __init__(self, store: Store, tracking: TrackingSettings, settings: ForwarderSettings,
-                 owner: str | None = None) -> None:
+                 destination: Destination, owner: str | None = None) -> None:
         self.store = store
         self.tracking = tracking
         self.settings = settings
+        self.destination = destination
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         # The whole batch is held under one lease, so it must outlast the worst case (every
         # request timing out in turn) or another worker could claim and send it again:
@@ -99,9 +83,13 @@ class Forwarder:
             log.warning("forwarder.lease_s (%ss) is not longer than tracking.timeout_s (%ss): a slow "
                         "tracking API can make another worker send a conversion again",
                         settings.lease_s, tracking.timeout_s)
+        self.pacer = Pacer(tracking.max_requests_per_minute, getattr(destination, "rate_window_s", 60.0))
+        self.failures = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._client: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._halted = False
 
     def wake(self) -> None:
         """Look at the outbox now rather than at the next poll (called after ingest commits)."""
@@ -114,8 +102,7 @@ class Forwarder:
     async def run(self) -> None:
         """Deliver until stopped; store outages are logged and retried, never fatal."""
         connector = aiohttp.TCPConnector(limit=self.settings.concurrency, force_close=False)
-        timeout = aiohttp.ClientTimeout(total=self.tracking.timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as client:
             self._client = client
             while not self._stopping:
                 try:
@@ -130,67 +117,174 @@ class Forwarder:
             self._client = None
 
     async def run_once(self) -> int:
-        """Claim one batch, send it, record the results; returns how many were attempted."""
+        """Claim one batch, send it, record the results; returns how many were attempted.
+        While the destination is paused, only one probe goes out every `pause_probe_s`."""
+        name = self.destination.name
+        state = await self.store.read(lambda tx: tx.destination_state(name))
+        now = now_ms()
+        probing = state.paused_reason is not None
+        if probing and (state.next_probe_at or 0) > now:
+            return 0
         lease_ms = int(self.settings.lease_s * 1000)
-        limit = self.settings.concurrency * self.rounds
+        limit = 1 if probing else self._batch_size()
         owner = self.owner
-        batch = await self.store.transact(lambda tx: tx.claim(owner, now_ms(), lease_ms, limit))
+        batch = await self.store.transact(lambda tx: tx.claim(name, owner, now_ms(), lease_ms, limit))
         if not batch:
             return 0
-        results = await asyncio.gather(*(self._send(c) for c in batch))  # the connector bounds concurrency
-        await self.store.transact(lambda tx: self._record(tx, results))
+        self._halted = False
+        if probing:
+            results = [await self._send(batch[0])]
+        else:
+            results = list(await asyncio.gather(*(self._send(c) for c in batch)))
+        done = now_ms()
+        rows = [self._settlement(r, done) for r in results]
+        new_state = self._next_state(state, results, done)
+        await self.store.transact(lambda tx: self._record(tx, results, rows, new_state, done))
+        for r, row in zip(results, rows, strict=True):
+            log.debug("forward %s", r.verdict.outcome, extra={
+                "conversion_id": r.delivery.conversion_id, "source": r.delivery.source,
+                "status_code": r.status_code, "state": row.state, "attempt": r.delivery.attempts + 1})
         for r in results:  # counted once committed: a transaction the store retries is not counted twice
-            observe_attempt(r.conversion.kind, r.outcome, r.latency_ms)
+            observe_attempt(r.delivery.kind, r.verdict.outcome, r.latency_ms)
         return len(batch)
 
-    async def _send(self, conv: Claimed) -> Result:
+    def _batch_size(self) -> int:
+        """A batch must be sent within its lease at the pace the API allows."""
+        most = self.settings.concurrency * self.rounds
+        interval = self.pacer.interval_s()
+        if interval > 0:
+            most = min(most, max(1, int((self.settings.lease_s - self.tracking.timeout_s) / interval)))
+        return most
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _send(self, delivery: Claimed) -> Result:
+        try:
+            conversion = Conversion.from_json(delivery.conversion)
+            request = self.destination.render(conversion)
+        except Exception as exc:  # a record this release cannot render: keep it for a replay
+            log.error("cannot render conversion %s: %r", delivery.conversion_id, exc)
+            return Result(delivery, Verdict.dead("unrenderable"), error=f"{type(exc).__name__}: {exc}"[:EXCERPT])
+        result = Result(delivery, Verdict.retry("no_request"))
+        for _ in range(MAX_STEPS):
+            await self.pacer.slot()
+            if self._halted and not result.attempts:  # the destination paused since this batch was claimed
+                return Result(delivery, Verdict.pause("held"))
+            answer, latency, error = await self._request(request)
+            result.latency_ms += latency
+            if answer is None:
+                result.verdict, result.error, result.transport_failure = Verdict.retry("transport"), error, True
+                result.status_code = None
+                result.attempts.append(self._attempt(delivery, None, latency, "retry", error, None, request))
+                return result
+            self.pacer.learn(self.destination.rate(answer), answer.at_ms, self.destination)
+            verdict = self.destination.classify(conversion, request, answer)
+            excerpt = None if verdict.outcome == "delivered" else answer.body[:EXCERPT * 4].decode(
+                "utf-8", "replace")[:EXCERPT]
+            result.verdict, result.status_code, result.excerpt = verdict, answer.status, excerpt
+            result.attempts.append(self._attempt(delivery, answer.status, latency, verdict.outcome, None, excerpt,
+                                                 request))
+            if verdict.outcome == "pause":
+                self._halted = True
+            if verdict.outcome == "rate_limited":
+                self.pacer.block(verdict.after_s if verdict.after_s is not None else self.settings.base_delay_s)
+            if verdict.outcome != "follow" or verdict.next is None:
+                return result
+            request = verdict.next
+        result.verdict = Verdict.dead("too_many_steps")
+        return result
+
+    async def _request(self, request: Request) -> tuple[Answer | None, int, str | None]:
         client = self._client
         if client is None:
             raise RuntimeError("forwarder is not running")
-        url = f"{self.tracking.url}/track/{conv.kind}"
-        headers = {
-            "Authorization": f"Bearer {self.tracking.api_key}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": conv.idempotency_key,
-        }
-        started = time.perf_counter()
-        try:
-            async with client.post(url, data=conv.payload.encode(), headers=headers,
-                                   allow_redirects=False) as response:
-                outcome = classify(response.status)
-                excerpt = None
-                if outcome != "delivered":
-                    excerpt = (await response.content.read(EXCERPT * 4)).decode("utf-8", "replace")[:EXCERPT]
-                else:
-                    await response.read()
-                status, retry_after = response.status, _retry_after(response.headers.get("retry-after"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            latency = int((time.perf_counter() - started) * 1000)
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return Result(conv, "retry", None, latency, error[:EXCERPT], None)
-        latency = int((time.perf_counter() - started) * 1000)
-        return Result(conv, outcome, status, latency, None, excerpt, retry_after)
+        data = json.dumps(request.body, separators=(",", ":")).encode() if request.body is not None else None
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.tracking.timeout_s), client.request(
+                        request.method, f"{self.tracking.url}{request.path}", data=data,
+                        headers=dict(request.headers), allow_redirects=False) as response:
+                    body = await response.content.read(1 << 20)
+                    headers = {k.lower(): v for k, v in response.headers.items()}
+                    answer = Answer(response.status, headers, body, now_ms())
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                latency = int((time.perf_counter() - started) * 1000)
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                return None, latency, error[:EXCERPT]
+        return answer, int((time.perf_counter() - started) * 1000), None
 
-    def _record(self, tx: Tx, results: list[Result]) -> None:
-        now = now_ms()
-        attempts, rows = [], []
-        for r in results:
-            conv = r.conversion
-            attempts.append(Attempt(conv.id, r.status_code, r.latency_ms, r.outcome, r.error, r.excerpt))
-            rows.append(self._settlement(r, now))
+    @staticmethod
+    def _attempt(delivery: Claimed, status: int | None, latency: int, outcome: str, error: str | None,
+                 excerpt: str | None, request: Request) -> Attempt:
+        step = None if request.step == "send" else request.step
+        return Attempt(delivery.id, delivery.conversion_id, status, latency, outcome if not step else
+                       f"{step}:{outcome}", error, excerpt)
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record(self, tx: Tx, results: list[Result], rows: list[Settlement], state: DestinationState | None,
+                now: int) -> None:
+        attempts = [a for r in results for a in r.attempts]
         tx.settle(self.owner, now, rows, attempts)
-        for r, row in zip(results, rows, strict=True):
-            log.info("forward %s", r.outcome, extra={"conversion_id": r.conversion.id, "source": r.conversion.source,
-                                                      "status_code": r.status_code, "state": row.state,
-                                                      "attempt": r.conversion.attempts + 1})
+        if state is not None:
+            tx.set_destination_state(state, now)
+
+    def _next_state(self, state: DestinationState, results: list[Result], now: int) -> DestinationState | None:
+        """The destination's state after these results, or None when it does not change.
+        Consecutive 5xx answers and transport failures are counted across rounds."""
+        for r in results:
+            if r.attempts:
+                failed = r.transport_failure or (r.status_code or 0) >= 500
+                self.failures = self.failures + 1 if failed else 0
+        probe_at = now + int(self.settings.pause_probe_s * 1000)
+        paused = [r for r in results if r.verdict.outcome == "pause" and r.attempts]
+        reason = None
+        if paused:
+            reason = paused[0].verdict.reason or "paused"
+        elif self.failures >= self.settings.pause_after_failures:
+            last = results[-1]
+            reason = f"{self.failures} consecutive failures (last: {last.error or last.status_code})"[:200]
+        if reason is not None:
+            if state.paused_reason is None:
+                log.warning("destination %s paused: %s", state.name, reason)
+            return DestinationState(state.name, reason, state.paused_at or now, probe_at, self.failures)
+        if state.paused_reason is not None:
+            if any(r.attempts and not r.transport_failure for r in results):
+                log.warning("destination %s resumed after a successful probe", state.name)
+                return DestinationState(state.name)
+            return DestinationState(state.name, state.paused_reason, state.paused_at, probe_at, self.failures)
+        return None
 
     def _settlement(self, r: Result, now: int) -> Settlement:
-        conv, attempt = r.conversion, r.conversion.attempts + 1
-        if r.outcome == "delivered":
-            return Settlement(conv.id, "delivered", None, now, r.status_code, None)
-        if r.outcome == "dead":
-            return Settlement(conv.id, "dead", f"http_{r.status_code}", now, r.status_code, r.excerpt)
+        d, v = r.delivery, r.verdict
+        err = r.error or r.excerpt
+        if v.outcome == "delivered":
+            return Settlement(d.id, "delivered", v.note, now, r.status_code, None)
+        if v.outcome == "unattributed":
+            return Settlement(d.id, "unattributed", v.reason, now, r.status_code, err)
+        if v.outcome == "dead":
+            return Settlement(d.id, "dead", v.reason, now, r.status_code, err)
+        if v.outcome == "not_counted":
+            if now >= d.window_until:
+                return Settlement(d.id, "unattributed", v.reason, now, r.status_code, err, counted=False)
+            return Settlement(d.id, "pending", v.reason, now + self._window_delay(d, now), r.status_code, err,
+                              counted=False)
+        if v.outcome == "pause":
+            return Settlement(d.id, "pending", None, now, r.status_code, err, counted=False)
+        if v.outcome == "rate_limited":
+            wait = v.after_s if v.after_s is not None and v.after_s <= self.settings.max_delay_s else \
+                backoff_delay(1, self.settings, None)
+            return Settlement(d.id, "pending", None, now + int(wait * 1000), r.status_code, err, counted=False)
+        attempt = d.attempts + 1
         if attempt >= self.settings.max_attempts:
-            return Settlement(conv.id, "dead", "max_attempts", now, r.status_code, r.error or r.excerpt)
-        delay = backoff_delay(attempt, self.settings, r.retry_after_s)
-        return Settlement(conv.id, "pending", None, now + int(delay * 1000), r.status_code, r.error or r.excerpt)
+            return Settlement(d.id, "dead", "max_attempts", now, r.status_code, err)
+        delay = backoff_delay(attempt, self.settings, v.after_s)
+        return Settlement(d.id, "pending", None, now + int(delay * 1000), r.status_code, err)
+
+    def _window_delay(self, d: Claimed, now: int) -> int:
+        """Within the attribution window, wait about half the time since the conversion was
+        made (so retries thin out geometrically), between `base_delay_s` and `max_delay_s`."""
+        half = max(now - d.created_at, 0) / 2000
+        delay = min(self.settings.max_delay_s, max(self.settings.base_delay_s, half))
+        return int(random.uniform(0.5, 1.0) * delay * 1000)

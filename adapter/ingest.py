@@ -7,7 +7,6 @@ transaction whose commit is durable before the answer is sent (SPEC §3).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -17,17 +16,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, Source
+from adapter.records import Conversion, ConversionKind, Identity
 from adapter.store import Store, Tx
-from adapter.store.sql import Identity
 
-__all__ = ["Ingestor", "Outcome", "iso_ms", "map_event", "now_ms", "parse_event"]
+__all__ = ["Ingestor", "Outcome", "checked", "iso_ms", "map_event", "now_ms", "parse_event"]
 
 log = logging.getLogger("hooktrack.ingest")
-METADATA_LIMIT = 10_000
-_FILLABLE = ("customerExternalId", "clickId", "customerEmail", "customerName")
 
 
 def now_ms() -> int:
@@ -64,11 +62,13 @@ class Outcome:
 class Ingestor:
     """Turns one webhook delivery into stored events and conversions."""
 
-    def __init__(self, store: Store, on_commit: Callable[[], None] | None = None,
-                 fill_window_s: float = 0) -> None:
+    def __init__(self, store: Store, destination: Destination, on_commit: Callable[[], None] | None = None,
+                 fill_window_s: float = 0, attribution_window_s: float = 86400) -> None:
         self.store = store
+        self.destination = destination
         self.on_commit = on_commit
         self.fill_window_ms = int(fill_window_s * 1000)
+        self.window_ms = int(attribution_window_s * 1000)
 
     async def receive(self, source: Source, body: bytes, headers: Headers,
                       query: Mapping[str, str] | None = None) -> Outcome:
@@ -96,7 +96,7 @@ class Ingestor:
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
         if ignored is None and not conversions:
             ignored = "event_type_not_tracked"
-        apply = _Apply(source, event, body, received, conversions, ignored, self.fill_window_ms)
+        apply = _Apply(source, event, body, received, conversions, ignored, self)
         outcome = await self.store.transact(apply)
         if self.on_commit is not None and any(c.get("state") == "pending" for c in apply.created):
             self.on_commit()
@@ -168,8 +168,10 @@ class _Apply:
     """The ingest transaction for one verified event (runs on the store's writer)."""
 
     def __init__(self, source: Source, event: ProviderEvent, body: bytes, received: int,
-                 conversions: list[Lead | Sale], ignored: str | None, fill_window_ms: int = 0) -> None:
-        self.fill_window_ms = fill_window_ms
+                 conversions: list[Lead | Sale], ignored: str | None, ingestor: Ingestor) -> None:
+        self.fill_window_ms = ingestor.fill_window_ms
+        self.window_ms = ingestor.window_ms
+        self.destination = ingestor.destination
         self.source = source
         self.event = event
         self.body = body
@@ -222,7 +224,7 @@ class _Apply:
         src, now = self.source, self.received
         ident = _resolve(tx, src.name, conv, now)
         names = src.ctx.settings.event_names
-        kind = "sale" if isinstance(conv, Sale) else "lead"
+        kind: ConversionKind = "sale" if isinstance(conv, Sale) else "lead"
         if isinstance(conv, Sale):
             key = f"sale:{conv.invoice_id}"
         else:
@@ -233,26 +235,29 @@ class _Apply:
             # Named on both paths: a subscription payment merged into an order-shaped Sale of the
             # same invoice (Lemon Squeezy sends both) still records the subscription's first invoice.
             name = self._sale_name(tx, conv)
-        payload = self._payload(conv, ident, name)
+        record = self._record(kind, conv, ident, name)
         if held is not None:
-            _fill(tx, held, payload, ident.explicit, now)
+            _fill(tx, held, record, ident.explicit, now, self.destination)
             return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
-        state, reason = "pending", None
+        state, reason, detail = "pending", None, None
         if ident.external_id is None:
             state, reason = "skipped", "no_identifier"
         elif kind == "lead" and not ident.click_id and not src.ctx.settings.forward_leads_without_click_id:
             state, reason = "skipped", "no_click_id"
-        idem = (f"sale:{src.name}:{payload['invoiceId']}" if kind == "sale"
-                else f"lead:{src.name}:{ident.external_id}:{name}")
+        else:
+            record, state, reason, detail = checked(self.destination, record)
+        conversion_id = tx.insert_conversion({
+            "event_id": event_id, "source": src.name, "kind": kind, "event_name": record.event_name,
+            "business_key": key, "customer_external_id": record.customer_external_id,
+            "identity_explicit": ident.explicit, "record": record.to_json(), "created_at": now, "updated_at": now,
+        })
         # A Sale waits briefly before its first send: its companion event (a checkout after its
         # invoice, a subscription payment after its order) may bring a clickId or the subscription.
         due = now + self.fill_window_ms if kind == "sale" else now
-        conversion_id = tx.insert_conversion({
-            "event_id": event_id, "source": src.name, "kind": kind, "event_name": name,
-            "business_key": key, "customer_external_id": ident.external_id,
-            "identity_explicit": ident.explicit, "idempotency_key": idem,
-            "payload": json.dumps(payload, separators=(",", ":")), "state": state, "reason": reason,
-            "next_attempt_at": due, "created_at": now, "updated_at": now,
+        tx.insert_delivery({
+            "conversion_id": conversion_id, "destination": self.destination.name, "state": state,
+            "reason": reason, "detail": detail, "next_attempt_at": due, "window_until": now + self.window_ms,
+            "created_at": now, "updated_at": now,
         })
         tx.bind_business_key(src.name, key, conversion_id)
         return {"kind": kind, "id": conversion_id, "state": state, "reason": reason}
@@ -266,25 +271,42 @@ class _Apply:
         first = tx.first_invoice_of(self.source.name, sale.subscription_id, sale.invoice_id, self.received)
         return names.subscription_creation if first == sale.invoice_id else names.subscription_renewal
 
-    def _payload(self, conv: Lead | Sale, ident: Identity, name: str) -> dict[str, Any]:
+    def _record(self, kind: ConversionKind, conv: Lead | Sale, ident: Identity, name: str) -> Conversion:
+        """The destination-neutral conversion: what it is, with identity resolved."""
         src, event = self.source, self.event
-        body: dict[str, Any] = {}
-        if isinstance(conv, Sale):
-            body.update(customerExternalId=ident.external_id, amount=conv.amount, currency=conv.currency,
-                        eventName=name, invoiceId=conv.invoice_id, paymentProcessor=src.ctx.provider)
-        else:
-            body.update(eventName=name, customerExternalId=ident.external_id)
-        body.update(clickId=ident.click_id, customerName=ident.name, customerEmail=ident.email,
-                    timestamp=iso_ms(conv.timestamp or event.occurred_at))
-        meta: dict[str, Any] = {"provider": src.ctx.provider, "source": src.name,
-                                "providerEventId": event.id, "providerEventType": event.type}
-        if conv.provider_customer_id:
-            meta["providerCustomerId"] = conv.provider_customer_id
-        meta.update(conv.metadata)
-        if event.livemode is not None:
-            meta["livemode"] = event.livemode
-        body["metadata"] = _bounded(meta)
-        return {k: v for k, v in body.items() if v is not None}
+        provider = src.provider
+        sale = conv if isinstance(conv, Sale) else None
+        return Conversion(
+            kind=kind, source=src.name, provider=src.ctx.provider, event_name=name,
+            occurred_at=int((conv.timestamp or event.occurred_at).timestamp() * 1000),
+            customer_external_id=ident.external_id.strip() if ident.external_id else None,
+            click_id=ident.click_id, email=ident.email, name=ident.name,
+            provider_customer_id=conv.provider_customer_id,
+            amount=sale.amount if sale else None, currency=sale.currency if sale else None,
+            invoice_id=sale.invoice_id if sale else None,
+            invoice_unique=getattr(provider, "invoice_ids", "global") != "account",
+            subscription_id=sale.subscription_id if sale else None,
+            payment_processor=src.ctx.settings.payment_processor,
+            tax=getattr(provider, "tax", "excluded") if sale else None,
+            provider_event_id=event.id, provider_event_type=event.type, livemode=event.livemode,
+            forward_without_click=src.ctx.settings.forward_leads_without_click_id,
+            metadata={k: v for k, v in conv.metadata.items() if k != "subscriptionId"},
+        )
+
+
+def checked(destination: Destination, record: Conversion) -> tuple[Conversion, str, str | None, str | None]:
+    """Apply the destination's check (SPEC §1, "checked before commit"): mend what can be mended,
+    and say `skipped`, `invalid_for_destination` for what cannot; returns (record, state,
+    reason, detail) where detail names every rule that applied."""
+    problems = destination.check(record)
+    if not problems:
+        return record, "pending", None, None
+    detail = "; ".join(p.describe() for p in problems)
+    refused = [p for p in problems if p.action == "skip"]
+    if refused:
+        return record, "skipped", "invalid_for_destination", detail
+    mended = record.but(**{p.field: p.value for p in problems})
+    return mended, "pending", None, detail
 
 
 def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
@@ -337,37 +359,36 @@ def _merged(old: Identity, new: Identity) -> Identity:
     )
 
 
-def _fill(tx: Tx, conversion_id: int, newer: dict[str, Any], newer_explicit: bool, now: int) -> None:
-    """Business dedup: a later event fills what a still-undelivered Sale or Lead lacked, and an
+_FILLABLE = ("customer_external_id", "click_id", "email", "name")
+
+
+def _fill(tx: Tx, conversion_id: int, newer: Conversion, newer_explicit: bool, now: int,
+          destination: Destination) -> None:
+    """Business dedup: a later event fills what a still-unsent Sale or Lead lacked, and an
     explicit customerExternalId replaces a fallback one (a provider customer id or an email)."""
     found = tx.conversion_for_fill(conversion_id) if conversion_id else None
-    if found is None or found[0] not in ("pending", "skipped"):
+    if found is None:
         return
-    state, raw, reason, explicit = found
-    payload = json.loads(raw)
-    added = {k: newer[k] for k in _FILLABLE if k not in payload and k in newer}
-    if newer_explicit and not explicit and "invoiceId" in payload:  # Sales only: a Lead key holds the id
-        added["customerExternalId"] = newer["customerExternalId"]
+    raw, explicit, deliveries = found
+    open_ones = [(d, state, reason) for d, state, reason in deliveries if state in ("pending", "skipped")]
+    if not open_ones:
+        return
+    old = Conversion.from_json(raw)
+    changes: dict[str, Any] = {f: getattr(newer, f) for f in _FILLABLE
+                               if getattr(old, f) is None and getattr(newer, f) is not None}
+    if newer_explicit and not explicit and old.kind == "sale":  # a Lead's key holds its id: Sales only
+        changes["customer_external_id"] = newer.customer_external_id
         explicit = True
-    meta_added = {k: v for k, v in newer.get("metadata", {}).items() if k not in payload.get("metadata", {})}
-    if not added and not meta_added:
+    if old.subscription_id is None and newer.subscription_id is not None:
+        changes["subscription_id"] = newer.subscription_id
+        changes["event_name"] = newer.event_name  # the merged event knew it was a subscription
+    meta_added = {k: v for k, v in newer.metadata.items() if k not in old.metadata}
+    if not changes and not meta_added:
         return
-    if "subscriptionId" in meta_added and "eventName" in newer:
-        added["eventName"] = newer["eventName"]  # the merged event knew it was a subscription
-    payload.update(added)
-    payload["metadata"] = _bounded({**payload.get("metadata", {}), **meta_added})
-    if state == "skipped" and (
-        (reason == "no_identifier" and "customerExternalId" in payload)
-        or (reason == "no_click_id" and "clickId" in payload)
-    ):
-        state, reason = "pending", None
-    tx.update_fill(conversion_id, json.dumps(payload, separators=(",", ":")), state, reason,
-                   payload.get("customerExternalId"), explicit, payload["eventName"], now)
-
-
-def _bounded(meta: dict[str, Any]) -> dict[str, Any]:
-    """Keep metadata under the API's 10,000 characters, dropping the last-added keys first."""
-    out = dict(meta)
-    while out and len(json.dumps(out, separators=(",", ":"))) >= METADATA_LIMIT:
-        out.popitem()
-    return out
+    filled = old.but(**changes, metadata={**old.metadata, **meta_added})
+    record, state, reason, detail = checked(destination, filled)
+    for delivery_id, was, why in open_ones:
+        if was == "pending" or (why == "no_identifier" and filled.customer_external_id) or \
+                (why == "no_click_id" and filled.click_id) or why == "invalid_for_destination":
+            tx.set_delivery_state(delivery_id, state, reason, detail, now)
+    tx.update_fill(conversion_id, record.to_json(), record.customer_external_id, explicit, record.event_name, now)

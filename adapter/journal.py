@@ -12,6 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from adapter.destinations import Destination
+from adapter.records import Conversion
 from adapter.store import Tx
 
 __all__ = [
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 EVENT_STATUSES = ("accepted", "duplicate", "ignored", "rejected")
-STATES = ("pending", "delivered", "dead", "skipped")
+STATES = ("pending", "delivered", "unattributed", "dead", "skipped")
 HOUR_MS = 3_600_000
 MAX_LIMIT = 1000
 
@@ -51,13 +53,17 @@ REASONS: dict[str, str] = {
     "malformed_payload": "the signature was valid but the body could not be read as this provider's event.",
     "invalid_credentials": "the source's credentials (HTTP Basic, URL token) were missing or wrong.",
     "max_attempts": "the tracking API kept failing until forwarder.max_attempts ran out.",
+    "invalid_for_destination": "the tracking API would refuse this conversion (the rule is named); "
+                               "it was never sent.",
+    "customer_not_found": "the tracking API accepted the sale but counted nothing: it knew no customer "
+                          "(no lead, no clickId) within the attribution window.",
+    "lead_not_found": "the tracking API found no lead of this customer within the attribution window.",
+    "click_not_found": "the tracking API knows no click with this clickId, so nothing was attributed.",
+    "duplicate_at_api": "the tracking API already had this lead for the customer and event name.",
+    "unrenderable": "this release cannot turn the stored conversion into a request; see the log.",
+    "too_many_steps": "the destination asked for more requests than one delivery may take.",
 }
 
-_EVENT_COLS = ("id", "source", "provider", "provider_event_id", "event_type", "received_at",
-               "status", "reason", "duplicate_of")
-_CONV_COLS = ("id", "event_id", "kind", "event_name", "customer_external_id", "idempotency_key",
-              "state", "reason", "attempts", "next_attempt_at", "delivered_at", "last_status", "payload")
-_ATTEMPT_COLS = ("attempted_at", "status_code", "latency_ms", "outcome", "error", "response_excerpt")
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": HOUR_MS, "d": 24 * HOUR_MS, "w": 7 * 24 * HOUR_MS}
 
@@ -98,125 +104,82 @@ def list_events(tx: Tx, *, source: str | None = None, status: str | None = None,
     `state` keeps events with a conversion in that state (`dead` finds what needs a replay);
     `before_id` pages further back.
     """
-    where: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    for col, value in (("source", source), ("status", status)):
-        if value:
-            where.append(f"{col} = ?")
-            params.append(value)
-    if since_ms is not None:
-        where.append("received_at >= ?")
-        params.append(since_ms)
-    if before_id is not None:
-        where.append("id < ?")
-        params.append(before_id)
-    if state:
-        where.append("EXISTS (SELECT 1 FROM conversions c WHERE c.state = ? "
-                     "AND c.event_id = COALESCE(events.duplicate_of, events.id))")
-        params.append(state)
-    rows = tx.all(
-        f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE {' AND '.join(where)} "
-        "ORDER BY id DESC LIMIT ?",
-        [*params, max(1, min(limit, MAX_LIMIT))],
-    )
-    events = [dict(zip(_EVENT_COLS, r, strict=True)) for r in rows]
+    events = tx.list_events(source=source, status=status, since_ms=since_ms, limit=max(1, min(limit, MAX_LIMIT)),
+                            state=state, before_id=before_id)
     owners = sorted({ev["duplicate_of"] or ev["id"] for ev in events})
     by_event: dict[int, list[dict[str, Any]]] = {}
-    if owners:
-        marks = ", ".join("?" for _ in owners)
-        for conv in _conversions(tx, f"c.event_id IN ({marks})", owners, with_payload=False):
-            by_event.setdefault(conv["event_id"], []).append(conv)
+    for conv in _conversions(tx, owners, None):
+        by_event.setdefault(conv["event_id"], []).append(conv)
     for ev in events:
         ev["conversions"] = by_event.get(ev["duplicate_of"] or ev["id"], [])
     return events
 
 
-def conversions_of(tx: Tx, event_id: int, *, with_payload: bool = True) -> list[dict[str, Any]]:
-    """Conversions an event produced (a delivery duplicate shows its original's)."""
-    return _conversions(tx, "c.event_id = ?", [event_id], with_payload=with_payload)
+def conversions_of(tx: Tx, event_id: int, destination: Destination | None = None) -> list[dict[str, Any]]:
+    """Conversions an event produced (a delivery duplicate shows its original's); with a
+    destination, each with the request it sends (`payload`, `idempotency_key`)."""
+    return _conversions(tx, [event_id], destination, with_record=True)
 
 
-def _conversions(tx: Tx, where: str, params: list[Any], *, with_payload: bool) -> list[dict[str, Any]]:
-    rows = tx.all(
-        f"SELECT {', '.join('c.' + c for c in _CONV_COLS)} FROM conversions c WHERE {where} ORDER BY c.id",
-        params,
-    )
+def _conversions(tx: Tx, event_ids: list[int], destination: Destination | None, *,
+                 with_record: bool = False) -> list[dict[str, Any]]:
     out = []
-    for r in rows:
-        conv = dict(zip(_CONV_COLS, r, strict=True))
-        payload = conv.pop("payload")
-        if with_payload:
-            conv["payload"] = json.loads(payload)
+    for conv in tx.conversions_of_events(event_ids):
+        raw = conv.pop("record")
         conv["reason_text"] = explain(conv["reason"])
+        if conv.get("detail"):
+            conv["reason_text"] = f"{conv['reason_text'] or 'sent'}; {conv['detail']}" if conv["reason"] else \
+                f"mended for the destination: {conv['detail']}"
+        if with_record and raw:
+            record = Conversion.from_json(raw)
+            conv["record"] = json.loads(raw)
+            if destination is not None:
+                request = destination.render(record)
+                conv["payload"] = request.body or {}
+                conv["idempotency_key"] = request.headers.get("Idempotency-Key", "")
         out.append(conv)
     return out
 
 
-def journey(tx: Tx, event_id: int) -> dict[str, Any] | None:
+def journey(tx: Tx, event_id: int, destination: Destination | None = None) -> dict[str, Any] | None:
     """One event: the receipt, its body (if kept), conversions and every delivery attempt."""
-    row = tx.one(
-        f"SELECT {', '.join(_EVENT_COLS)}, occurred_at, livemode, body FROM events WHERE id = ?",
-        (event_id,),
-    )
-    if row is None:
+    event = tx.event(event_id)
+    if event is None:
         return None
-    event = dict(zip((*_EVENT_COLS, "occurred_at", "livemode", "body"), row, strict=True))
     event["livemode"] = None if event["livemode"] is None else bool(event["livemode"])
     event["reason_text"] = explain(event["reason"])
-    event["conversions"] = conversions_of(tx, event["duplicate_of"] or event["id"])
+    event["conversions"] = conversions_of(tx, event["duplicate_of"] or event["id"], destination)
     for conv in event["conversions"]:
-        conv["attempts_log"] = [
-            dict(zip(_ATTEMPT_COLS, a, strict=True))
-            for a in tx.all(
-                f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE conversion_id = ? ORDER BY id",
-                (conv["id"],),
-            )
-        ]
+        conv["attempts_log"] = tx.attempts_of(conv["id"])
     return event
 
 
 def outbox_summary(tx: Tx) -> dict[str, int]:
-    """Conversions by state (`pending`, `delivered`, `dead`, `skipped`)."""
-    return {str(state): int(n) for state, n in tx.all("SELECT state, COUNT(*) FROM conversions GROUP BY state")}
+    """Deliveries by state (`pending`, `delivered`, `unattributed`, `dead`, `skipped`)."""
+    return tx.delivery_states()
 
 
 def outbox_gauges(tx: Tx) -> dict[str, dict[str, Any]]:
-    """Pending and dead conversions per source, with the oldest pending one's creation time.
+    """Pending and dead deliveries per source, with the oldest pending one's creation time.
 
-    Only the (small) pending and dead sets are read, through the `conversions_state` index, so
+    Only the (small) pending and dead sets are read, through the `deliveries_state` index, so
     this is cheap enough for every Prometheus scrape.
     """
     out: dict[str, dict[str, Any]] = {}
-    rows = tx.all("SELECT source, state, COUNT(*), MIN(created_at) FROM conversions "
-                  "WHERE state IN ('pending', 'dead') GROUP BY source, state")
-    for source, state, count, oldest in rows:
-        entry = out.setdefault(str(source), {"pending": 0, "dead": 0, "oldest_pending_ms": None})
-        entry[str(state)] = int(count)
+    for source, state, count, oldest in tx.outbox_by_source():
+        entry = out.setdefault(source, {"pending": 0, "dead": 0, "oldest_pending_ms": None})
+        entry[state] = count
         if state == "pending":
-            entry["oldest_pending_ms"] = int(oldest)
+            entry["oldest_pending_ms"] = oldest
     return out
 
 
 def dead_conversion_ids(tx: Tx, *, source: str | None = None, since_ms: int | None = None) -> list[int]:
     """Ids of dead-lettered conversions, oldest first; `since_ms` keeps those that died since."""
-    where: list[str] = ["state = 'dead'"]
-    params: list[Any] = []
-    if source:
-        where.append("source = ?")
-        params.append(source)
-    if since_ms is not None:
-        where.append("updated_at >= ?")
-        params.append(since_ms)
-    return [int(r[0]) for r in tx.all(f"SELECT id FROM conversions WHERE {' AND '.join(where)} ORDER BY id", params)]
+    return tx.dead_conversion_ids(source=source, since_ms=since_ms)
 
 
-def requeue(tx: Tx, ids: list[int], now_ms: int) -> list[int]:
+def requeue(tx: Tx, ids: list[int], now_ms: int, window_ms: int = 86_400_000) -> list[int]:
     """Put the dead conversions among `ids` back in the outbox; returns those that moved
     (an id that is not dead, or unknown, is left alone)."""
-    if not ids:
-        return []
-    marks = ", ".join("?" for _ in ids)
-    dead = [int(r[0]) for r in tx.all(
-        f"SELECT id FROM conversions WHERE state = 'dead' AND id IN ({marks}) ORDER BY id", ids)]
-    tx.requeue(dead, now_ms)
-    return dead
+    return tx.requeue(sorted(set(ids)), now_ms, window_ms)

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapter.journal import outbox_gauges
-from adapter.store import Store
+from adapter.store import Store, Tx
 
 __all__ = ["REGISTRY", "metrics_endpoint", "observe_attempt", "observe_webhook", "serve_metrics"]
 
@@ -58,8 +58,9 @@ IGNORED = Counter("hooktrack_webhooks_ignored", "Verified webhooks that produced
                   "and reason.", ["source", "reason"], registry=REGISTRY)
 CONVERSIONS = Counter("hooktrack_conversions_created", "Conversions put in the outbox, by source and kind "
                       "(lead, sale).", ["source", "kind"], registry=REGISTRY)
-ATTEMPTS = Counter("hooktrack_forward_attempts", "Deliveries tried at the tracking API, by kind and outcome "
-                   "(delivered, retry, dead).", ["kind", "outcome"], registry=REGISTRY)
+ATTEMPTS = Counter("hooktrack_forward_attempts", "Deliveries tried at the tracking API, by kind and the "
+                   "destination's verdict (delivered, not_counted, unattributed, retry, rate_limited, pause, dead).",
+                   ["kind", "outcome"], registry=REGISTRY)
 LATENCY = Histogram("hooktrack_forward_latency_seconds", "Tracking API response time per attempt.", ["kind"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
 
@@ -82,10 +83,18 @@ def observe_attempt(kind: str, outcome: str, latency_ms: int) -> None:
     LATENCY.labels(kind).observe(latency_ms / 1000)
 
 
-class _OutboxCollector(Collector):
-    """Gauges from a snapshot of `journal.outbox_gauges` taken just before the scrape."""
+def gauges(tx: Tx, destination: str = "dub") -> dict[str, Any]:
+    """What the scrape-time gauges read: the outbox per source, deliveries by state, and
+    whether each destination is paused (`destination` is always listed)."""
+    names = {destination, *tx.destination_names()}
+    return {"outbox": outbox_gauges(tx), "states": tx.delivery_states(),
+            "destinations": {n: tx.destination_state(n).paused_reason for n in names}}
 
-    def __init__(self, snapshot: dict[str, dict[str, Any]] | None, now_ms: int, sources: Iterable[str] = ()) -> None:
+
+class _OutboxCollector(Collector):
+    """Gauges from a snapshot of `gauges` taken just before the scrape."""
+
+    def __init__(self, snapshot: dict[str, Any] | None, now_ms: int, sources: Iterable[str] = ()) -> None:
         self.snapshot = snapshot
         self.now_ms = now_ms
         self.sources = tuple(sources)
@@ -96,6 +105,21 @@ class _OutboxCollector(Collector):
         yield up
         if self.snapshot is None:
             return
+        snapshot = self.snapshot
+        yield from self._outbox(snapshot["outbox"])
+        states = GaugeMetricFamily("hooktrack_deliveries", "Deliveries by state (pending, delivered, unattributed, "
+                                   "dead, skipped).", labels=["state"])
+        for state in ("pending", "delivered", "unattributed", "dead", "skipped"):
+            states.add_metric([state], snapshot["states"].get(state, 0))
+        yield states
+        paused = GaugeMetricFamily("hooktrack_destination_paused", "1 while the destination is paused (a refused "
+                                   "API key, or consecutive failures): nothing is sent but one probe.",
+                                   labels=["destination"])
+        for name, reason in sorted(snapshot["destinations"].items()):
+            paused.add_metric([name], 0 if reason is None else 1)
+        yield paused
+
+    def _outbox(self, outbox: dict[str, dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("hooktrack_outbox_depth", "Conversions waiting to be forwarded, by source.",
                                   labels=["source"])
         dead = GaugeMetricFamily("hooktrack_dead_letters", "Dead-lettered conversions waiting for a replay, "
@@ -105,7 +129,7 @@ class _OutboxCollector(Collector):
         oldest: int | None = None
         empty = {"pending": 0, "dead": 0, "oldest_pending_ms": None}
         # Every configured source gets a series, so "no dead letters" is a 0, not an absent series.
-        everything = {**dict.fromkeys(self.sources, empty), **self.snapshot}
+        everything = {**dict.fromkeys(self.sources, empty), **outbox}
         for source, gauges in sorted(everything.items()):
             depth.add_metric([source], gauges["pending"])
             dead.add_metric([source], gauges["dead"])
@@ -115,13 +139,13 @@ class _OutboxCollector(Collector):
         yield from (depth, dead, age)
 
 
-def _render(snapshot: dict[str, dict[str, Any]] | None, sources: Iterable[str]) -> bytes:
+def _render(snapshot: dict[str, Any] | None, sources: Iterable[str]) -> bytes:
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(_OutboxCollector(snapshot, int(time.time() * 1000), sources))
     return generate_latest(REGISTRY) + generate_latest(scrape)
 
 
-async def _snapshot(read: Callable[[], Awaitable[dict[str, dict[str, Any]]]]) -> dict[str, dict[str, Any]] | None:
+async def _snapshot(read: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any] | None:
     try:
         return await asyncio.wait_for(read(), timeout=5)
     except Exception as exc:  # the store may be down: a scrape still answers, with store_up 0
@@ -129,26 +153,28 @@ async def _snapshot(read: Callable[[], Awaitable[dict[str, dict[str, Any]]]]) ->
         return None
 
 
-def metrics_endpoint(store: Store, sources: Iterable[str] = ()) -> Callable[[Request], Awaitable[Response]]:
+def metrics_endpoint(store: Store, sources: Iterable[str] = (),
+                     destination: str = "dub") -> Callable[[Request], Awaitable[Response]]:
     """The `GET /metrics` handler for the app; `sources` are the configured source names."""
     names = tuple(sources)
 
     async def metrics(request: Request) -> Response:
-        snapshot = await _snapshot(lambda: store.read(outbox_gauges))
+        snapshot = await _snapshot(lambda: store.read(lambda tx: gauges(tx, destination)))
         return Response(_render(snapshot, names), media_type=CONTENT_TYPE_LATEST)
 
     return metrics
 
 
 def serve_metrics(port: int, store: Store, loop: asyncio.AbstractEventLoop, host: str = "127.0.0.1",
-                  sources: Iterable[str] = ()) -> Any:
+                  sources: Iterable[str] = (), destination: str = "dub") -> Any:
     """Serve `/metrics` for a process without the app (`hooktrack worker`), on its own thread;
     store reads are handed to `loop`, where the store was opened. Returns the HTTP server
     (`.shutdown()` stops it)."""
 
     class _Live(Collector):
         def collect(self) -> Iterator[Any]:
-            future = asyncio.run_coroutine_threadsafe(_snapshot(lambda: store.read(outbox_gauges)), loop)
+            future = asyncio.run_coroutine_threadsafe(
+                _snapshot(lambda: store.read(lambda tx: gauges(tx, destination))), loop)
             yield from _OutboxCollector(future.result(timeout=10), int(time.time() * 1000), sources).collect()
 
     registry = CollectorRegistry(auto_describe=False)

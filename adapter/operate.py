@@ -87,11 +87,9 @@ def _requeue_now(ids: list[int], tx: Tx) -> list[int]:
 async def _follow(store: Store, report: ReplayReport, wait_s: float, bar: Progress) -> None:
     task = bar.add_task("delivering", total=len(report.requeued))
     deadline = time.monotonic() + wait_s
-    marks = ", ".join("?" for _ in report.requeued)
     while True:
-        rows = await store.read(lambda tx: tx.all(
-            f"SELECT id, state, reason FROM conversions WHERE id IN ({marks})", report.requeued))  # noqa: S608
-        settled = {int(i): (s, r) for i, s, r in rows if s != "pending"}
+        rows = await store.read(lambda tx: tx.conversion_states(report.requeued))
+        settled = {i: (s, r) for i, s, r in rows if s != "pending"}
         bar.update(task, completed=len(settled))
         if len(settled) == len(report.requeued) or time.monotonic() > deadline:
             break

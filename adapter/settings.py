@@ -69,9 +69,16 @@ class StoreSettings(_Section):
 class TrackingSettings(_Section):
     """`[tracking]`: the conversion-tracking API conversions are forwarded to."""
 
+    api: str = Field(default="dub", pattern=r"^[a-z0-9_]+$")
+    """The destination plugin (entry-point group `hooktrack.destinations`); `dub` is built in."""
     url: str
     api_key: str = Field(min_length=1)
     timeout_s: float = Field(default=10, gt=0)
+    """How long one request may take, counted from when it is sent (not while it waits for a
+    connection of the pool)."""
+    max_requests_per_minute: int | None = Field(default=None, ge=1)
+    """A cap below the API's own limit; by default the forwarder paces itself by the API's
+    `X-RateLimit-*` answers."""
 
     @field_validator("url")
     @classmethod
@@ -91,6 +98,13 @@ class ForwarderSettings(_Section):
     concurrency: int = Field(default=32, ge=1, le=1000)
     lease_s: float = Field(default=60, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
+    attribution_window_s: float = Field(default=86400, gt=0)
+    """How long a conversion the API accepted but did not count (its customer or lead not known
+    yet) is tried again before it is `unattributed` (SPEC §7)."""
+    pause_probe_s: float = Field(default=60, gt=0)
+    """A paused destination (wrong key, or failing) is probed with one request this often."""
+    pause_after_failures: int = Field(default=20, ge=1)
+    """Consecutive 5xx answers, timeouts or connection errors that pause the destination."""
     fill_window_s: float = Field(default=5, ge=0)
     """A Sale waits this long before its first send, so that a companion event of the same payment
     (Stripe's checkout after its invoice.paid, Lemon Squeezy's subscription payment after its
@@ -134,6 +148,8 @@ class SourceSettings(BaseModel):
     client_reference_prefix: str = "dub_id_"
     event_names: EventNames = Field(default_factory=EventNames)
     forward_leads_without_click_id: bool = False
+    payment_processor: str | None = None
+    """Overrides the `paymentProcessor` the destination would send for this source's Sales."""
 
     @field_validator("secrets")
     @classmethod

@@ -5,17 +5,54 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `events`: every received webhook, the audit trail. `dedup_key` is the provider's event id
   on a first delivery and NULL on duplicate and rejected rows, so `UNIQUE (source, dedup_key)`
   is the delivery dedup. Rejected rows never keep a body.
-- `conversions`: Leads and Sales; the pending ones are the outbox.
+- `conversions`: Leads and Sales as hooktrack knows them, destination-neutral (`record` is the
+  JSON of `adapter.records.Conversion`: exact ISO 4217 money, resolved identity, names, ids).
+- `deliveries`: one row per conversion and destination — its state, attempts, lease and last
+  answer; the pending ones are the outbox. A second destination is a second row.
+- `destinations`: a destination's shared state (paused, and why), seen by every worker.
 - `business_keys`: one row per Sale invoice / Lead key ever produced; never pruned.
 - `subscriptions`: first paid Sale per subscription id (creation vs renewal); never pruned.
 - `identities`: identity memory per provider customer id and per email; never pruned.
 - `object_versions`: newest `occurred_at` per object for out-of-order providers; pruned with events.
-- `attempts`: every delivery attempt of a conversion.
+- `attempts`: every request sent for a delivery.
+
+Version 1 (hooktrack 0.1) kept the Dub request body and the delivery state on `conversions`;
+`adapter/store/upgrade.py` brings such a store to version 2 in place.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+DELIVERIES = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id {id},
+    conversion_id BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    window_until BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    last_status INTEGER,
+    last_error TEXT,
+    UNIQUE (conversion_id, destination)
+);
+CREATE TABLE IF NOT EXISTS destinations (
+    name TEXT PRIMARY KEY,
+    paused_reason TEXT,
+    paused_at BIGINT,
+    next_probe_at BIGINT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    updated_at BIGINT NOT NULL
+);
+"""
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS hooktrack_meta (
@@ -49,25 +86,15 @@ CREATE TABLE IF NOT EXISTS conversions (
     business_key TEXT NOT NULL,
     customer_external_id TEXT,
     identity_explicit BOOLEAN NOT NULL DEFAULT FALSE,
-    idempotency_key TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    lease_owner TEXT,
-    lease_until BIGINT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
-    delivered_at BIGINT,
-    last_status INTEGER,
-    last_error TEXT
+    record TEXT
 );
-CREATE INDEX IF NOT EXISTS conversions_due ON conversions (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS conversions_customer
-    ON conversions (source, customer_external_id, kind) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS conversions_event ON conversions (event_id);
-CREATE INDEX IF NOT EXISTS conversions_state ON conversions (state, updated_at);
+CREATE INDEX IF NOT EXISTS conversions_customer_kind ON conversions (source, customer_external_id, kind);
+""" + DELIVERIES + """
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, updated_at);
 CREATE TABLE IF NOT EXISTS business_keys (
     source TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -108,7 +135,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     latency_ms INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     error TEXT,
-    response_excerpt TEXT
+    response_excerpt TEXT,
+    delivery_id BIGINT,
+    step TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_conversion ON attempts (conversion_id);
 """

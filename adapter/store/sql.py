@@ -9,66 +9,25 @@ same moment see exactly one winner.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from adapter.records import Attempt, Claimed, DestinationState, Identity, Settlement
+from adapter.store.reports import Reports
 
 __all__ = ["Attempt", "Claimed", "Identity", "Settlement", "Tx"]
 
-_ATTEMPT = ("INSERT INTO attempts (conversion_id, attempted_at, status_code, latency_ms, outcome, error,"
-            " response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?)")
-_FINISH = ("UPDATE conversions SET state = ?, reason = ?, attempts = attempts + 1, next_attempt_at = ?, "
+_ATTEMPT = ("INSERT INTO attempts (conversion_id, delivery_id, attempted_at, status_code, latency_ms, outcome, "
+            "error, response_excerpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_FINISH = ("UPDATE deliveries SET state = ?, reason = ?, attempts = attempts + ?, next_attempt_at = ?, "
            "lease_owner = NULL, lease_until = NULL, updated_at = ?, delivered_at = ?, last_status = ?, "
            "last_error = ? WHERE id = ? AND state = 'pending'")
 
 
-@dataclass(frozen=True)
-class Identity:
-    """A row of identity memory."""
-
-    external_id: str | None
-    explicit: bool
-    click_id: str | None
-    email: str | None
-    name: str | None
+_SETTLED = "('delivered', 'skipped', 'unattributed')"
+"""Delivery states that retention may prune: nothing more will happen to them."""
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A conversion leased to one worker for delivery."""
-
-    id: int
-    kind: str
-    source: str
-    idempotency_key: str
-    payload: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt, as recorded."""
-
-    conversion_id: int
-    status_code: int | None
-    latency_ms: int
-    outcome: str
-    error: str | None
-    excerpt: str | None
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What one attempt did to its conversion: its new state, reason and next attempt time."""
-
-    conversion_id: int
-    state: str
-    reason: str | None
-    next_at: int
-    status_code: int | None
-    error: str | None
-
-
-class Tx:
+class Tx(Reports):
     """One transaction; every method is one or two statements."""
 
     def __init__(self, conn: Any, dialect: str) -> None:
@@ -189,98 +148,140 @@ class Tx:
              ident.name, now),
         )
 
-    # -- conversions ---------------------------------------------------------------------
+    # -- conversions and deliveries ------------------------------------------------------
 
     def insert_conversion(self, row: dict[str, Any]) -> int:
+        """Insert a conversion (its neutral `record`); returns its id."""
+        return self._insert_returning_id("conversions", row)
+
+    def insert_delivery(self, row: dict[str, Any]) -> int:
+        """Insert a conversion's delivery to one destination; returns its id."""
+        return self._insert_returning_id("deliveries", row)
+
+    def _insert_returning_id(self, table: str, row: dict[str, Any]) -> int:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        found = self.one(
-            f"INSERT INTO conversions ({cols}) VALUES ({marks}) RETURNING id",
-            list(row.values()),
-        )
+        found = self.one(f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", list(row.values()))
         return int(found[0])
 
-    def conversion_for_fill(self, conversion_id: int) -> tuple[str, str, str | None, bool] | None:
-        """(state, payload, reason, identity_explicit) of a conversion, for business-dedup filling."""
-        row = self.one(
-            "SELECT state, payload, reason, identity_explicit FROM conversions WHERE id = ?", (conversion_id,)
-        )
-        return (str(row[0]), str(row[1]), row[2], bool(row[3])) if row else None
+    def conversion_for_fill(self, conversion_id: int) -> tuple[str, bool, list[tuple[int, str, str | None]]] | None:
+        """(record, identity_explicit, [(delivery id, state, reason)]) of a conversion, for
+        business-dedup filling; None when it is gone."""
+        row = self.one("SELECT record, identity_explicit FROM conversions WHERE id = ?", (conversion_id,))
+        if row is None or row[0] is None:
+            return None
+        deliveries = [(int(r[0]), str(r[1]), r[2]) for r in self.all(
+            "SELECT id, state, reason FROM deliveries WHERE conversion_id = ? ORDER BY id", (conversion_id,))]
+        return str(row[0]), bool(row[1]), deliveries
 
-    def update_fill(self, conversion_id: int, payload: str, state: str, reason: str | None,
-                    customer_external_id: str | None, explicit: bool, event_name: str, now: int) -> None:
+    def update_fill(self, conversion_id: int, record: str, customer_external_id: str | None, explicit: bool,
+                    event_name: str, now: int) -> None:
+        """Store a conversion's record after a later event filled it in."""
         self.execute(
-            "UPDATE conversions SET payload = ?, state = ?, reason = ?, updated_at = ?, "
-            "customer_external_id = ?, identity_explicit = ?, event_name = ? WHERE id = ?",
-            (payload, state, reason, now, customer_external_id, explicit, event_name, conversion_id),
+            "UPDATE conversions SET record = ?, updated_at = ?, customer_external_id = ?, identity_explicit = ?, "
+            "event_name = ? WHERE id = ?",
+            (record, now, customer_external_id, explicit, event_name, conversion_id),
+        )
+
+    def set_delivery_state(self, delivery_id: int, state: str, reason: str | None, detail: str | None,
+                           now: int) -> None:
+        """Set a not-yet-sent delivery's state (a fill revived it, or a check now refuses it)."""
+        self.execute(
+            "UPDATE deliveries SET state = ?, reason = ?, detail = ?, updated_at = ? WHERE id = ? "
+            "AND state IN ('pending', 'skipped') AND attempts = 0 AND lease_owner IS NULL",
+            (state, reason, detail, now, delivery_id),
         )
 
     # -- outbox --------------------------------------------------------------------------
 
-    def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due conversions. A Sale waits while an earlier Lead of the same
-        customer and source is still pending (a dead Lead no longer holds it back)."""
-        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+    def claim(self, destination: str, owner: str, now: int, lease_ms: int, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due deliveries to `destination`. A Sale waits while an earlier Lead
+        of the same customer and source is still pending (a dead Lead no longer holds it back)."""
+        lock = " FOR UPDATE OF d SKIP LOCKED" if self.dialect == "postgresql" else ""
         rows = self.all(
-            "WITH due AS (SELECT c.id FROM conversions c "
-            "WHERE c.state = 'pending' AND c.next_attempt_at <= ? "
-            "AND (c.lease_until IS NULL OR c.lease_until < ?) "
+            "WITH due AS (SELECT d.id FROM deliveries d JOIN conversions c ON c.id = d.conversion_id "
+            "WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ? "
+            "AND (d.lease_until IS NULL OR d.lease_until < ?) "
             "AND NOT (c.kind = 'sale' AND c.customer_external_id IS NOT NULL AND EXISTS ("
-            "  SELECT 1 FROM conversions l WHERE l.state = 'pending' AND l.kind = 'lead' "
+            "  SELECT 1 FROM conversions l JOIN deliveries ld ON ld.conversion_id = l.id "
+            "  WHERE ld.destination = d.destination AND ld.state = 'pending' AND l.kind = 'lead' "
             "  AND l.source = c.source AND l.customer_external_id = c.customer_external_id "
-            f"  AND l.id < c.id)) ORDER BY c.next_attempt_at, c.id LIMIT ?{lock}) "
-            "UPDATE conversions SET lease_owner = ?, lease_until = ? "
+            f"  AND l.id < c.id)) ORDER BY d.next_attempt_at, d.id LIMIT ?{lock}) "
+            "UPDATE deliveries SET lease_owner = ?, lease_until = ? "
             "WHERE id IN (SELECT id FROM due) "
-            "RETURNING id, kind, source, idempotency_key, payload, attempts",
-            (now, now, limit, owner, now + lease_ms),
+            "RETURNING id, conversion_id, attempts, created_at, window_until",
+            (destination, now, now, limit, owner, now + lease_ms),
         )
-        claimed = [Claimed(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+        if not rows:
+            return []
+        marks = ", ".join("?" for _ in rows)
+        convs = {int(r[0]): r for r in self.all(
+            f"SELECT id, kind, source, record FROM conversions WHERE id IN ({marks})", [r[1] for r in rows])}
+        claimed = [Claimed(int(r[0]), int(r[1]), convs[int(r[1])][1], convs[int(r[1])][2], convs[int(r[1])][3],
+                           int(r[2]), int(r[3]), int(r[4])) for r in rows if int(r[1]) in convs]
         claimed.sort(key=lambda c: c.id)
         return claimed
 
-    def record_attempt(self, conversion_id: int, at: int, status_code: int | None, latency_ms: int,
-                       outcome: str, error: str | None, excerpt: str | None) -> None:
-        self.execute(_ATTEMPT, (conversion_id, at, status_code, latency_ms, outcome, error, excerpt))
-
-    def finish(self, conversion_id: int, owner: str, state: str, reason: str | None, next_at: int,
-               now: int, status_code: int | None, error: str | None) -> None:
-        """Settle one delivery attempt. A delivery always counts; a retry or dead-letter only
-        applies while this worker still holds the lease (else another worker owns it now)."""
-        self.settle(owner, now, [Settlement(conversion_id, state, reason, next_at, status_code, error)])
-
     def settle(self, owner: str, now: int, rows: Sequence[Settlement], attempts: Sequence[Attempt] = ()) -> None:
-        """Record a batch's attempts and settle its conversions (as `finish` does for each) in
-        at most three statements, however large the batch: one round trip each on PostgreSQL."""
+        """Record a batch's attempts and settle its deliveries in at most three statements, however
+        large the batch: one round trip each on PostgreSQL. A delivery always counts; a retry or
+        dead-letter only applies while this worker still holds the lease (else another worker
+        owns it now)."""
         if attempts:
-            self.executemany(_ATTEMPT, [(a.conversion_id, now, a.status_code, a.latency_ms, a.outcome, a.error,
-                                         a.excerpt) for a in attempts])
+            self.executemany(_ATTEMPT, [(a.conversion_id, a.delivery_id, now, a.status_code, a.latency_ms,
+                                         a.outcome, a.error, a.excerpt) for a in attempts])
         delivered = [r for r in rows if r.state == "delivered"]
         others = [r for r in rows if r.state != "delivered"]
         if delivered:
-            self.executemany(_FINISH, [(r.state, r.reason, r.next_at, now, now, r.status_code, r.error,
-                                        r.conversion_id) for r in delivered])
+            self.executemany(_FINISH, [(r.state, r.reason, int(r.counted), r.next_at, now, now, r.status_code,
+                                        r.error, r.delivery_id) for r in delivered])
         if others:
-            self.executemany(_FINISH + " AND lease_owner = ?", [(r.state, r.reason, r.next_at, now, None,
-                                                                 r.status_code, r.error, r.conversion_id, owner)
-                                                                for r in others])
+            self.executemany(_FINISH + " AND lease_owner = ?", [
+                (r.state, r.reason, int(r.counted), r.next_at, now, None, r.status_code, r.error, r.delivery_id,
+                 owner) for r in others])
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.dialect == "postgresql":
             sql = sql.replace("?", "%s")
         self.conn.cursor().executemany(sql, rows)
 
-    def requeue(self, ids: Iterable[int], now: int) -> int:
-        """Put dead conversions back in the outbox (replay); returns how many moved."""
-        count = 0
-        for conversion_id in ids:
+    def requeue(self, conversion_ids: Iterable[int], now: int, window_ms: int) -> list[int]:
+        """Put the dead deliveries of these conversions back in the outbox (replay), with a fresh
+        attempt budget and attribution window; returns the conversion ids that moved."""
+        moved = []
+        for conversion_id in conversion_ids:
             cur = self.execute(
-                "UPDATE conversions SET state = 'pending', reason = NULL, next_attempt_at = ?, "
-                "lease_owner = NULL, lease_until = NULL, updated_at = ?, attempts = 0 "
-                "WHERE id = ? AND state = 'dead'",
-                (now, now, conversion_id),
+                "UPDATE deliveries SET state = 'pending', reason = NULL, next_attempt_at = ?, "
+                "lease_owner = NULL, lease_until = NULL, updated_at = ?, attempts = 0, window_until = ? "
+                "WHERE conversion_id = ? AND state = 'dead'",
+                (now, now, now + window_ms, conversion_id),
             )
-            count += cur.rowcount
-        return count
+            if cur.rowcount:
+                moved.append(conversion_id)
+        return moved
+
+    # -- destinations ----------------------------------------------------------------------
+
+    def destination_state(self, name: str) -> DestinationState:
+        """The destination's shared state; a destination never paused is sending."""
+        row = self.one("SELECT paused_reason, paused_at, next_probe_at, failures FROM destinations WHERE name = ?",
+                       (name,))
+        if row is None:
+            return DestinationState(name)
+        return DestinationState(name, row[0], row[1], row[2], int(row[3]))
+
+    def destination_names(self) -> list[str]:
+        """Destinations that ever had a state recorded (were paused once)."""
+        return [str(r[0]) for r in self.all("SELECT name FROM destinations ORDER BY name")]
+
+    def set_destination_state(self, state: DestinationState, now: int) -> None:
+        self.execute(
+            "INSERT INTO destinations (name, paused_reason, paused_at, next_probe_at, failures, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET paused_reason = excluded.paused_reason, "
+            "paused_at = excluded.paused_at, next_probe_at = excluded.next_probe_at, "
+            "failures = excluded.failures, updated_at = excluded.updated_at",
+            (state.name, state.paused_reason, state.paused_at, state.next_probe_at, state.failures, now),
+        )
 
     # -- retention (SPEC §3.4) -------------------------------------------------------------
 
@@ -294,7 +295,8 @@ class Tx:
         lock = " FOR UPDATE OF e SKIP LOCKED" if self.dialect == "postgresql" else ""
         ids = [int(r[0]) for r in self.all(
             "SELECT e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS ("
-            "  SELECT 1 FROM conversions c WHERE c.event_id = e.id AND c.state NOT IN ('delivered', 'skipped')) "
+            "  SELECT 1 FROM conversions c JOIN deliveries d ON d.conversion_id = c.id "
+            f"  WHERE c.event_id = e.id AND d.state NOT IN {_SETTLED}) "
             f"ORDER BY e.received_at, e.id LIMIT ?{lock}",
             (cutoff, limit),
         )]
@@ -303,8 +305,8 @@ class Tx:
         marks = ", ".join("?" for _ in ids)
         # The state is checked again: a business-key fill may have revived a skipped conversion.
         gone = [int(r[0]) for r in self.all(
-            f"DELETE FROM conversions WHERE event_id IN ({marks}) AND state IN ('delivered', 'skipped') "
-            "RETURNING id",
+            f"DELETE FROM conversions WHERE event_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            f"WHERE d.conversion_id = conversions.id AND d.state NOT IN {_SETTLED}) RETURNING id",
             ids,
         )]
         self._delete_attempts(gone)
@@ -323,7 +325,8 @@ class Tx:
             return 0
         marks = ", ".join("?" for _ in wanted)
         gone = [int(r[0]) for r in self.all(
-            f"DELETE FROM conversions WHERE id IN ({marks}) AND state = 'dead' RETURNING id", wanted
+            f"DELETE FROM conversions WHERE id IN ({marks}) AND EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.conversion_id = conversions.id AND d.state = 'dead') RETURNING id", wanted
         )]
         self._delete_attempts(gone)
         return len(gone)
@@ -332,3 +335,4 @@ class Tx:
         if conversion_ids:
             marks = ", ".join("?" for _ in conversion_ids)
             self.execute(f"DELETE FROM attempts WHERE conversion_id IN ({marks})", list(conversion_ids))
+            self.execute(f"DELETE FROM deliveries WHERE conversion_id IN ({marks})", list(conversion_ids))

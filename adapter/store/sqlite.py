@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapter.errors import StoreUnavailable
+from adapter.errors import ConfigError, StoreUnavailable
 from adapter.store.schema import SCHEMA_VERSION, TABLES
 from adapter.store.sql import Tx
+from adapter.store.upgrade import upgrade
 
 __all__ = ["SQLiteStore"]
 
@@ -32,6 +33,18 @@ log = logging.getLogger("hooktrack.store")
 T = TypeVar("T")
 _MAX_BATCH = 512
 _STOP = object()
+
+
+_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+
+def _read_version(conn: sqlite3.Connection) -> int:
+    """The schema version a store records (0 for a new file)."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hooktrack_meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM hooktrack_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 class SQLiteStore:
@@ -66,13 +79,25 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         try:
-            conn.executescript(TABLES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            conn.execute("BEGIN IMMEDIATE")
+            found = _read_version(conn)
+            if found > SCHEMA_VERSION:
+                raise ConfigError(f"{self.path}: the store's schema is version {found}, newer than this "
+                                  f"hooktrack ({SCHEMA_VERSION}): upgrade hooktrack")
+            if found:
+                upgrade(Tx(conn, "sqlite"), found, _ID)
+            for statement in TABLES.format(id=_ID).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             conn.execute(
                 "INSERT INTO hooktrack_meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise StoreUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
         finally:
             conn.close()
