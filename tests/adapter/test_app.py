@@ -160,8 +160,8 @@ def test_an_older_event_for_the_same_object_is_ignored_as_out_of_order(tmp_path:
     import asyncio
     from datetime import UTC, datetime
 
-    from adapter.events import ProviderEvent, Sale
     from adapter.destinations.dub import DubDestination
+    from adapter.events import ProviderEvent, Sale
     from adapter.ingest import Ingestor, _Apply
     from adapter.settings import TrackingSettings
     from adapter.store import open_store

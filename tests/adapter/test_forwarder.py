@@ -165,10 +165,9 @@ def test_backoff_is_full_jitter_capped_and_floored_by_retry_after() -> None:
 
 @pytest.mark.parametrize(("lease_s", "timeout_s", "rounds"), [(60, 10, 4), (60, 30, 1), (35, 10, 3), (3, 30, 1)])
 def test_claims_never_hold_more_than_the_lease_can_cover(lease_s: float, timeout_s: float, rounds: int) -> None:
+    from adapter.destinations.dub import DubDestination
     from adapter.forwarder import Forwarder
     from adapter.settings import TrackingSettings
-
-    from adapter.destinations.dub import DubDestination
 
     tracking = TrackingSettings(url="http://127.0.0.1:9", api_key="k", timeout_s=timeout_s)
     fwd = Forwarder(None, tracking, ForwarderSettings(lease_s=lease_s), DubDestination(tracking))  # type: ignore[arg-type]
