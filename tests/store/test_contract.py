@@ -214,6 +214,27 @@ def test_a_claim_carries_the_conversion_and_its_delivery(store: Harness) -> None
     assert Conversion.from_json(got.conversion) == record("sale:0", customer="u1")
 
 
+def test_a_stored_conversion_comes_back_exactly_zero_amounts_test_mode_and_account_scoped_ids_included(
+        store: Harness, tmp_path: Path) -> None:
+    free = Conversion(kind="sale", source="s", provider="shopify", event_name="Purchase", occurred_at=NOW,
+                      customer_external_id="u1", amount=0, currency="usd", invoice_id="1001", invoice_unique=False,
+                      livemode=False, metadata={"orderNumber": 1001})
+
+    def store_it(tx: Tx) -> int:
+        ev = tx.insert_event(event_row("evt_free"))
+        assert ev is not None
+        cid = tx.insert_conversion({**conversion_row(ev, "sale:1001"), "record": free.to_json()})
+        tx.insert_delivery(delivery_row(cid))
+        return cid
+
+    store.tx(store_it)
+    (got,) = store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))
+    back = Conversion.from_json(got.conversion)
+    assert back == free
+    body = dub(tmp_path).render(back).body or {}
+    assert (body["amount"], body["invoiceId"], body["metadata"]["livemode"]) == (0, "s:1001", False)
+
+
 def test_expired_lease_is_claimed_again_and_the_old_owner_cannot_settle_it(store: Harness) -> None:
     (cid,) = seed(store, ("sale", "u1", "pending"))
     (held,) = store.tx(lambda tx: tx.claim(DUB, "a", 1000, 500, 10))
