@@ -9,7 +9,7 @@ here, not beside the SQL, so that callers depend on the core and not on a storag
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Literal
 
 __all__ = ["Attempt", "Claimed", "Conversion", "ConversionKind", "DestinationState", "Identity", "Settlement"]
@@ -56,8 +56,9 @@ class Conversion:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """Compact JSON of the non-empty fields, as the store keeps it."""
-        data = {k: v for k, v in asdict(self).items() if v not in (None, {}, False)}
+        """Compact JSON of the fields that differ from their defaults, as the store keeps it
+        (so `amount` 0, `livemode` False and `invoice_unique` False survive the round trip)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not _is_default(f, getattr(self, f.name))}
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -70,6 +71,17 @@ class Conversion:
     def but(self, **changes: Any) -> Conversion:
         """A copy with `changes` applied."""
         return replace(self, **changes)
+
+
+def _is_default(f: Field[Any], value: Any) -> bool:
+    """True when `value` is the field's default (`0` is not the default `False`)."""
+    if callable(f.default_factory):
+        default = f.default_factory()
+    elif f.default is not MISSING:
+        default = f.default
+    else:
+        return False
+    return type(value) is type(default) and bool(value == default)
 
 
 @dataclass(frozen=True)

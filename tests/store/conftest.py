@@ -1,7 +1,8 @@
 """The `store` fixture: every contract test runs on SQLite and on PostgreSQL.
 
 `store` yields a `Harness` (an opened store plus an event loop to drive it from a plain test).
-PostgreSQL tests skip with the reason when no server is reachable (see tests/store/pg.py).
+PostgreSQL tests skip with the reason when no server is reachable, and fail instead when
+`HOOKTRACK_REQUIRE_PG=1` (see tests/store/pg.py).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def pg_database() -> Iterator[str | None]:
 def pg_url(pg_database: str | None) -> str:
     """A URL on a fresh, empty schema of the session database."""
     if pg_database is None:
-        pytest.skip(pg.unreachable_reason() or "PostgreSQL not reachable")
+        pg.missing(pg.unreachable_reason() or "PostgreSQL not reachable")
     return pg.create_schema(pg_database)
 
 

@@ -3,6 +3,7 @@
 The shared server is `$HOOKTRACK_TEST_PG` (default: the machine's PostgreSQL 15 on
 127.0.0.1:5432, trust auth, user postgres, database test). Each test session works in a fresh
 database it drops afterwards; each test in a fresh schema of it (a `search_path` in the URL).
+Without a server the PostgreSQL tests skip, unless `HOOKTRACK_REQUIRE_PG=1` (CI): then they fail.
 
 A private cluster (`PrivateCluster`) is for tests that stop and start the server: `initdb` +
 `pg_ctl` on a free port under a temp dir. initdb refuses to run as root, so when the tests run
@@ -20,12 +21,22 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import psycopg
+import pytest
 
 ADMIN_URL = os.environ.get("HOOKTRACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_BIN = Path(os.environ.get("HOOKTRACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+REQUIRED = os.environ.get("HOOKTRACK_REQUIRE_PG") == "1"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a PostgreSQL test that cannot run here, or fail it when PostgreSQL is required."""
+    if REQUIRED:
+        pytest.fail(f"HOOKTRACK_REQUIRE_PG=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def unreachable_reason(url: str = ADMIN_URL) -> str | None:

@@ -1,9 +1,11 @@
 """The store contract, the same on SQLite and PostgreSQL: dedup, identity memory, claims and
-leases, per-customer ordering, retention. Concurrent cases really overlap on PostgreSQL (one
-pooled connection per transaction); on SQLite they queue for the one writer."""
+leases, per-customer ordering, settling deliveries, destination pause state, retention.
+Concurrent cases really overlap on PostgreSQL (one pooled connection per transaction); on
+SQLite they queue for the one writer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,18 @@ from typing import Any
 import stripe
 from starlette.datastructures import Headers
 
+from adapter.destinations.dub import DubDestination
 from adapter.ingest import Ingestor
 from adapter.plugin import Source, build_sources, load_providers
+from adapter.records import Attempt, Conversion, DestinationState, Settlement
 from adapter.retention import DAY_MS, Retention
 from adapter.store import Identity, Tx
 from tests.conftest import STRIPE_SECRET, config, fixture
 from tests.store.conftest import Harness
 
 NOW = 1_800_000_000_000
+DUB = "dub"
+_SEEDED = itertools.count()
 
 
 def event_row(key: str | None, received_at: int = NOW, status: str = "accepted", source: str = "s") -> dict[str, Any]:
@@ -26,25 +32,52 @@ def event_row(key: str | None, received_at: int = NOW, status: str = "accepted",
             "event_type": "invoice.paid", "received_at": received_at, "status": status, "body": "{}"}
 
 
-def conversion_row(event_id: int, key: str, *, kind: str = "sale", customer: str = "u1", state: str = "pending",
-                   next_at: int = 0) -> dict[str, Any]:
-    return {"event_id": event_id, "source": "s", "kind": kind, "event_name": "Purchase" if kind == "sale" else "Sign up",
-            "business_key": key, "customer_external_id": customer, "idempotency_key": key,
-            "payload": json.dumps({"invoiceId": key}), "state": state, "next_attempt_at": next_at,
+def record(key: str, *, kind: str = "sale", customer: str = "u1") -> Conversion:
+    """A neutral conversion as ingest stores it."""
+    if kind == "sale":
+        return Conversion(kind="sale", source="s", provider="stripe", event_name="Purchase", occurred_at=NOW,
+                          customer_external_id=customer, amount=4900, currency="usd", invoice_id=key)
+    return Conversion(kind="lead", source="s", provider="stripe", event_name="Sign up", occurred_at=NOW,
+                      customer_external_id=customer, click_id=f"cl_{customer}")
+
+
+def conversion_row(event_id: int, key: str, *, kind: str = "sale", customer: str = "u1") -> dict[str, Any]:
+    rec = record(key, kind=kind, customer=customer)
+    return {"event_id": event_id, "source": "s", "kind": kind, "event_name": rec.event_name,
+            "business_key": key, "customer_external_id": customer, "record": rec.to_json(),
             "created_at": 0, "updated_at": 0}
 
 
+def delivery_row(conversion_id: int, state: str = "pending", *, destination: str = DUB, next_at: int = 0,
+                 window_until: int = NOW + DAY_MS) -> dict[str, Any]:
+    return {"conversion_id": conversion_id, "destination": destination, "state": state, "next_attempt_at": next_at,
+            "window_until": window_until, "created_at": 0, "updated_at": 0}
+
+
 def seed(store: Harness, *convs: tuple[str, str, str]) -> list[int]:
-    """(kind, customer, state) → one event and one conversion each; returns conversion ids."""
+    """(kind, customer, state) → one event, one conversion and its `dub` delivery each;
+    returns conversion ids."""
     def fn(tx: Tx) -> list[int]:
         ids = []
         for i, (kind, customer, state) in enumerate(convs):
-            ev = tx.insert_event(event_row(f"evt_seed_{i}"))
+            ev = tx.insert_event(event_row(f"evt_seed_{next(_SEEDED)}"))
             assert ev is not None
-            ids.append(tx.insert_conversion(conversion_row(ev, f"{kind}:{i}", kind=kind, customer=customer, state=state)))
+            cid = tx.insert_conversion(conversion_row(ev, f"{kind}:{i}", kind=kind, customer=customer))
+            tx.insert_delivery(delivery_row(cid, state))
+            ids.append(cid)
         return ids
 
     return store.tx(fn)
+
+
+def delivery(store: Harness, conversion_id: int, destination: str = DUB) -> dict[str, Any]:
+    """The conversion's delivery row to `destination`."""
+    cols = ("id", "state", "reason", "attempts", "next_attempt_at", "lease_owner", "last_status", "last_error",
+            "delivered_at")
+    row = store.read(lambda tx: tx.one(f"SELECT {', '.join(cols)} FROM deliveries WHERE conversion_id = ? "
+                                       "AND destination = ?", (conversion_id, destination)))
+    assert row is not None, f"no {destination} delivery for conversion {conversion_id}"
+    return dict(zip(cols, row, strict=True))
 
 
 def stripe_source(tmp_path: Path) -> Source:
@@ -58,8 +91,12 @@ def signed(event: dict[str, Any]) -> tuple[bytes, Headers]:
     return body.encode(), Headers({"stripe-signature": header})
 
 
+def dub(tmp_path: Path) -> DubDestination:
+    return DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking)
+
+
 def receive_all(store: Harness, source: Source, deliveries: list[tuple[bytes, Headers]]) -> list[dict[str, Any]]:
-    ingest = Ingestor(store.store)
+    ingest = Ingestor(store.store, DubDestination(config(Path("/nonexistent"), "http://127.0.0.1:9").tracking))
 
     async def all_of() -> list[dict[str, Any]]:
         import asyncio
@@ -91,6 +128,7 @@ def test_same_webhook_received_concurrently_is_accepted_once(store: Harness, tmp
     answers = receive_all(store, stripe_source(tmp_path), [delivery] * 12)
     assert sorted(a["status"] for a in answers) == ["accepted"] + ["duplicate"] * 11
     assert store.read(lambda tx: tx.one("SELECT count(*) FROM conversions")[0]) == 1
+    assert store.read(lambda tx: tx.all("SELECT destination, state FROM deliveries")) == [("dub", "pending")]
 
 
 # -- business dedup ---------------------------------------------------------------------
@@ -118,11 +156,14 @@ def test_checkout_and_first_invoice_arriving_together_are_one_sale(store: Harnes
     invoice = signed(fixture("stripe", "invoice.paid"))
     answers = receive_all(store, stripe_source(tmp_path), [checkout, invoice, checkout, invoice])
     assert sorted(a["status"] for a in answers) == ["accepted", "duplicate", "duplicate", "duplicate"]
-    sales = store.read(lambda tx: tx.all("SELECT payload FROM conversions WHERE kind = 'sale'"))
+    sales = store.read(lambda tx: tx.all("SELECT record FROM conversions WHERE kind = 'sale'"))
     assert len(sales) == 1
-    payload = json.loads(sales[0][0])
-    assert payload["invoiceId"] == "in_1SUBFIRST" and payload["customerExternalId"] == "user_43"
-    assert payload["clickId"] == "cl_click_sub"  # whichever came first, the checkout's clickId is on the Sale
+    sale = Conversion.from_json(sales[0][0])
+    assert sale.invoice_id == "in_1SUBFIRST" and sale.customer_external_id == "user_43"
+    assert sale.click_id == "cl_click_sub"  # whichever came first, the checkout's clickId is on the Sale
+    body = dub(tmp_path).render(sale).body or {}
+    assert (body["invoiceId"], body["customerExternalId"], body["clickId"]) == ("in_1SUBFIRST", "user_43",
+                                                                              "cl_click_sub")
 
 
 def test_first_paid_invoice_of_a_subscription_is_recorded_once(store: Harness) -> None:
@@ -158,34 +199,169 @@ def test_concurrent_claims_never_hand_one_conversion_to_two_workers(store: Harne
     ids = seed(store, *[("sale", f"u{i}", "pending") for i in range(120)])
     claimed: list[int] = []
     for _ in range(10):
-        batches = store.concurrently([(lambda o: lambda tx: tx.claim(o, NOW, 60_000, 7))(f"w{w}") for w in range(6)])
-        claimed += [c.id for batch in batches for c in batch]
+        batches = store.concurrently([(lambda o: lambda tx: tx.claim(DUB, o, NOW, 60_000, 7))(f"w{w}")
+                                      for w in range(6)])
+        claimed += [c.conversion_id for batch in batches for c in batch]
     assert sorted(claimed) == sorted(ids)  # all of them, each exactly once
+
+
+def test_a_claim_carries_the_conversion_and_its_delivery(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    (got,) = store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))
+    assert (got.id, got.conversion_id, got.kind, got.source, got.attempts) == (delivery(store, cid)["id"], cid,
+                                                                              "sale", "s", 0)
+    assert (got.created_at, got.window_until) == (0, NOW + DAY_MS)
+    assert Conversion.from_json(got.conversion) == record("sale:0", customer="u1")
+
+
+def test_a_stored_conversion_comes_back_exactly_zero_amounts_test_mode_and_account_scoped_ids_included(
+        store: Harness, tmp_path: Path) -> None:
+    free = Conversion(kind="sale", source="s", provider="shopify", event_name="Purchase", occurred_at=NOW,
+                      customer_external_id="u1", amount=0, currency="usd", invoice_id="1001", invoice_unique=False,
+                      livemode=False, metadata={"orderNumber": 1001})
+
+    def store_it(tx: Tx) -> int:
+        ev = tx.insert_event(event_row("evt_free"))
+        assert ev is not None
+        cid = tx.insert_conversion({**conversion_row(ev, "sale:1001"), "record": free.to_json()})
+        tx.insert_delivery(delivery_row(cid))
+        return cid
+
+    store.tx(store_it)
+    (got,) = store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))
+    back = Conversion.from_json(got.conversion)
+    assert back == free
+    body = dub(tmp_path).render(back).body or {}
+    assert (body["amount"], body["invoiceId"], body["metadata"]["livemode"]) == (0, "s:1001", False)
 
 
 def test_expired_lease_is_claimed_again_and_the_old_owner_cannot_settle_it(store: Harness) -> None:
     (cid,) = seed(store, ("sale", "u1", "pending"))
-    assert [c.id for c in store.tx(lambda tx: tx.claim("a", 1000, 500, 10))] == [cid]
-    assert store.tx(lambda tx: tx.claim("b", 1400, 500, 10)) == []  # lease still held
-    assert [c.id for c in store.tx(lambda tx: tx.claim("b", 1600, 500, 10))] == [cid]
-    store.tx(lambda tx: tx.finish(cid, "a", "dead", "http_400", 1700, 1700, 400, "late"))  # a lost it: no effect
-    assert store.read(lambda tx: tx.one("SELECT state, lease_owner FROM conversions WHERE id = ?", (cid,))) == ("pending", "b")
-    store.tx(lambda tx: tx.finish(cid, "b", "delivered", None, 1800, 1800, 200, None))
-    assert store.read(lambda tx: tx.one("SELECT state FROM conversions WHERE id = ?", (cid,)))[0] == "delivered"
+    (held,) = store.tx(lambda tx: tx.claim(DUB, "a", 1000, 500, 10))
+    assert held.conversion_id == cid
+    assert store.tx(lambda tx: tx.claim(DUB, "b", 1400, 500, 10)) == []  # lease still held
+    assert [c.id for c in store.tx(lambda tx: tx.claim(DUB, "b", 1600, 500, 10))] == [held.id]
+    late = Settlement(held.id, "dead", "http_400", 1700, 400, "late")
+    store.tx(lambda tx: tx.settle("a", 1700, [late]))  # a lost it: no effect
+    assert (delivery(store, cid)["state"], delivery(store, cid)["lease_owner"]) == ("pending", "b")
+    store.tx(lambda tx: tx.settle("b", 1800, [Settlement(held.id, "delivered", None, 1800, 200, None)]))
+    got = delivery(store, cid)
+    assert (got["state"], got["attempts"], got["last_status"], got["delivered_at"], got["lease_owner"]) == (
+        "delivered", 1, 200, 1800, None)
+
+
+def test_a_delivery_the_api_counted_is_delivered_even_when_the_lease_ran_out(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    (held,) = store.tx(lambda tx: tx.claim(DUB, "a", 1000, 500, 10))
+    store.tx(lambda tx: tx.claim(DUB, "b", 1600, 500, 10))
+    store.tx(lambda tx: tx.settle("a", 1700, [Settlement(held.id, "delivered", None, 1700, 200, None)]))
+    assert delivery(store, cid)["state"] == "delivered"  # the API has it: b must not send it again
+    assert store.tx(lambda tx: tx.claim(DUB, "c", 9000, 500, 10)) == []
 
 
 def test_sale_waits_for_its_customers_pending_lead_whoever_claims(store: Harness) -> None:
     lead, sale, other = seed(store, ("lead", "u1", "pending"), ("sale", "u1", "pending"), ("sale", "u2", "pending"))
-    first = store.concurrently([(lambda o: lambda tx: tx.claim(o, NOW, 60_000, 10))(f"w{w}") for w in range(3)])
-    assert sorted(c.id for batch in first for c in batch) == [lead, other]
-    assert store.tx(lambda tx: tx.claim("w9", NOW + 120_000, 60_000, 10))[0].id == lead  # lease ran out: lead again
-    store.tx(lambda tx: tx.finish(lead, "w9", "delivered", None, NOW, NOW, 200, None))
-    assert [c.id for c in store.tx(lambda tx: tx.claim("w1", NOW + 120_000, 60_000, 10))] == [sale]
+    first = store.concurrently([(lambda o: lambda tx: tx.claim(DUB, o, NOW, 60_000, 10))(f"w{w}") for w in range(3)])
+    assert sorted(c.conversion_id for batch in first for c in batch) == [lead, other]
+    again = store.tx(lambda tx: tx.claim(DUB, "w9", NOW + 120_000, 60_000, 10))
+    assert [c.conversion_id for c in again] == [lead, other]  # leases ran out: the lead again, still not its sale
+    store.tx(lambda tx: tx.settle("w9", NOW, [Settlement(again[0].id, "delivered", None, NOW, 200, None)]))
+    assert [c.conversion_id for c in store.tx(lambda tx: tx.claim(DUB, "w1", NOW + 120_000, 60_000, 10))] == [sale]
 
 
 def test_dead_lead_does_not_hold_back_its_sale(store: Harness) -> None:
     _lead, sale = seed(store, ("lead", "u1", "dead"), ("sale", "u1", "pending"))
-    assert [c.id for c in store.tx(lambda tx: tx.claim("w", NOW, 60_000, 10))] == [sale]
+    assert [c.conversion_id for c in store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))] == [sale]
+
+
+def test_each_destination_claims_only_its_own_deliveries(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "delivered"))
+    store.tx(lambda tx: tx.insert_delivery(delivery_row(cid, "pending", destination="other")))
+    assert store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10)) == []
+    (got,) = store.tx(lambda tx: tx.claim("other", "w", NOW, 60_000, 10))
+    assert (got.id, got.conversion_id) == (delivery(store, cid, "other")["id"], cid)
+    # A Lead pending to one destination does not hold back a Sale to another.
+    _lead, sale = seed(store, ("lead", "u2", "pending"), ("sale", "u2", "delivered"))
+    store.tx(lambda tx: tx.insert_delivery(delivery_row(sale, "pending", destination="third")))
+    assert [c.conversion_id for c in store.tx(lambda tx: tx.claim("third", "w", NOW, 60_000, 10))] == [sale]
+
+
+# -- settling: retries, verdicts that do not count, replay -------------------------------
+
+
+def test_a_retry_counts_an_attempt_and_waits_until_its_next_time(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    (held,) = store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))
+    attempt = Attempt(held.id, cid, 503, 7, "retry", None, "busy")
+    store.tx(lambda tx: tx.settle("w", NOW, [Settlement(held.id, "pending", None, NOW + 5000, 503, "busy")],
+                                  [attempt]))
+    got = delivery(store, cid)
+    assert (got["state"], got["attempts"], got["next_attempt_at"], got["lease_owner"], got["last_status"],
+            got["last_error"]) == ("pending", 1, NOW + 5000, None, 503, "busy")
+    assert store.tx(lambda tx: tx.claim(DUB, "w", NOW + 4999, 60_000, 10)) == []
+    (again,) = store.tx(lambda tx: tx.claim(DUB, "w", NOW + 5000, 60_000, 10))
+    assert again.attempts == 1
+    rows = store.read(lambda tx: tx.all("SELECT conversion_id, delivery_id, status_code, outcome FROM attempts"))
+    assert rows == [(cid, held.id, 503, "retry")]
+
+
+def test_not_counted_answers_are_retried_without_spending_max_attempts(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    at = NOW
+    for _ in range(6):  # a sale answered `"sale": null`, again and again, inside the window
+        (held,) = store.tx(lambda tx, t=at: tx.claim(DUB, "w", t, 60_000, 10))
+        assert held.attempts == 0  # the forwarder's max_attempts check sees no spent attempt
+        verdict = Settlement(held.id, "pending", "customer_not_found", at + 1000, 200, '{"sale":null}',
+                             counted=False)
+        answer = Attempt(held.id, cid, 200, 5, "not_counted", None, '{"sale":null}')
+        store.tx(lambda tx, t=at, v=verdict, a=answer: tx.settle("w", t, [v], [a]))
+        got = delivery(store, cid)
+        assert (got["state"], got["reason"], got["attempts"], got["lease_owner"]) == (
+            "pending", "customer_not_found", 0, None)
+        assert store.tx(lambda tx, t=at: tx.claim(DUB, "w", t + 999, 60_000, 10)) == []  # waits its turn
+        at += 1000
+    assert store.read(lambda tx: tx.one("SELECT count(*) FROM attempts WHERE delivery_id = ?", (held.id,)))[0] == 6
+    (held,) = store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
+    store.tx(lambda tx: tx.settle("w", at, [Settlement(held.id, "pending", None, at, 503, None)]))  # counts
+    assert delivery(store, cid)["attempts"] == 1
+    (held,) = store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
+    store.tx(lambda tx: tx.settle("w", at, [Settlement(held.id, "unattributed", "customer_not_found", at, 200,
+                                                       '{"sale":null}', counted=False)]))
+    got = delivery(store, cid)
+    assert (got["state"], got["reason"], got["attempts"], got["delivered_at"]) == (
+        "unattributed", "customer_not_found", 1, None)  # not shown as delivered
+    assert store.tx(lambda tx: tx.claim(DUB, "w", at + DAY_MS, 60_000, 10)) == []
+
+
+def test_requeue_gives_a_dead_delivery_a_fresh_budget_and_window(store: Harness) -> None:
+    dead, pending = seed(store, ("sale", "u1", "dead"), ("sale", "u2", "pending"))
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET attempts = 20, reason = 'max_attempts'"))
+    assert store.tx(lambda tx: tx.requeue([dead, pending, 999_999], NOW, 3_600_000)) == [dead]
+    got = delivery(store, dead)
+    assert (got["state"], got["reason"], got["attempts"], got["next_attempt_at"]) == ("pending", None, 0, NOW)
+    assert store.read(lambda tx: tx.one("SELECT window_until FROM deliveries WHERE id = ?", (got["id"],)))[0] == (
+        NOW + 3_600_000)
+    assert delivery(store, pending)["attempts"] == 20  # not dead: left alone
+    assert {c.conversion_id for c in store.tx(lambda tx: tx.claim(DUB, "w", NOW, 60_000, 10))} == {dead, pending}
+
+
+# -- destinations -----------------------------------------------------------------------
+
+
+def test_destination_pause_state_round_trips_and_every_worker_sees_it(store: Harness) -> None:
+    assert store.read(lambda tx: tx.destination_state(DUB)) == DestinationState(DUB)  # never paused: sending
+    assert store.read(lambda tx: tx.destination_names()) == []
+    paused = DestinationState(DUB, "http_401: Unauthorized", NOW, NOW + 60_000, 3)
+    store.tx(lambda tx: tx.set_destination_state(paused, NOW))
+    seen = store.concurrently([lambda tx: tx.destination_state(DUB) for _ in range(4)])
+    assert seen == [paused] * 4
+    assert store.read(lambda tx: tx.destination_state("other")) == DestinationState("other")
+    probed = DestinationState(DUB, "http_401: Unauthorized", NOW, NOW + 120_000, 4)
+    store.tx(lambda tx: tx.set_destination_state(probed, NOW + 60_000))
+    assert store.read(lambda tx: tx.destination_state(DUB)) == probed
+    store.tx(lambda tx: tx.set_destination_state(DestinationState(DUB), NOW + 120_000))  # a probe succeeded
+    assert store.read(lambda tx: tx.destination_state(DUB)) == DestinationState(DUB)
+    assert store.read(lambda tx: tx.destination_names()) == [DUB]
 
 
 # -- retention --------------------------------------------------------------------------
@@ -202,13 +378,14 @@ def _event_of(store: Harness, conversion_id: int) -> int:
 
 def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store: Harness) -> None:
     old = NOW - 31 * DAY_MS
-    delivered, skipped, pending, dead, young = seed(store, ("sale", "u1", "delivered"), ("lead", "u2", "skipped"),
-                                                   ("sale", "u3", "pending"), ("sale", "u4", "dead"),
-                                                   ("sale", "u5", "delivered"))
-    for cid in (delivered, dead):
-        store.tx(lambda tx, c=cid: tx.record_attempt(c, old, 200, 5, "delivered", None, None))
-    events = {cid: _event_of(store, cid) for cid in (delivered, skipped, pending, dead, young)}
-    _age(store, [events[c] for c in (delivered, skipped, pending, dead)], old)
+    delivered, skipped, unattributed, pending, dead, young = seed(
+        store, ("sale", "u1", "delivered"), ("lead", "u2", "skipped"), ("sale", "u6", "unattributed"),
+        ("sale", "u3", "pending"), ("sale", "u4", "dead"), ("sale", "u5", "delivered"))
+    for cid in (delivered, unattributed, dead):
+        did = delivery(store, cid)["id"]
+        store.tx(lambda tx, c=cid, d=did: tx.settle("w", old, [], [Attempt(d, c, 200, 5, "delivered", None, None)]))
+    events = {cid: _event_of(store, cid) for cid in (delivered, skipped, unattributed, pending, dead, young)}
+    _age(store, [events[c] for c in (delivered, skipped, unattributed, pending, dead)], old)
     bare = [store.tx(lambda tx, i=i: tx.insert_event(event_row(None, old, "duplicate"))) for i in range(5)]
     store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", old))
     store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_old", old))
@@ -216,9 +393,11 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
 
     pruned = store.run(Retention(store.store, 30, batch=2, pause_s=0).run_once(NOW))
 
-    assert pruned == 2 + len(bare)
+    assert pruned == 3 + len(bare)
     left = {r[0] for r in store.read(lambda tx: tx.all("SELECT id FROM conversions"))}
     assert left == {pending, dead, young}
+    owed = store.read(lambda tx: tx.all("SELECT conversion_id, state FROM deliveries"))
+    assert sorted(owed) == sorted([(pending, "pending"), (dead, "dead"), (young, "delivered")])
     kept_events = {r[0] for r in store.read(lambda tx: tx.all("SELECT id FROM events"))}
     assert kept_events == {events[pending], events[dead], events[young]}
     attempts = store.read(lambda tx: tx.all("SELECT conversion_id FROM attempts"))
@@ -226,6 +405,17 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     assert store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", NOW)) == 0  # still a duplicate
     assert store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_new", NOW)) == "in_old"
     assert store.read(lambda tx: tx.identity("s", "customer", "cus_old")).external_id == "user_old"  # type: ignore[union-attr]
+
+
+def test_retention_keeps_a_conversion_while_any_destination_still_owes_it(store: Harness) -> None:
+    (cid,) = seed(store, ("sale", "u1", "delivered"))
+    store.tx(lambda tx: tx.insert_delivery(delivery_row(cid, "pending", destination="other")))
+    _age(store, [_event_of(store, cid)], NOW - 31 * DAY_MS)
+    assert store.run(Retention(store.store, 30, pause_s=0).run_once(NOW)) == 0
+    assert delivery(store, cid)["state"] == "delivered" and delivery(store, cid, "other")["state"] == "pending"
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET state = 'unattributed' WHERE destination = 'other'"))
+    assert store.run(Retention(store.store, 30, pause_s=0).run_once(NOW)) == 1
+    assert store.read(lambda tx: tx.one("SELECT count(*) FROM deliveries"))[0] == 0
 
 
 def test_retention_never_prunes_inside_the_three_day_retry_window(store: Harness) -> None:
@@ -243,7 +433,7 @@ def test_renewal_a_year_later_keeps_its_identity_and_an_old_invoice_is_still_a_d
     customer, invoice = fixture("stripe", "customer.created"), fixture("stripe", "invoice.paid")
     receive_all(store, source, [signed(customer)])
     receive_all(store, source, [signed(invoice)])
-    store.tx(lambda tx: tx.execute("UPDATE conversions SET state = 'delivered'"))
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET state = 'delivered'"))
     assert store.run(Retention(store.store, 30, pause_s=0).run_once(NOW + 365 * DAY_MS)) == 2
     assert store.read(lambda tx: tx.one("SELECT count(*) FROM events")[0]) == 0
 
@@ -254,11 +444,17 @@ def test_renewal_a_year_later_keeps_its_identity_and_an_old_invoice_is_still_a_d
     renewal["id"] = "evt_renewal"
     renewal["data"]["object"].update(id="in_RENEWAL", billing_reason="subscription_cycle")
     assert receive_all(store, source, [signed(renewal)])[0]["status"] == "accepted"
-    payload = json.loads(store.read(lambda tx: tx.one("SELECT payload FROM conversions WHERE state = 'pending'"))[0])
-    assert payload["customerExternalId"] == "user_43" and payload["eventName"] == "Subscription renewal"
+    (raw,) = store.read(lambda tx: tx.one("SELECT c.record FROM conversions c JOIN deliveries d "
+                                          "ON d.conversion_id = c.id WHERE d.state = 'pending'"))
+    renewed = Conversion.from_json(raw)
+    assert renewed.customer_external_id == "user_43" and renewed.event_name == "Subscription renewal"
 
 
 def test_purge_removes_only_dead_letters(store: Harness) -> None:
     dead, pending = seed(store, ("sale", "u1", "dead"), ("sale", "u2", "pending"))
+    did = delivery(store, dead)["id"]
+    store.tx(lambda tx: tx.settle("w", NOW, [], [Attempt(did, dead, 422, 5, "dead", None, "refused")]))
     assert store.tx(lambda tx: tx.purge_dead([dead, pending])) == 1
     assert [r[0] for r in store.read(lambda tx: tx.all("SELECT id FROM conversions"))] == [pending]
+    assert [r[0] for r in store.read(lambda tx: tx.all("SELECT conversion_id FROM deliveries"))] == [pending]
+    assert store.read(lambda tx: tx.one("SELECT count(*) FROM attempts"))[0] == 0

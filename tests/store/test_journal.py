@@ -10,12 +10,13 @@ import stripe
 from starlette.datastructures import Headers
 
 from adapter.ingest import now_ms
-from adapter.journal import dead_conversion_ids, journey, list_events, parse_since, requeue
+from adapter.journal import dead_conversion_ids, journey, list_events, outbox_summary, parse_since, requeue
+from adapter.records import Attempt, DestinationState, Settlement
 from adapter.stats import hourly, stats
 from adapter.store import Tx
 from tests.conftest import fixture
 from tests.store.conftest import Harness
-from tests.store.test_contract import receive_all, signed, stripe_source
+from tests.store.test_contract import dub, receive_all, signed, stripe_source
 
 
 def _forged(event: dict[str, Any]) -> tuple[bytes, Headers]:
@@ -36,10 +37,11 @@ def _ingest_a_day(store: Harness, tmp_path: Path) -> dict[str, Any]:
     sale_id = answers[0]["conversions"][0]["id"]
 
     def dead_letter(tx: Tx) -> None:
-        claimed = tx.claim("w1", now_ms(), 60_000, 10)
-        assert [c.id for c in claimed] == [sale_id]
-        tx.record_attempt(sale_id, now_ms(), 422, 12, "dead", None, '{"error": "unknown customer"}')
-        tx.finish(sale_id, "w1", "dead", "http_422", now_ms(), now_ms(), 422, '{"error": "unknown customer"}')
+        claimed = tx.claim("dub", "w1", now_ms(), 60_000, 10)
+        assert [c.conversion_id for c in claimed] == [sale_id]
+        answer = '{"error": "unknown customer"}'
+        tx.settle("w1", now_ms(), [Settlement(claimed[0].id, "dead", "http_422", now_ms(), 422, answer)],
+                  [Attempt(claimed[0].id, sale_id, 422, 12, "dead", None, answer)])
 
     store.tx(dead_letter)
     return {"answers": answers, "sale_id": sale_id, "purchase_event": answers[0]["eventId"]}
@@ -63,11 +65,13 @@ def test_events_filter_by_status_source_state_and_since(store: Harness, tmp_path
 
 def test_journey_tells_why_and_every_attempt(store: Harness, tmp_path: Path) -> None:
     day = _ingest_a_day(store, tmp_path)
-    ev = store.read(lambda tx: journey(tx, day["purchase_event"]))
+    ev = store.read(lambda tx: journey(tx, day["purchase_event"], dub(tmp_path)))
     assert ev is not None and ev["livemode"] is False and json.loads(ev["body"])["type"] == "checkout.session.completed"
     (conv,) = ev["conversions"]
     assert conv["state"] == "dead" and conv["reason"] == "http_422" and "replay" in conv["reason_text"]
-    assert conv["payload"]["eventName"] == "Purchase"
+    assert conv["destination"] == "dub" and conv["record"]["event_name"] == "Purchase"
+    assert conv["payload"]["eventName"] == "Purchase"  # the request Dub was sent
+    assert conv["idempotency_key"].startswith("sale:stripe:")
     (attempt,) = conv["attempts_log"]
     assert attempt["status_code"] == 422 and attempt["latency_ms"] == 12 and "unknown customer" in attempt["response_excerpt"]
     rejected = store.read(lambda tx: list_events(tx, status="rejected"))[0]
@@ -83,8 +87,30 @@ def test_stats_count_sources_statuses_outbox_and_dead_letters(store: Harness, tm
     assert counts["rejected"] == {"invalid_signature": 1}
     assert counts["conversions"] == {"sale": {"dead": 1}}
     assert counts["outbox"] == {"pending": 0, "dead": 1, "oldest_pending_age_s": None}
+    assert counts["destinations"] == []  # never paused
+    assert store.read(outbox_summary) == {"dead": 1}
     later = store.read(lambda tx: stats(tx, now_ms(), since_ms=now_ms() + 60_000))
     assert later["events"]["accepted"] == 0 and later["outbox"]["dead"] == 1  # the outbox is always now
+
+
+def test_stats_say_why_a_destination_is_paused_and_unattributed_is_its_own_state(
+        store: Harness, tmp_path: Path) -> None:
+    day = _ingest_a_day(store, tmp_path)
+    at = now_ms()
+    store.tx(lambda tx: tx.set_destination_state(DestinationState("dub", "http_401: Unauthorized", at, at + 60_000, 1),
+                                                 at))
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET state = 'unattributed', reason = 'customer_not_found' "
+                                   "WHERE conversion_id = ?", (day["sale_id"],)))
+    counts = store.read(lambda tx: stats(tx, now_ms()))
+    assert counts["destinations"] == [{"name": "dub", "paused_reason": "http_401: Unauthorized", "paused_at": at,
+                                       "next_probe_at": at + 60_000, "failures": 1}]
+    assert counts["conversions"] == {"sale": {"unattributed": 1}}
+    assert counts["outbox"] == {"pending": 0, "dead": 0, "oldest_pending_age_s": None}
+    assert store.read(outbox_summary) == {"unattributed": 1}
+    (conv,) = store.read(lambda tx: journey(tx, day["purchase_event"]))["conversions"]  # type: ignore[index]
+    assert conv["state"] == "unattributed" and "counted nothing" in conv["reason_text"]
+    assert "payload" not in conv  # no destination given: the neutral record only
+    assert store.read(lambda tx: list_events(tx, state="unattributed"))[-1]["id"] == day["purchase_event"]
 
 
 def test_hourly_buckets_accepted_ignored_and_failed(store: Harness, tmp_path: Path) -> None:

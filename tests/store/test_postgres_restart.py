@@ -18,7 +18,7 @@ from adapter.receiver import TrackingReceiver, free_port, run_in_thread
 from adapter.store import open_store
 from tests.conftest import fixture, wait_for
 from tests.store import procs
-from tests.store.pg import PrivateCluster
+from tests.store.pg import PrivateCluster, missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def cluster() -> Iterator[PrivateCluster]:
     reason = PrivateCluster.unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     pg = PrivateCluster(free_port()).init()
     try:
         pg.start()
