@@ -312,6 +312,16 @@ def test_quota_comes_back_gradually_not_all_at_the_reset(api: Api) -> None:
     assert [api.lead(customerExternalId=f"c{i}").status_code for i in range(3)] == [200, 200, 429]
 
 
+def test_the_window_is_per_key(api: Api) -> None:
+    """ratelimit(...).limit(apiKey): each key has its own window."""
+    api.receiver.rate_limit = 1
+    api.receiver.workspace_keys.add("dub_other")
+    assert api.lead().status_code == 200 and api.lead(customerExternalId="u2").status_code == 429
+    other = api.client.post("/track/lead", headers={"Authorization": "Bearer dub_other"},
+                            json={"clickId": "cl_1", "eventName": "Sign up", "customerExternalId": "u3"})
+    assert other.status_code == 200 and other.headers["x-ratelimit-remaining"] == "0"
+
+
 def test_unknown_keys_get_no_rate_limit_headers(api: Api) -> None:
     api.receiver.rate_limit = 10
     response = httpx.post(str(api.client.base_url) + "/track/lead", json={},
@@ -362,6 +372,14 @@ def test_unknown_click_is_404_and_its_retry_records_nothing(api: Api) -> None:
     assert retry.status_code == 200 and retry.json()["link"] is None
     assert api.receiver.counted_leads() == []
     assert api.lead(clickId="cl_known", customerExternalId="user_2").json()["link"] is not None
+
+
+def test_lead_click_id_is_a_required_string_and_mode_an_enum(api: Api) -> None:
+    """Track-lead API reference: clickId required (type string, not nullable); mode async|wait|deferred."""
+    assert issue(api.lead(clickId=...)) == "invalid_type: clickId: Required"
+    assert issue(api.lead(clickId=None)) == "invalid_type: clickId: Expected string, received null"
+    assert issue(api.lead(mode="sync")).startswith("invalid_enum_value: mode")
+    assert api.lead(customerAvatar="https://example.com/" + "a" * 500).status_code == 200  # no limit any more
 
 
 def test_empty_click_id_uses_the_customers_click_or_is_400(api: Api) -> None:
