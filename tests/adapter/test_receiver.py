@@ -137,6 +137,7 @@ def test_amount_is_a_non_negative_safe_integer(api: Api, amount: Any, expected: 
 
 
 def test_an_integral_float_is_counted_as_an_integer(api: Api) -> None:
+    """sales.ts .int(): JSON.parse gives the number 49 for `49.0`; the sale counts 49."""
     api.lead()
     assert api.sale(amount=49.0).json()["sale"]["amount"] == 49
     assert api.receiver.counted_sales()[0].amount == 49
@@ -182,6 +183,7 @@ def test_customer_name_is_at_most_100_and_not_trimmed(api: Api) -> None:
     "ada@example.com", "a.b+tag@sub.example.co", "o'neil@example.org", "x_y-z@a-b.example.io", "A@EXAMPLE.COM",
 ])
 def test_valid_emails_pass_zods_pattern(api: Api, email: str) -> None:
+    """leads.ts customerEmail z.string().email(): the API reference's pattern accepts these."""
     assert api.lead(customerEmail=email).status_code == 200
 
 
@@ -197,6 +199,7 @@ def test_invalid_emails_are_refused_with_zods_pattern(api: Api, email: str) -> N
 
 
 def test_email_is_at_most_100(api: Api) -> None:
+    """leads.ts / sales.ts: customerEmail .email().max(100)."""
     email = "a" * 88 + "@example.com"
     assert len(email) == 100 and api.lead(customerEmail=email).status_code == 200
     assert issue(api.lead(customerEmail="a" + email)).startswith("too_big: customerEmail")
@@ -220,6 +223,7 @@ def test_metadata_limit_counts_javascripts_json_stringify(api: Api, filler: str)
 
 
 def test_js_stringify_matches_javascript() -> None:
+    """The metadata refine counts JSON.stringify: JavaScript's number and string forms."""
     assert js_stringify({"a": [1.0, 0.5, 1e21, 1e-7, 0.000001, 123456789012345680000, -0.0, None, True]}) == \
         '{"a":[1,0.5,1e+21,1e-7,0.000001,123456789012345680000,0,null,true]}'
     assert js_stringify({"é": "\n\"\\\u2028"}) == '{"é":"\\n\\"\\\\\u2028"}'
@@ -227,6 +231,7 @@ def test_js_stringify_matches_javascript() -> None:
 
 
 def test_metadata_must_be_an_object(api: Api) -> None:
+    """leads.ts metadata z.record(z.unknown()).nullish(): an object or null, not an array."""
     assert issue(api.lead(metadata=[1, 2])) == "invalid_type: metadata: Expected object, received array"
     assert api.lead(metadata=None).status_code == 200
 
@@ -243,6 +248,7 @@ def test_invalid_json_is_400_and_a_non_object_is_422(api: Api) -> None:
 # ---- authentication and plan: apps/web/lib/auth/workspace.ts ---------------------------------
 
 def test_missing_wrong_and_misconfigured_keys(api: Api) -> None:
+    """apps/web/lib/auth/workspace.ts: missing key 401, unknown key 401, no 'Bearer ' 400."""
     body = {"clickId": "cl_1", "eventName": "Sign up", "customerExternalId": "u"}
     url = str(api.client.base_url) + "/track/lead"
     assert error(httpx.post(url, json=body), 401, "unauthorized") == "Missing Authorization header."
@@ -255,6 +261,7 @@ def test_missing_wrong_and_misconfigured_keys(api: Api) -> None:
 
 
 def test_a_personal_key_is_answered_workspace_id_not_found(api: Api) -> None:
+    """workspace.ts: not a workspace key and no workspaceId → 404."""
     api.receiver.personal_keys.add("personal_1")
     response = api.client.post("/track/lead", headers={"Authorization": "Bearer personal_1"},
                                json={"clickId": "cl_1", "eventName": "Sign up", "customerExternalId": "u"})
@@ -262,6 +269,7 @@ def test_a_personal_key_is_answered_workspace_id_not_found(api: Api) -> None:
 
 
 def test_a_plan_without_conversion_tracking_is_403(api: Api) -> None:
+    """workspace.ts plan check; the track routes require business and above."""
     api.receiver.forbidden_keys.add("dub_pro")
     response = api.client.post("/track/sale", headers={"Authorization": "Bearer dub_pro"},
                                json={"customerExternalId": "u", "amount": 1})
@@ -283,6 +291,7 @@ def test_each_workspace_key_has_its_own_state(api: Api) -> None:
 # ---- rate limit: workspace.ts + apps/web/lib/upstash/ratelimit.ts (slidingWindow) -------------
 
 def test_no_rate_limit_headers_by_default(api: Api) -> None:
+    """The stand-in's departure: no limiter unless `rate_limit` is set (see its docstring)."""
     assert "x-ratelimit-limit" not in api.lead().headers
 
 
@@ -312,7 +321,18 @@ def test_quota_comes_back_gradually_not_all_at_the_reset(api: Api) -> None:
     assert [api.lead(customerExternalId=f"c{i}").status_code for i in range(3)] == [200, 200, 429]
 
 
+def test_the_window_is_per_key(api: Api) -> None:
+    """ratelimit(...).limit(apiKey): each key has its own window."""
+    api.receiver.rate_limit = 1
+    api.receiver.workspace_keys.add("dub_other")
+    assert api.lead().status_code == 200 and api.lead(customerExternalId="u2").status_code == 429
+    other = api.client.post("/track/lead", headers={"Authorization": "Bearer dub_other"},
+                            json={"clickId": "cl_1", "eventName": "Sign up", "customerExternalId": "u3"})
+    assert other.status_code == 200 and other.headers["x-ratelimit-remaining"] == "0"
+
+
 def test_unknown_keys_get_no_rate_limit_headers(api: Api) -> None:
+    """workspace.ts: the limiter runs after the key is found; a 401 has no headers."""
     api.receiver.rate_limit = 10
     response = httpx.post(str(api.client.base_url) + "/track/lead", json={},
                           headers={"Authorization": "Bearer nope"})
@@ -322,6 +342,7 @@ def test_unknown_keys_get_no_rate_limit_headers(api: Api) -> None:
 # ---- leads: apps/web/lib/api/conversions/track-lead.ts -------------------------------------
 
 def test_lead_answer_shape(api: Api) -> None:
+    """track-lead.ts (newest) / track-lead API reference: {click, link, customer}."""
     answer = api.lead(customerName="Ada", customerEmail="ada@example.com").json()
     assert answer["click"] == {"id": "cl_1"}
     assert set(answer["link"]) == {"id", "domain", "key", "shortLink", "url", "partnerId", "programId", "tenantId",
@@ -330,6 +351,7 @@ def test_lead_answer_shape(api: Api) -> None:
 
 
 def test_wait_mode_makes_the_lead_visible_to_a_sale_at_once(api: Api) -> None:
+    """track-lead.ts: mode wait caches the lead (leadCache) before answering."""
     api.lead(mode="wait")
     assert api.sale().json()["sale"]["amount"] == 4900
 
@@ -364,6 +386,14 @@ def test_unknown_click_is_404_and_its_retry_records_nothing(api: Api) -> None:
     assert api.lead(clickId="cl_known", customerExternalId="user_2").json()["link"] is not None
 
 
+def test_lead_click_id_is_a_required_string_and_mode_an_enum(api: Api) -> None:
+    """Track-lead API reference: clickId required (type string, not nullable); mode async|wait|deferred."""
+    assert issue(api.lead(clickId=...)) == "invalid_type: clickId: Required"
+    assert issue(api.lead(clickId=None)) == "invalid_type: clickId: Expected string, received null"
+    assert issue(api.lead(mode="sync")).startswith("invalid_enum_value: mode")
+    assert api.lead(customerAvatar="https://example.com/" + "a" * 500).status_code == 200  # no limit any more
+
+
 def test_empty_click_id_uses_the_customers_click_or_is_400(api: Api) -> None:
     """clickId "" = deferred lead tracking: the customer's click, else 400."""
     assert error(api.lead(clickId=""), 400, "bad_request").startswith("The `clickId` property was not provided")
@@ -374,6 +404,7 @@ def test_empty_click_id_uses_the_customers_click_or_is_400(api: Api) -> None:
 
 
 def test_deferred_mode_creates_the_customer_only(api: Api) -> None:
+    """track-lead.ts: deferred upserts the customer, records no lead, sets no dedup key."""
     api.lead(mode="deferred", clickId="cl_9")
     assert api.receiver.counted_leads() == []
     assert error(api.sale(), 404, "not_found").startswith("Lead event not found")
@@ -385,6 +416,7 @@ def test_deferred_mode_creates_the_customer_only(api: Api) -> None:
 # ---- sales: apps/web/lib/api/conversions/track-sale.ts -------------------------------------
 
 def test_sale_answer_shape(api: Api) -> None:
+    """sales.ts trackSaleResponseSchema: {eventName, customer, sale}."""
     api.lead(customerName="Ada")
     answer = api.sale(metadata={"provider": "stripe"}).json()
     assert set(answer) == {"eventName", "customer", "sale"}
@@ -394,6 +426,7 @@ def test_sale_answer_shape(api: Api) -> None:
 
 
 def test_unknown_customer_without_click_is_200_with_nothing_counted_or_cached(api: Api) -> None:
+    """track-sale.ts: no customer, no clickId → 200 sale null, not cached."""
     answer = api.sale(customerExternalId="stranger")
     assert answer.status_code == 200
     assert answer.json() == {"eventName": "Purchase", "customer": None, "sale": None}
@@ -403,6 +436,7 @@ def test_unknown_customer_without_click_is_200_with_nothing_counted_or_cached(ap
 
 
 def test_direct_sale_tracking_creates_customer_and_lead(api: Api) -> None:
+    """track-sale.ts direct sale tracking: a clickId creates customer and lead."""
     api.receiver.known_clicks = {"cl_direct"}
     answer = api.sale(customerExternalId="walk_in", clickId="cl_direct", customerEmail="w@example.com").json()
     assert answer["customer"]["externalId"] == "walk_in" and answer["customer"]["name"] == "w@example.com"
@@ -413,11 +447,13 @@ def test_direct_sale_tracking_creates_customer_and_lead(api: Api) -> None:
 
 
 def test_direct_sale_lead_takes_lead_event_name(api: Api) -> None:
+    """track-sale.ts: the direct-sale lead is named `leadEventName ?? "Sign up"`."""
     api.sale(customerExternalId="walk_in", clickId="cl_1", leadEventName="Demo booked")
     assert api.receiver.counted_leads()[0].event_name == "Demo booked"
 
 
 def test_zero_amount_counts_nothing_and_caches_nothing(api: Api) -> None:
+    """track-sale.ts _trackSale: amount <= 0 → sale null, before the cache is set."""
     api.lead()
     assert api.sale(amount=0).json() == {"eventName": "Purchase", "customer": None, "sale": None}
     assert api.receiver.counted_sales() == []
@@ -425,6 +461,7 @@ def test_zero_amount_counts_nothing_and_caches_nothing(api: Api) -> None:
 
 
 def test_invoice_dedup_returns_the_cached_answer_for_7_days(api: Api) -> None:
+    """track-sale.ts: trackSale:{workspace}:invoiceId:{id} caches the answer a week."""
     api.lead()
     first = api.sale(amount=4900).json()
     again = api.sale(amount=1, eventName="Other", metadata={"x": 1})
@@ -436,6 +473,7 @@ def test_invoice_dedup_returns_the_cached_answer_for_7_days(api: Api) -> None:
 
 
 def test_sale_without_invoice_is_never_deduplicated(api: Api) -> None:
+    """track-sale.ts: the invoice cache is used only when invoiceId is set."""
     api.lead()
     api.sale(invoiceId=None)
     api.sale(invoiceId=...)
@@ -443,6 +481,7 @@ def test_sale_without_invoice_is_never_deduplicated(api: Api) -> None:
 
 
 def test_lead_event_name_picks_the_lead(api: Api) -> None:
+    """track-sale.ts: getLeadEvent({customerId, eventName: leadEventName})."""
     api.lead(eventName="Sign up")
     assert error(api.sale(leadEventName="Started Trial"), 404, "not_found") == \
         "Lead event not found for externalId: user_1 and leadEventName: Started Trial"
@@ -450,6 +489,7 @@ def test_lead_event_name_picks_the_lead(api: Api) -> None:
 
 
 def test_other_currencies_are_converted_to_usd_when_a_rate_is_set(api: Api) -> None:
+    """track-sale.ts: non-USD sales are converted to USD (Math.round)."""
     api.receiver.usd_rates = {"jpy": 0.67}
     api.lead()
     assert api.sale(amount=1437, currency="JPY").json()["sale"] == {
@@ -469,6 +509,7 @@ def _counted_sale_with_commission(api: Api, invoice: str = "in_1", amount: int =
 
 
 def test_no_program_is_404_program_not_found(api: Api) -> None:
+    """get-default-program-id-or-throw.ts: no default program → 404."""
     assert error(api.client.get("/commissions", params={"invoiceId": "in_1"}), 404, "not_found") == \
         "Program not found"
     assert error(api.client.patch("/commissions/cm_1", json={"status": "refunded"}), 404, "not_found") == \
@@ -476,6 +517,7 @@ def test_no_program_is_404_program_not_found(api: Api) -> None:
 
 
 def test_commission_appears_after_the_sale_and_is_found_by_invoice(api: Api) -> None:
+    """commissions/route.ts ?invoiceId; created after the answer (waitUntil)."""
     commission = _counted_sale_with_commission(api, amount=10_000)
     assert commission["status"] == "pending" and commission["type"] == "sale"
     assert (commission["amount"], commission["earnings"], commission["currency"]) == (10_000, 1_000, "usd")
@@ -485,6 +527,7 @@ def test_commission_appears_after_the_sale_and_is_found_by_invoice(api: Api) -> 
 
 
 def test_a_sale_on_a_non_partner_link_has_no_commission(api: Api) -> None:
+    """track-sale.ts: a commission only for a link with program and partner."""
     api.receiver.program, api.receiver.partner_clicks = True, {"cl_partner"}
     api.lead(clickId="cl_plain")
     api.sale()
@@ -493,6 +536,7 @@ def test_a_sale_on_a_non_partner_link_has_no_commission(api: Api) -> None:
 
 
 def test_refund_status_then_again_is_400(api: Api) -> None:
+    """update-partner-commission.ts: the same status again is 400."""
     c = _counted_sale_with_commission(api)
     updated = api.client.patch(f"/commissions/{c['id']}", json={"status": "refunded"}).json()
     assert updated["status"] == "refunded" and updated["amount"] == 10_000
@@ -501,6 +545,7 @@ def test_refund_status_then_again_is_400(api: Api) -> None:
 
 
 def test_a_paid_commission_cannot_be_changed(api: Api) -> None:
+    """update-partner-commission.ts: a paid commission is 400."""
     c = _counted_sale_with_commission(api)
     api.receiver.commissions()[0].status = "paid"
     listed = api.client.get("/commissions", params={"invoiceId": "in_1"}).json()[0]
@@ -511,6 +556,7 @@ def test_a_paid_commission_cannot_be_changed(api: Api) -> None:
 
 
 def test_sale_amount_is_absolute_and_modify_sale_amount_relative(api: Api) -> None:
+    """update-partner-commission.ts: saleAmount absolute, modifySaleAmount relative."""
     c = _counted_sale_with_commission(api, amount=10_000)
     path = f"/commissions/{c['id']}"
     for _ in range(2):  # absolute: a retried request changes nothing more
@@ -524,6 +570,7 @@ def test_sale_amount_is_absolute_and_modify_sale_amount_relative(api: Api) -> No
 
 
 def test_patch_validates_its_body_and_the_id(api: Api) -> None:
+    """commissions.ts updateCommissionSchema; unknown id → 404."""
     c = _counted_sale_with_commission(api)
     assert issue(api.client.patch(f"/commissions/{c['id']}", json={"status": "paid"})).startswith(
         "invalid_enum_value: status")
@@ -534,6 +581,7 @@ def test_patch_validates_its_body_and_the_id(api: Api) -> None:
 
 
 def test_commission_list_filters_and_validates_status(api: Api) -> None:
+    """commissions.ts getCommissionsQuerySchema: status is a CommissionStatus."""
     _counted_sale_with_commission(api, "in_1")
     _counted_sale_with_commission(api, "in_2")
     api.receiver.commissions()[0].status = "processed"
@@ -545,6 +593,7 @@ def test_commission_list_filters_and_validates_status(api: Api) -> None:
 # ---- fault injection and records -----------------------------------------------------------
 
 def test_scripted_failure_counts_nothing_then_the_real_answer(api: Api) -> None:
+    """Fault injection (not Dub's): a scripted error changes nothing."""
     api.receiver.script.append((503, {"Retry-After": "1"}))
     first = api.lead()
     assert first.status_code == 503 and first.headers["retry-after"] == "1"
@@ -554,6 +603,7 @@ def test_scripted_failure_counts_nothing_then_the_real_answer(api: Api) -> None:
 
 
 def test_respond_hook_sees_kind_and_body_and_a_2xx_is_the_real_answer(api: Api) -> None:
+    """Fault injection (not Dub's): `respond` picks answers."""
     seen: list[tuple[str, str]] = []
 
     def respond(kind: str, body: dict[str, Any]) -> tuple[int, dict[str, str]] | None:
@@ -568,6 +618,7 @@ def test_respond_hook_sees_kind_and_body_and_a_2xx_is_the_real_answer(api: Api) 
 
 
 def test_requests_are_recorded_apart_from_what_was_counted(api: Api) -> None:
+    """What was received (`requests`) is not what was counted."""
     api.lead(customerExternalId="x" * 101)
     api.lead(headers_marker=1)
     api.lead()
@@ -577,6 +628,7 @@ def test_requests_are_recorded_apart_from_what_was_counted(api: Api) -> None:
 
 
 def test_by_key_groups_answered_requests_by_idempotency_key(api: Api) -> None:
+    """Dub ignores Idempotency-Key; the receiver groups by it for tests."""
     body = json.dumps({"clickId": "cl_1", "eventName": "Sign up", "customerExternalId": "u"})
     for _ in range(2):
         api.client.post("/track/lead", content=body, headers={"Idempotency-Key": "lead:stripe:u:Sign up"})
@@ -584,5 +636,6 @@ def test_by_key_groups_answered_requests_by_idempotency_key(api: Api) -> None:
 
 
 def test_old_constructor_arguments_still_work() -> None:
+    """Existing tests and the demo construct the receiver with these keywords."""
     receiver = TrackingReceiver(api_key="k", respond=lambda kind, body: None, delay_s=0.0)
     assert receiver.requests == [] and not receiver.script and receiver.known_clicks is None
