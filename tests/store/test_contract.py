@@ -18,7 +18,7 @@ from adapter.ingest import Ingestor
 from adapter.plugin import Source, build_sources, load_providers
 from adapter.records import Attempt, Conversion, DestinationState, Settlement
 from adapter.retention import DAY_MS, Retention
-from adapter.store import Identity, Tx
+from adapter.store import Claimed, Identity, Tx
 from tests.conftest import STRIPE_SECRET, config, fixture
 from tests.store.conftest import Harness
 
@@ -307,18 +307,23 @@ def test_a_retry_counts_an_attempt_and_waits_until_its_next_time(store: Harness)
 
 def test_not_counted_answers_are_retried_without_spending_max_attempts(store: Harness) -> None:
     (cid,) = seed(store, ("sale", "u1", "pending"))
+    def claim(at: int) -> list[Claimed]:
+        return store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
+
+    def settle(at: int, verdict: Settlement, *attempts: Attempt) -> None:
+        store.tx(lambda tx: tx.settle("w", at, [verdict], attempts))
+
     at = NOW
     for _ in range(6):  # a sale answered `"sale": null`, again and again, inside the window
-        (held,) = store.tx(lambda tx, t=at: tx.claim(DUB, "w", t, 60_000, 10))
+        (held,) = claim(at)
         assert held.attempts == 0  # the forwarder's max_attempts check sees no spent attempt
-        verdict = Settlement(held.id, "pending", "customer_not_found", at + 1000, 200, '{"sale":null}',
-                             counted=False)
-        answer = Attempt(held.id, cid, 200, 5, "not_counted", None, '{"sale":null}')
-        store.tx(lambda tx, t=at, v=verdict, a=answer: tx.settle("w", t, [v], [a]))
+        settle(at, Settlement(held.id, "pending", "customer_not_found", at + 1000, 200, '{"sale":null}',
+                              counted=False),
+               Attempt(held.id, cid, 200, 5, "not_counted", None, '{"sale":null}'))
         got = delivery(store, cid)
         assert (got["state"], got["reason"], got["attempts"], got["lease_owner"]) == (
             "pending", "customer_not_found", 0, None)
-        assert store.tx(lambda tx, t=at: tx.claim(DUB, "w", t + 999, 60_000, 10)) == []  # waits its turn
+        assert claim(at + 999) == []  # waits its turn
         at += 1000
     assert store.read(lambda tx: tx.one("SELECT count(*) FROM attempts WHERE delivery_id = ?", (held.id,)))[0] == 6
     (held,) = store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
@@ -381,12 +386,12 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     delivered, skipped, unattributed, pending, dead, young = seed(
         store, ("sale", "u1", "delivered"), ("lead", "u2", "skipped"), ("sale", "u6", "unattributed"),
         ("sale", "u3", "pending"), ("sale", "u4", "dead"), ("sale", "u5", "delivered"))
-    for cid in (delivered, unattributed, dead):
-        did = delivery(store, cid)["id"]
-        store.tx(lambda tx, c=cid, d=did: tx.settle("w", old, [], [Attempt(d, c, 200, 5, "delivered", None, None)]))
+    logged = [Attempt(delivery(store, c)["id"], c, 200, 5, "delivered", None, None)
+              for c in (delivered, unattributed, dead)]
+    store.tx(lambda tx: tx.settle("w", old, [], logged))
     events = {cid: _event_of(store, cid) for cid in (delivered, skipped, unattributed, pending, dead, young)}
     _age(store, [events[c] for c in (delivered, skipped, unattributed, pending, dead)], old)
-    bare = [store.tx(lambda tx, i=i: tx.insert_event(event_row(None, old, "duplicate"))) for i in range(5)]
+    bare = [store.tx(lambda tx: tx.insert_event(event_row(None, old, "duplicate"))) for _ in range(5)]
     store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", old))
     store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_old", old))
     store.tx(lambda tx: tx.remember("s", "customer", "cus_old", Identity("user_old", True, None, None, None), old))
