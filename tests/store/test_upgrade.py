@@ -35,6 +35,7 @@ from tests.conftest import config, fixture, wait_for
 from tests.store import v1
 from tests.store.conftest import Harness
 from tests.store.test_contract import signed, stripe_source
+from tests.store.test_postgres import hooktrack, write_config
 
 V1_COLUMNS = {"payload", "idempotency_key", "state", "reason", "attempts", "next_attempt_at", "lease_owner",
               "lease_until", "delivered_at", "last_status", "last_error"}
@@ -140,6 +141,19 @@ def test_upgrade_records_version_2_and_leaves_the_schema_a_fresh_store_has(url: 
     assert {"delivery_id", "step"} <= {c[0] for c in upgraded["columns"]["attempts"]}
     assert {"conversions_due", "conversions_customer", "conversions_state"}.isdisjoint(upgraded["indexes"])
     assert upgraded == fresh  # the same tables, columns, types and indexes as a store made by this release
+
+
+def test_hooktrack_migrate_upgrades_a_version_1_store_and_check_then_passes(url: str, tmp_path: Path) -> None:
+    v1.write_v1_store(url)
+    config = write_config(tmp_path, url)
+    out = hooktrack("migrate", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert f"schema version {SCHEMA_VERSION}" in out.stdout
+    assert sql(url, "SELECT state, count(*) FROM deliveries GROUP BY state ORDER BY state") == [
+        ("dead", 1), ("delivered", 1), ("pending", 2), ("skipped", 1)]
+    checked = hooktrack("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert f"(schema version {SCHEMA_VERSION})" in checked.stdout
 
 
 def test_migrating_again_changes_nothing(url: str) -> None:
