@@ -13,6 +13,7 @@ from typing import Any
 import stripe
 from starlette.datastructures import Headers
 
+from adapter.destinations import build_destination
 from adapter.destinations.dub import DubDestination
 from adapter.ingest import Ingestor
 from adapter.plugin import Source, build_sources, load_providers
@@ -92,11 +93,12 @@ def signed(event: dict[str, Any]) -> tuple[bytes, Headers]:
 
 
 def dub(tmp_path: Path) -> DubDestination:
+    """The `dub` destination as the test config's `[tracking]` builds it (nothing is sent here)."""
     return DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking)
 
 
 def receive_all(store: Harness, source: Source, deliveries: list[tuple[bytes, Headers]]) -> list[dict[str, Any]]:
-    ingest = Ingestor(store.store, DubDestination(config(Path("/nonexistent"), "http://127.0.0.1:9").tracking))
+    ingest = Ingestor(store.store, build_destination(config(Path("unused"), "http://127.0.0.1:9")))
 
     async def all_of() -> list[dict[str, Any]]:
         import asyncio

@@ -77,8 +77,8 @@ def upgraded(url: str) -> Iterator[tuple[Harness, v1.V1]]:
         harness.close()
 
 
-def dub(tmp_path: Path, tracking_url: str = "http://127.0.0.1:9") -> DubDestination:
-    return DubDestination(config(tmp_path, tracking_url).tracking)
+def dub(tmp_path: Path) -> DubDestination:
+    return DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking)
 
 
 def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
