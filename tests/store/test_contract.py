@@ -5,18 +5,26 @@ SQLite they queue for the one writer."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import stripe
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from adapter.destinations import build_destination
 from adapter.destinations.dub import DubDestination
-from adapter.ingest import Ingestor
+from adapter.forwarder import Forwarder
+from adapter.ingest import Ingestor, now_ms
 from adapter.plugin import Source, build_sources, load_providers
+from adapter.receiver import run_in_thread
 from adapter.records import Attempt, Conversion, DestinationState, Settlement
 from adapter.retention import DAY_MS, Retention
 from adapter.store import Claimed, Identity, Tx
@@ -338,6 +346,45 @@ def test_not_counted_answers_are_retried_without_spending_max_attempts(store: Ha
     assert (got["state"], got["reason"], got["attempts"], got["delivered_at"]) == (
         "unattributed", "customer_not_found", 1, None)  # not shown as delivered
     assert store.tx(lambda tx: tx.claim(DUB, "w", at + DAY_MS, 60_000, 10)) == []
+
+
+def test_a_sale_the_api_keeps_not_counting_outlives_max_attempts_then_is_unattributed(
+        store: Harness, tmp_path: Path) -> None:
+    """The real forwarder against a loopback API that answers every sale `{"sale": null}`."""
+    answers: list[float] = []
+
+    async def track(request: Request) -> Response:
+        answers.append(time.time())
+        return JSONResponse({"eventName": "Purchase", "customer": None, "sale": None})
+
+    api = Starlette(routes=[Route("/track/{kind:str}", track, methods=["POST"])])
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    window_ms = 1500
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET window_until = ?, created_at = ? WHERE conversion_id = ?",
+                                   (now_ms() + window_ms, now_ms(), cid)))
+    with run_in_thread(api) as url:
+        settings = config(tmp_path, url, forwarder={"max_attempts": 2})
+        forwarder = Forwarder(store.store, settings.tracking, settings.forwarder, DubDestination(settings.tracking))
+
+        async def until_settled() -> None:
+            task = asyncio.create_task(forwarder.run())
+            try:
+                async with asyncio.timeout(20):
+                    while (await store.store.read(lambda tx: tx.one(
+                            "SELECT state FROM deliveries WHERE conversion_id = ?", (cid,))))[0] == "pending":
+                        await asyncio.sleep(0.05)
+            finally:
+                forwarder.stop()
+                await task
+
+        store.run(until_settled())
+    got = delivery(store, cid)
+    assert (got["state"], got["reason"], got["attempts"], got["delivered_at"]) == (
+        "unattributed", "customer_not_found", 0, None)
+    assert len(answers) > 2  # more requests than max_attempts allows for failures, none dead-lettered
+    assert answers[-1] - answers[0] < window_ms / 1000 + 1
+    logged = store.read(lambda tx: tx.all("SELECT outcome, status_code FROM attempts WHERE conversion_id = ?", (cid,)))
+    assert logged == [("not_counted", 200)] * len(answers)
 
 
 def test_requeue_gives_a_dead_delivery_a_fresh_budget_and_window(store: Harness) -> None:
