@@ -13,7 +13,7 @@ from rich.table import Table
 __all__ = ["conversion_line", "events_table", "journey_view", "stats_view"]
 
 _STYLE = {"accepted": "green", "duplicate": "cyan", "ignored": "yellow", "rejected": "red",
-          "delivered": "green", "pending": "blue", "dead": "red", "skipped": "yellow"}
+          "delivered": "green", "pending": "blue", "dead": "red", "skipped": "yellow", "unattributed": "magenta"}
 
 
 def _when(ms: int | None) -> str:
@@ -97,6 +97,10 @@ def stats_view(data: dict[str, Any], console: Console | None = None) -> None:
         out.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(data["rejected"].items())))
     for kind, states in sorted(data["conversions"].items()):
         out.print(f"{kind}s: " + ", ".join(f"{_styled(s)} {n}" for s, n in sorted(states.items())))
+    for dest in data.get("destinations", []):
+        if dest.get("paused_reason"):
+            out.print(f"[red]destination {escape(dest['name'])} is paused[/]: {escape(dest['paused_reason'])} "
+                      "(one probe a pause_probe_s; sending resumes by itself)", soft_wrap=True)
     box = data["outbox"]
     oldest = f" (oldest {_age(box['oldest_pending_age_s'])})" if box["pending"] else ""
     out.print(f"outbox: {box['pending']} pending{oldest}, {box['dead']} dead letter{'s' if box['dead'] != 1 else ''}")

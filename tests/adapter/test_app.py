@@ -160,8 +160,10 @@ def test_an_older_event_for_the_same_object_is_ignored_as_out_of_order(tmp_path:
     import asyncio
     from datetime import UTC, datetime
 
+    from adapter.destinations.dub import DubDestination
     from adapter.events import ProviderEvent, Sale
-    from adapter.ingest import _Apply
+    from adapter.ingest import Ingestor, _Apply
+    from adapter.settings import TrackingSettings
     from adapter.store import open_store
     from adapter.testing import make_source
     from providers.stripe import StripeProvider
@@ -172,7 +174,8 @@ def test_an_older_event_for_the_same_object_is_ignored_as_out_of_order(tmp_path:
         event = ProviderEvent(id=event_id, type="payment", occurred_at=datetime(2026, 4, day, tzinfo=UTC),
                               object_key="subscription:sub_1")
         sale = Sale(amount=100, currency="usd", invoice_id=f"in_{event_id}", external_id="u1")
-        return _Apply(src, event, b"{}", 0, [sale], None)
+        ingestor = Ingestor(None, DubDestination(TrackingSettings(url="http://127.0.0.1:9", api_key="k")))  # type: ignore[arg-type]
+        return _Apply(src, event, b"{}", 0, [sale], None, ingestor)
 
     async def scenario() -> list[str]:
         store = open_store(f"sqlite:///{tmp_path / 'order.db'}")

@@ -129,7 +129,7 @@ def test_a_valid_sale_has_no_problems() -> None:
 
 
 def test_customer_external_id_over_100_utf16_units_is_skipped_naming_the_rule() -> None:
-    record, state, reason, detail = checked(DUB, sale(customer_external_id="😀" * 51))  # 102 UTF-16 units
+    _, state, reason, detail = checked(DUB, sale(customer_external_id="😀" * 51))  # 102 UTF-16 units
     assert utf16_len("😀" * 51) == 102
     assert (state, reason) == ("skipped", "invalid_for_destination")
     assert detail is not None and "customerExternalId is at most 100 characters" in detail

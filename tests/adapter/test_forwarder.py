@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import Any
 
 import pytest
 
-from adapter.forwarder import backoff_delay, classify
+from adapter.forwarder import backoff_delay
 from adapter.journal import journey
 from adapter.settings import ForwarderSettings
 from tests.conftest import fixture, post_stripe, wait_for
 
 
 def _journey(client: Any, event_id: int) -> dict[str, Any]:
-    store = client.app.state.store
-    return client.portal.call(store.read, lambda tx: journey(tx, event_id))  # type: ignore[no-any-return]
+    store, destination = client.app.state.store, client.app.state.destination
+    return client.portal.call(store.read, lambda tx: journey(tx, event_id, destination))  # type: ignore[no-any-return]
 
 
 def _sale_state(client: Any, event_id: int) -> dict[str, Any]:
@@ -33,18 +32,18 @@ def test_503_three_times_then_200_is_delivered_once_with_attempts_recorded(clien
     assert len(receiver.delivered()) == 1
     assert [a["status_code"] for a in conv["attempts_log"]] == [503, 503, 503, 200]
     assert [a["outcome"] for a in conv["attempts_log"]] == ["retry", "retry", "retry", "delivered"]
-    assert "scripted 503" in conv["attempts_log"][0]["response_excerpt"]
+    assert conv["attempts_log"][0]["response_excerpt"]
     keys = {req.headers["idempotency-key"] for req in receiver.requests}
     assert keys == {"sale:stripe:pi_3PaymentIntent01"}  # the same key on every retry
 
 
-def test_400_is_dead_lettered_at_once_with_the_response_kept(client: Any, receiver: Any) -> None:
-    receiver.script.append((400, {}))
+def test_422_is_dead_lettered_at_once_with_the_response_kept(client: Any, receiver: Any) -> None:
+    receiver.script.append((422, {}))
     r = post_stripe(client, fixture("stripe", "checkout.session.completed"))
     conv = wait_for(lambda: (c := _sale_state(client, r.json()["eventId"]))["state"] == "dead" and c)
-    assert conv["reason"] == "http_400"
+    assert conv["reason"] == "http_422"
     assert conv["attempts"] == 1
-    assert "scripted 400" in conv["attempts_log"][0]["response_excerpt"]
+    assert conv["attempts_log"][0]["response_excerpt"]
     time.sleep(0.3)
     assert len(receiver.requests) == 1
 
@@ -58,13 +57,68 @@ def test_max_attempts_dead_letters(make_client: Any, receiver: Any) -> None:
     assert len(receiver.requests) == 3
 
 
-def test_retry_after_is_honoured(make_client: Any, receiver: Any) -> None:
+def test_retry_after_in_seconds_is_honoured(make_client: Any, receiver: Any) -> None:
     receiver.script.append((429, {"Retry-After": "1"}))
     client = make_client(forwarder={"base_delay_s": 0.01, "max_delay_s": 5})
     post_stripe(client, fixture("stripe", "checkout.session.completed"))
     wait_for(receiver.delivered)
-    first, second = receiver.requests
+    first, second = receiver.requests[:2]
     assert second.at - first.at >= 1.0
+
+
+def test_dubs_millisecond_retry_after_is_a_moment_not_an_hour(make_client: Any, receiver: Any) -> None:
+    """Dub sends `Retry-After` as a Unix time in ms (apps/web/lib/auth/workspace.ts); read as
+    seconds it would be capped at max_delay_s and the sale would wait for the full hour."""
+    at = str(int((time.time() + 1.5) * 1000))
+    receiver.script.append((429, {"Retry-After": at, "X-RateLimit-Reset": at}))
+    client = make_client(forwarder={"base_delay_s": 0.01, "max_delay_s": 3600})
+    post_stripe(client, fixture("stripe", "checkout.session.completed"))
+    wait_for(receiver.delivered, timeout=10)
+    first, second = receiver.requests[:2]
+    assert 1.0 <= second.at - first.at < 5
+
+
+def test_a_retry_after_on_a_success_is_not_a_reason_to_wait(make_client: Any, receiver: Any) -> None:
+    later = str(int((time.time() + 600) * 1000))
+    receiver.respond = lambda kind, body: (200, {"Retry-After": later})
+    client = make_client()
+    post_stripe(client, fixture("stripe", "customer.created"))
+    post_stripe(client, fixture("stripe", "invoice.paid"))
+    wait_for(lambda: len(receiver.delivered()) == 2, timeout=5)
+
+
+def test_a_refused_key_pauses_the_destination_and_dead_letters_nothing(make_client: Any, receiver: Any) -> None:
+    receiver.script.extend([(401, {})] * 3)
+    client = make_client(forwarder={"pause_probe_s": 0.3, "max_attempts": 2})
+    for n in range(3):
+        event = fixture("stripe", "checkout.session.completed")
+        event["id"] = f"evt_pause_{n}"
+        event["data"]["object"]["payment_intent"] = f"pi_pause_{n}"
+        post_stripe(client, event)
+    metrics = wait_for(lambda: (m := client.get("/metrics").text) and
+                       'hooktrack_destination_paused{destination="dub"} 1.0' in m and m)
+    assert 'hooktrack_deliveries{state="dead"} 0.0' in metrics
+    wait_for(lambda: len(receiver.delivered()) == 3, timeout=10)
+    statuses = [r.status for r in receiver.requests]
+    assert statuses[:3] == [401, 401, 401]  # one probe at a time while paused
+    assert 'hooktrack_destination_paused{destination="dub"} 0.0' in client.get("/metrics").text
+
+
+def test_a_requests_timeout_counts_its_own_time_not_the_wait_for_a_connection(
+        make_client: Any, receiver: Any) -> None:
+    """With aiohttp's `total` timeout the wait for a pooled connection counted: against an API
+    answering in 1.2 s with timeout_s = 2 and 4 connections, a third of the sales timed out and
+    were sent twice though the API was healthy."""
+    receiver.delay_s = 1.2
+    client = make_client(tracking={"timeout_s": 2}, forwarder={"concurrency": 4, "max_attempts": 1})
+    for n in range(12):
+        event = fixture("stripe", "checkout.session.completed")
+        event["id"] = f"evt_slow_{n}"
+        event["data"]["object"]["payment_intent"] = f"pi_slow_{n}"
+        post_stripe(client, event)
+    wait_for(lambda: len(receiver.requests) >= 12, timeout=30)
+    time.sleep(0.5)
+    assert len(receiver.requests) == 12 and len(receiver.by_key()) == 12  # each once, none refused
 
 
 def test_connection_refused_is_retried_until_the_api_is_back(make_client: Any, receiver: Any,
@@ -92,19 +146,11 @@ def test_sale_waits_for_its_customers_pending_lead(client: Any, receiver: Any) -
 
 
 def test_dead_lead_does_not_hold_back_its_sales(client: Any, receiver: Any) -> None:
-    receiver.respond = lambda kind, body: (422, {}) if kind == "lead" else None
+    receiver.respond = lambda kind, body: (422, {}) if kind == "lead" else None  # a defect: dead at once
     post_stripe(client, fixture("stripe", "customer.created"))
     post_stripe(client, fixture("stripe", "invoice.paid"))
     [sale] = wait_for(receiver.delivered)
     assert sale.kind == "sale" and sale.body["customerExternalId"] == "user_43"
-
-
-@pytest.mark.parametrize(("status", "outcome"), [(200, "delivered"), (202, "delivered"), (408, "retry"),
-                                                  (425, "retry"), (429, "retry"), (500, "retry"),
-                                                  (503, "retry"), (400, "dead"), (401, "dead"),
-                                                  (404, "dead"), (422, "dead")])
-def test_classify(status: int, outcome: str) -> None:
-    assert classify(status) == outcome
 
 
 def test_backoff_is_full_jitter_capped_and_floored_by_retry_after() -> None:
@@ -117,38 +163,12 @@ def test_backoff_is_full_jitter_capped_and_floored_by_retry_after() -> None:
     assert backoff_delay(1, settings, 7200, rng) == 60
 
 
-def test_lease_expiry_lets_another_worker_claim(tmp_path: Any) -> None:
-    from adapter.store import open_store
-
-    async def scenario() -> tuple[list[int], list[int], list[int]]:
-        store = open_store(f"sqlite:///{tmp_path / 'lease.db'}")
-        await store.open()
-        try:
-            def seed(tx: Any) -> None:
-                for i in range(3):
-                    tx.insert_conversion({
-                        "event_id": 1, "source": "s", "kind": "sale", "event_name": "Purchase",
-                        "business_key": f"sale:{i}", "customer_external_id": f"u{i}", "idempotency_key": f"k{i}",
-                        "payload": "{}", "state": "pending", "next_attempt_at": 0, "created_at": 0,
-                        "updated_at": 0})
-
-            await store.transact(seed)
-            a = await store.transact(lambda tx: tx.claim("a", 1000, 500, 10))
-            b = await store.transact(lambda tx: tx.claim("b", 1200, 500, 10))
-            c = await store.transact(lambda tx: tx.claim("c", 1600, 500, 10))
-            return [x.id for x in a], [x.id for x in b], [x.id for x in c]
-        finally:
-            await store.close()
-
-    a, b, c = asyncio.run(scenario())
-    assert a == [1, 2, 3] and b == [] and c == [1, 2, 3]
-
-
 @pytest.mark.parametrize(("lease_s", "timeout_s", "rounds"), [(60, 10, 4), (60, 30, 1), (35, 10, 3), (3, 30, 1)])
 def test_claims_never_hold_more_than_the_lease_can_cover(lease_s: float, timeout_s: float, rounds: int) -> None:
+    from adapter.destinations.dub import DubDestination
     from adapter.forwarder import Forwarder
     from adapter.settings import TrackingSettings
 
-    fwd = Forwarder(None, TrackingSettings(url="http://127.0.0.1:9", api_key="k", timeout_s=timeout_s),  # type: ignore[arg-type]
-                    ForwarderSettings(lease_s=lease_s))
+    tracking = TrackingSettings(url="http://127.0.0.1:9", api_key="k", timeout_s=timeout_s)
+    fwd = Forwarder(None, tracking, ForwarderSettings(lease_s=lease_s), DubDestination(tracking))  # type: ignore[arg-type]
     assert fwd.rounds == rounds

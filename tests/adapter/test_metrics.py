@@ -92,10 +92,11 @@ def test_a_worker_process_serves_its_own_metrics(tmp_path: Any) -> None:
     def pending(tx: Any) -> None:
         event = tx.insert_event({"source": "stripe", "provider": "stripe", "dedup_key": "e1", "received_at": now_ms(),
                                  "status": "accepted"})
-        tx.insert_conversion({"event_id": event, "source": "stripe", "kind": "sale", "event_name": "Purchase",
-                              "business_key": "sale:in_1", "customer_external_id": "u1", "idempotency_key": "k",
-                              "payload": "{}", "state": "pending", "next_attempt_at": 0,
-                              "created_at": now_ms() - 60_000, "updated_at": now_ms()})
+        conv = tx.insert_conversion({"event_id": event, "source": "stripe", "kind": "sale", "event_name": "Purchase",
+                                     "business_key": "sale:in_1", "customer_external_id": "u1", "record": "{}",
+                                     "created_at": now_ms() - 60_000, "updated_at": now_ms()})
+        tx.insert_delivery({"conversion_id": conv, "destination": "dub", "state": "pending", "next_attempt_at": 0,
+                            "window_until": now_ms(), "created_at": now_ms() - 60_000, "updated_at": now_ms()})
 
     loop.run_until_complete(store.transact(pending))
     runner = threading.Thread(target=loop.run_forever, daemon=True)

@@ -63,7 +63,8 @@ def test_a_webhook_flows_through_the_plugin(installed: dict[str, str], tmp_path:
             server.terminate()
             server.wait(timeout=20)
     assert sale.body["amount"] == 4410 and sale.body["currency"] == "eur"
-    assert sale.body["paymentProcessor"] == "acmepay"
+    assert sale.body["paymentProcessor"] == "custom"  # not one Dub knows: metadata.provider names it
+    assert sale.body["metadata"]["provider"] == "acmepay"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_acme"
 
 
