@@ -91,8 +91,10 @@ def _lead(i: int) -> Conversion:
 
 
 def _sale(customer: str, invoice: str) -> Conversion:
+    """A Sale with its clickId, so that Dub counts it even when no lead of the customer came first."""
     return Conversion(kind="sale", source="stripe", provider="stripe", event_name="Purchase", occurred_at=0,
-                      customer_external_id=customer, amount=4900, currency="usd", invoice_id=invoice)
+                      customer_external_id=customer, click_id=f"cl_{customer}", amount=4900, currency="usd",
+                      invoice_id=invoice)
 
 
 def _seed_journeys(url: str, customers: int) -> None:

@@ -305,10 +305,17 @@ def test_pending_conversions_are_forwarded_after_the_upgrade(upgraded: tuple[Har
     sent = by_key[written.idempotency_keys["pending"]]
     assert len(sent) == 1
     assert {k: sent[0].body.get(k) for k in BODY_FIELDS} == {k: written.payloads["pending"].get(k) for k in BODY_FIELDS}
-    states = {cid: r["state"] for cid, r in deliveries(harness).items()}
-    assert states == {written.conversions["lead"]: "delivered", written.conversions["pending"]: "delivered",
-                      written.conversions["dead"]: "dead", written.conversions["skipped"]: "skipped",
-                      written.conversions["kwd"]: "delivered"}
+    states = {cid: (r["state"], r["reason"], r["attempts"]) for cid, r in deliveries(harness).items()}
+    # The KWD sale has no clickId and Dub knows no lead of its customer: `"sale": null`, not counted,
+    # so it stays pending (tried again within its attribution window), in Dub's units.
+    assert states == {written.conversions["lead"]: ("delivered", None, 1),
+                      written.conversions["pending"]: ("delivered", None, 3),
+                      written.conversions["dead"]: ("dead", "http_422", 2),
+                      written.conversions["skipped"]: ("skipped", "no_click_id", 0),
+                      written.conversions["kwd"]: ("pending", "customer_not_found", 0)}
+    kwd = by_key[written.idempotency_keys["kwd"]][0].body
+    assert (kwd["amount"], kwd["currency"], kwd["metadata"]["exactAmount"]) == (1500, "kwd", "15.005")
+    assert len(receiver.counted_sales()) == 1  # Dub counted the pending sale only
     trip = harness.read(lambda tx: journey(tx, written.events["pending"]))
     assert trip is not None
     assert [a["status_code"] for a in trip["conversions"][0]["attempts_log"]] == [503, None, 200]
