@@ -28,27 +28,37 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import ROOT, free_port, start_uvicorn
 
+from adapter.records import Conversion
+
 
 def seed(db: Path, count: int, customers: int) -> None:
-    """Create the schema (via `hooktrack migrate`) and `count` due conversions."""
+    """`count` due conversions (the schema is made by `hooktrack migrate`): each a neutral
+    record and its pending `dub` delivery, as ingest stores them."""
     now = int(time.time() * 1000)
     conn = sqlite3.connect(db)
     conn.execute("BEGIN")
     rows = []
     for i in range(count):
-        kind = "lead" if i < customers else "sale"
         customer = f"user_{i % customers}"
-        body = {"customerExternalId": customer, "eventName": "Sign up" if kind == "lead" else "Purchase",
-                "timestamp": "2026-04-10T12:34:56.000Z", "clickId": f"cl_{i}"}
-        if kind == "sale":
-            body.update(amount=4900, currency="usd", invoiceId=f"in_{i}", paymentProcessor="stripe")
-        key = f"{kind}:bench:{customer}:Sign up" if kind == "lead" else f"sale:bench:in_{i}"
-        rows.append((i + 1, kind, body["eventName"], key, customer, key, json.dumps(body), now, now, now))
+        if i < customers:
+            rec = Conversion(kind="lead", source="bench", provider="stripe", event_name="Sign up", occurred_at=now,
+                             customer_external_id=customer, click_id=f"cl_{i}")
+            key = f"lead:{customer}:Sign up"
+        else:
+            rec = Conversion(kind="sale", source="bench", provider="stripe", event_name="Purchase", occurred_at=now,
+                             customer_external_id=customer, click_id=f"cl_{i}", amount=4900, currency="usd",
+                             invoice_id=f"in_{i}")
+            key = f"sale:in_{i}"
+        rows.append((i + 1, rec.kind, rec.event_name, key, customer, rec.to_json(), now, now))
     conn.executemany(
         "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
-        " idempotency_key, payload, state, next_attempt_at, created_at, updated_at)"
-        " VALUES (?, 'bench', ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        " record, created_at, updated_at) VALUES (?, 'bench', ?, ?, ?, ?, ?, ?, ?)",
         rows,
+    )
+    conn.execute(
+        "INSERT INTO deliveries (conversion_id, destination, state, next_attempt_at, window_until, created_at,"
+        " updated_at) SELECT id, 'dub', 'pending', ?, ?, ?, ? FROM conversions",
+        (now, now + 86_400_000, now, now),
     )
     conn.commit()
     conn.close()
@@ -57,7 +67,7 @@ def seed(db: Path, count: int, customers: int) -> None:
 def pending(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
-        return int(conn.execute("SELECT COUNT(*) FROM conversions WHERE state = 'pending'").fetchone()[0])
+        return int(conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
     finally:
         conn.close()
 
@@ -80,7 +90,7 @@ def run_worker(folder: Path, tracking_url: str, count: int, customers: int, conc
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
         conn = sqlite3.connect(folder / "bench.db")
-        delivered = conn.execute("SELECT COUNT(*) FROM conversions WHERE state = 'delivered'").fetchone()[0]
+        delivered = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0]
         conn.close()
         if delivered != count:
             raise SystemExit(f"only {delivered} of {count} conversions were delivered: the run is not valid")

@@ -128,6 +128,15 @@ def start_uvicorn(app: str, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _history_record(i: int, now: int) -> str:
+    """The neutral record of past Sale `i`, as ingest stores it."""
+    from adapter.records import Conversion
+
+    return Conversion(kind="sale", source="stripe", provider="stripe", event_name="Purchase", occurred_at=now,
+                      customer_external_id=f"user_hist_{i}", amount=4900, currency="usd",
+                      invoice_id=f"pi_hist_{i}").to_json()
+
+
 def seed_history(db: Path, count: int) -> None:
     """Store `count` past events, conversions and identities straight into the file (fast)."""
     conn = sqlite3.connect(db)
@@ -145,10 +154,13 @@ def seed_history(db: Path, count: int) -> None:
         )
         conn.executemany(
             "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
-            " idempotency_key, payload, state, next_attempt_at, created_at, updated_at, delivered_at)"
-            " VALUES (?, 'stripe', 'sale', 'Purchase', ?, ?, ?, '{}', 'delivered', ?, ?, ?, ?)",
-            ((i + 1, f"sale:pi_hist_{i}", f"user_hist_{i}", f"sale:stripe:pi_hist_{i}", now, now, now, now)
-             for i in rows),
+            " record, created_at, updated_at) VALUES (?, 'stripe', 'sale', 'Purchase', ?, ?, ?, ?, ?)",
+            ((i + 1, f"sale:pi_hist_{i}", f"user_hist_{i}", _history_record(i, now), now, now) for i in rows),
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (conversion_id, destination, state, next_attempt_at, window_until, created_at,"
+            " updated_at, delivered_at, last_status) VALUES (?, 'dub', 'delivered', ?, ?, ?, ?, ?, 200)",
+            ((i + 1, now, now + 86_400_000, now, now, now) for i in rows),
         )
         conn.executemany(
             "INSERT INTO business_keys (source, key, conversion_id, created_at) VALUES ('stripe', ?, ?, ?)",

@@ -75,7 +75,7 @@ def fresh_schema(db_url: str) -> str:
 
 def outbox(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
-        return {state: n for state, n in conn.execute("SELECT state, count(*) FROM conversions GROUP BY state")}
+        return {state: n for state, n in conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state")}
 
 
 def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:

@@ -51,7 +51,7 @@ def main() -> None:
                 sent += min(n, result["requests"])
                 print(f"  {sent:,} sent, RSS {memory_kb(proc.pid)['VmRSS'] / 1024:.0f} MB", flush=True)
             db = sqlite3.connect(folder / "bench.db")
-            while db.execute("SELECT COUNT(*) FROM conversions WHERE state = 'pending'").fetchone()[0]:
+            while db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]:
                 time.sleep(0.5)
             events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
             db.close()

@@ -29,7 +29,10 @@ import httpx
 import pytest
 import stripe
 
+from adapter.destinations.dub import DubDestination
 from adapter.receiver import TrackingReceiver, free_port, run_in_thread
+from adapter.records import Conversion
+from adapter.settings import load_settings
 from tests.conftest import STRIPE_SECRET, fixture, wait_for
 from tests.reliability.sources import NOTES
 
@@ -182,10 +185,10 @@ def test_twenty_sigkills_under_load_lose_nothing_and_double_nothing(tmp_path: Pa
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
-    _check(api, load, tmp_path / "crash.db", undelivered_at_kill, kills)
+    _check(api, load, config, undelivered_at_kill, kills)
 
 
-def _check(api: TrackingReceiver, load: Load, db: Path, undelivered_at_kill: list[int],
+def _check(api: TrackingReceiver, load: Load, config: Path, undelivered_at_kill: list[int],
            kills: list[float]) -> None:
     NOTES.append(f"crash: {CYCLES} SIGKILLs, {len(load.acked)} events acknowledged ({load.answers}); "
                  f"acknowledged but undelivered at each kill: {undelivered_at_kill}")
@@ -207,10 +210,13 @@ def _check(api: TrackingReceiver, load: Load, db: Path, undelivered_at_kill: lis
             # A copy is sent again only when a kill cut off the recording of the first: the
             # lease of the dead process runs out and the restarted one sends it again.
             assert any(first.at - 1 <= k <= again.at for k in kills), (key, first.at, again.at)
-    with sqlite3.connect(db) as conn:
+    settings = load_settings(config)
+    destination = DubDestination(settings.tracking)
+    with sqlite3.connect(settings.store.url.removeprefix("sqlite:///")) as conn:
         stored = {row[0] for row in conn.execute("SELECT dedup_key FROM events WHERE dedup_key IS NOT NULL")}
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM conversions GROUP BY state").fetchall())
-        keys = [row[0] for row in conn.execute("SELECT idempotency_key FROM conversions")]
+        states = dict(conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
+        records = [row[0] for row in conn.execute("SELECT record FROM conversions")]
+    keys = [destination.idempotency_key(Conversion.from_json(r)) for r in records]
     assert set(load.acked) <= stored  # no acknowledged event missing from the store
     assert len(keys) == len(set(keys)) == len(load.acked)  # one conversion per event, none twice
     assert states == {"delivered": len(load.acked)}

@@ -45,7 +45,8 @@ def serve(config: Path, port: int, log: Path, *, worker: bool = False) -> subpro
 
 
 def worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return _spawn(["worker", "--config", str(config)], log)
+    """`hooktrack worker` at DEBUG, where it logs each delivery (`delivered_by` reads them)."""
+    return _spawn(["worker", "--config", str(config), "--log-level", "DEBUG"], log)
 
 
 def up(port: int) -> bool:
@@ -99,7 +100,7 @@ def journey(i: int, tag: str) -> list[dict[str, Any]]:
 
 
 def delivered_by(log: Path) -> set[int]:
-    """Conversion ids a worker's JSON log says it delivered."""
+    """Conversion ids a worker's JSON log says it delivered (its `forward delivered` lines)."""
     out: set[int] = set()
     for line in log.read_text().splitlines():
         if line.startswith("{"):

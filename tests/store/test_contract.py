@@ -5,20 +5,29 @@ SQLite they queue for the one writer."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import stripe
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from adapter.destinations import build_destination
 from adapter.destinations.dub import DubDestination
-from adapter.ingest import Ingestor
+from adapter.forwarder import Forwarder
+from adapter.ingest import Ingestor, now_ms
 from adapter.plugin import Source, build_sources, load_providers
+from adapter.receiver import run_in_thread
 from adapter.records import Attempt, Conversion, DestinationState, Settlement
 from adapter.retention import DAY_MS, Retention
-from adapter.store import Identity, Tx
+from adapter.store import Claimed, Identity, Tx
 from tests.conftest import STRIPE_SECRET, config, fixture
 from tests.store.conftest import Harness
 
@@ -92,11 +101,12 @@ def signed(event: dict[str, Any]) -> tuple[bytes, Headers]:
 
 
 def dub(tmp_path: Path) -> DubDestination:
+    """The `dub` destination as the test config's `[tracking]` builds it (nothing is sent here)."""
     return DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking)
 
 
 def receive_all(store: Harness, source: Source, deliveries: list[tuple[bytes, Headers]]) -> list[dict[str, Any]]:
-    ingest = Ingestor(store.store, DubDestination(config(Path("/nonexistent"), "http://127.0.0.1:9").tracking))
+    ingest = Ingestor(store.store, build_destination(config(Path("unused"), "http://127.0.0.1:9")))
 
     async def all_of() -> list[dict[str, Any]]:
         import asyncio
@@ -307,18 +317,23 @@ def test_a_retry_counts_an_attempt_and_waits_until_its_next_time(store: Harness)
 
 def test_not_counted_answers_are_retried_without_spending_max_attempts(store: Harness) -> None:
     (cid,) = seed(store, ("sale", "u1", "pending"))
+    def claim(at: int) -> list[Claimed]:
+        return store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
+
+    def settle(at: int, verdict: Settlement, *attempts: Attempt) -> None:
+        store.tx(lambda tx: tx.settle("w", at, [verdict], attempts))
+
     at = NOW
     for _ in range(6):  # a sale answered `"sale": null`, again and again, inside the window
-        (held,) = store.tx(lambda tx, t=at: tx.claim(DUB, "w", t, 60_000, 10))
+        (held,) = claim(at)
         assert held.attempts == 0  # the forwarder's max_attempts check sees no spent attempt
-        verdict = Settlement(held.id, "pending", "customer_not_found", at + 1000, 200, '{"sale":null}',
-                             counted=False)
-        answer = Attempt(held.id, cid, 200, 5, "not_counted", None, '{"sale":null}')
-        store.tx(lambda tx, t=at, v=verdict, a=answer: tx.settle("w", t, [v], [a]))
+        settle(at, Settlement(held.id, "pending", "customer_not_found", at + 1000, 200, '{"sale":null}',
+                              counted=False),
+               Attempt(held.id, cid, 200, 5, "not_counted", None, '{"sale":null}'))
         got = delivery(store, cid)
         assert (got["state"], got["reason"], got["attempts"], got["lease_owner"]) == (
             "pending", "customer_not_found", 0, None)
-        assert store.tx(lambda tx, t=at: tx.claim(DUB, "w", t + 999, 60_000, 10)) == []  # waits its turn
+        assert claim(at + 999) == []  # waits its turn
         at += 1000
     assert store.read(lambda tx: tx.one("SELECT count(*) FROM attempts WHERE delivery_id = ?", (held.id,)))[0] == 6
     (held,) = store.tx(lambda tx: tx.claim(DUB, "w", at, 60_000, 10))
@@ -331,6 +346,45 @@ def test_not_counted_answers_are_retried_without_spending_max_attempts(store: Ha
     assert (got["state"], got["reason"], got["attempts"], got["delivered_at"]) == (
         "unattributed", "customer_not_found", 1, None)  # not shown as delivered
     assert store.tx(lambda tx: tx.claim(DUB, "w", at + DAY_MS, 60_000, 10)) == []
+
+
+def test_a_sale_the_api_keeps_not_counting_outlives_max_attempts_then_is_unattributed(
+        store: Harness, tmp_path: Path) -> None:
+    """The real forwarder against a loopback API that answers every sale `{"sale": null}`."""
+    answers: list[float] = []
+
+    async def track(request: Request) -> Response:
+        answers.append(time.time())
+        return JSONResponse({"eventName": "Purchase", "customer": None, "sale": None})
+
+    api = Starlette(routes=[Route("/track/{kind:str}", track, methods=["POST"])])
+    (cid,) = seed(store, ("sale", "u1", "pending"))
+    window_ms = 1500
+    store.tx(lambda tx: tx.execute("UPDATE deliveries SET window_until = ?, created_at = ? WHERE conversion_id = ?",
+                                   (now_ms() + window_ms, now_ms(), cid)))
+    with run_in_thread(api) as url:
+        settings = config(tmp_path, url, forwarder={"max_attempts": 2})
+        forwarder = Forwarder(store.store, settings.tracking, settings.forwarder, DubDestination(settings.tracking))
+
+        async def until_settled() -> None:
+            task = asyncio.create_task(forwarder.run())
+            try:
+                async with asyncio.timeout(20):
+                    while (await store.store.read(lambda tx: tx.one(
+                            "SELECT state FROM deliveries WHERE conversion_id = ?", (cid,))))[0] == "pending":
+                        await asyncio.sleep(0.05)
+            finally:
+                forwarder.stop()
+                await task
+
+        store.run(until_settled())
+    got = delivery(store, cid)
+    assert (got["state"], got["reason"], got["attempts"], got["delivered_at"]) == (
+        "unattributed", "customer_not_found", 0, None)
+    assert len(answers) > 2  # more requests than max_attempts allows for failures, none dead-lettered
+    assert answers[-1] - answers[0] < window_ms / 1000 + 1
+    logged = store.read(lambda tx: tx.all("SELECT outcome, status_code FROM attempts WHERE conversion_id = ?", (cid,)))
+    assert logged == [("not_counted", 200)] * len(answers)
 
 
 def test_requeue_gives_a_dead_delivery_a_fresh_budget_and_window(store: Harness) -> None:
@@ -381,12 +435,12 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     delivered, skipped, unattributed, pending, dead, young = seed(
         store, ("sale", "u1", "delivered"), ("lead", "u2", "skipped"), ("sale", "u6", "unattributed"),
         ("sale", "u3", "pending"), ("sale", "u4", "dead"), ("sale", "u5", "delivered"))
-    for cid in (delivered, unattributed, dead):
-        did = delivery(store, cid)["id"]
-        store.tx(lambda tx, c=cid, d=did: tx.settle("w", old, [], [Attempt(d, c, 200, 5, "delivered", None, None)]))
+    logged = [Attempt(delivery(store, c)["id"], c, 200, 5, "delivered", None, None)
+              for c in (delivered, unattributed, dead)]
+    store.tx(lambda tx: tx.settle("w", old, [], logged))
     events = {cid: _event_of(store, cid) for cid in (delivered, skipped, unattributed, pending, dead, young)}
     _age(store, [events[c] for c in (delivered, skipped, unattributed, pending, dead)], old)
-    bare = [store.tx(lambda tx, i=i: tx.insert_event(event_row(None, old, "duplicate"))) for i in range(5)]
+    bare = [store.tx(lambda tx: tx.insert_event(event_row(None, old, "duplicate"))) for _ in range(5)]
     store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", old))
     store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_old", old))
     store.tx(lambda tx: tx.remember("s", "customer", "cus_old", Identity("user_old", True, None, None, None), old))

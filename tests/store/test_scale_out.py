@@ -6,7 +6,6 @@ the tracking API is a real HTTP receiver on loopback that counts by `Idempotency
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ import psycopg
 import pytest
 
 from adapter.receiver import TrackingReceiver, free_port, run_in_thread
+from adapter.records import Conversion
 from tests.conftest import wait_for
 from tests.store import procs
 
@@ -70,21 +70,38 @@ def test_two_ingest_processes_given_the_same_events_accept_and_forward_each_once
     by_key = receiver.by_key()
     assert len(by_key) == 500
     assert all(len(copies) == 1 for copies in by_key.values())
-    assert count(migrated_pg_url, "SELECT count(*) FROM conversions WHERE state = 'delivered'") == 500
+    assert count(migrated_pg_url, "SELECT count(*) FROM deliveries WHERE state = 'delivered'") == 500
+
+
+def _seed(url: str, records: list[tuple[str, Conversion]]) -> None:
+    """Store (business key, conversion) pairs as ingest does: a conversion row with its neutral
+    record and one due `dub` delivery each."""
+    rows = [(1, c.source, c.kind, c.event_name, key, c.customer_external_id, c.to_json(), 0, 0) for key, c in records]
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "WITH c AS (INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
+            " record, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id) "
+            "INSERT INTO deliveries (conversion_id, destination, state, next_attempt_at, window_until, created_at,"
+            " updated_at) SELECT id, 'dub', 'pending', 0, 86400000, 0, 0 FROM c", rows)
+
+
+def _lead(i: int) -> Conversion:
+    return Conversion(kind="lead", source="stripe", provider="stripe", event_name="Sign up", occurred_at=0,
+                      customer_external_id=f"user_{i}", click_id=f"cl_{i}", metadata={"n": i})
+
+
+def _sale(customer: str, invoice: str) -> Conversion:
+    """A Sale with its clickId, so that Dub counts it even when no lead of the customer came first."""
+    return Conversion(kind="sale", source="stripe", provider="stripe", event_name="Purchase", occurred_at=0,
+                      customer_external_id=customer, click_id=f"cl_{customer}", amount=4900, currency="usd",
+                      invoice_id=invoice)
 
 
 def _seed_journeys(url: str, customers: int) -> None:
-    """A pending Lead then a pending Sale for each customer: twice `customers` conversions."""
-    rows = []
-    for i in range(customers):
-        for kind, key in (("lead", f"lead:stripe:user_{i}:Sign up"), ("sale", f"sale:stripe:in_{i}")):
-            rows.append((1, "stripe", kind, "Sign up" if kind == "lead" else "Purchase", key, f"user_{i}", key,
-                         json.dumps({"customerExternalId": f"user_{i}", "n": i}), "pending", 0, 0, 0))
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
-            " idempotency_key, payload, state, next_attempt_at, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+    """A pending Lead then a pending Sale for each customer: twice `customers` conversions,
+    whose Idempotency-Keys are `lead:stripe:user_I:Sign up` and `sale:stripe:in_I`."""
+    _seed(url, [pair for i in range(customers) for pair in (
+        (f"lead:user_{i}:Sign up", _lead(i)), (f"sale:in_{i}", _sale(f"user_{i}", f"in_{i}")))])
 
 
 def test_three_workers_drain_five_thousand_conversions_each_exactly_once_in_customer_order(
@@ -99,7 +116,7 @@ def test_three_workers_drain_five_thousand_conversions_each_exactly_once_in_cust
             wait_for(lambda: count(migrated_pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
                                    "current_database() AND application_name = 'hooktrack'") >= 3, timeout=30)
             _seed_journeys(migrated_pg_url, 2500)
-            procs.settle(lambda: count(migrated_pg_url, "SELECT count(*) FROM conversions WHERE state = 'pending'") == 0,
+            procs.settle(lambda: count(migrated_pg_url, "SELECT count(*) FROM deliveries WHERE state = 'pending'") == 0,
                          timeout=180)
     by_key = receiver.by_key()
     assert len(by_key) == 5000
@@ -114,12 +131,7 @@ def test_three_workers_drain_five_thousand_conversions_each_exactly_once_in_cust
 
 def test_worker_killed_holding_claims_has_them_delivered_by_another_after_the_lease(
         migrated_pg_url: str, tmp_path: Path) -> None:
-    with psycopg.connect(migrated_pg_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id,"
-            " idempotency_key, payload, state, next_attempt_at, created_at, updated_at)"
-            " VALUES (1, 'stripe', 'sale', 'Purchase', %s, %s, %s, '{}', 'pending', 0, 0, 0)",
-            [(f"sale:k{i}", f"u{i}", f"sale:stripe:k{i}") for i in range(100)])
+    _seed(migrated_pg_url, [(f"sale:k{i}", _sale(f"u{i}", f"k{i}")) for i in range(100)])  # keys sale:stripe:kI
     # A tracking API that accepts connections and never answers: the first worker hangs holding its claims.
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
@@ -127,13 +139,14 @@ def test_worker_killed_holding_claims_has_them_delivered_by_another_after_the_le
     stuck_config = procs.write_config(tmp_path / "stuck.toml", migrated_pg_url,
                                       f"http://127.0.0.1:{blackhole.getsockname()[1]}", lease_s=8, concurrency=5)
     stuck = procs.worker(stuck_config, tmp_path / "stuck.log")
-    leased_sql = "SELECT count(*) FROM conversions WHERE lease_owner IS NOT NULL"
+    leased_sql = "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"
     try:
         wait_for(lambda: count(migrated_pg_url, leased_sql) > 0, timeout=30)  # one claim, now stuck
         time.sleep(0.3)
         with psycopg.connect(migrated_pg_url) as conn:
-            held = dict(conn.execute(
-                "SELECT idempotency_key, lease_until FROM conversions WHERE lease_owner IS NOT NULL").fetchall())
+            leased = conn.execute("SELECT c.record, d.lease_until FROM deliveries d JOIN conversions c "
+                                  "ON c.id = d.conversion_id WHERE d.lease_owner IS NOT NULL").fetchall()
+        held: dict[str, int] = {f"sale:stripe:{Conversion.from_json(r).invoice_id}": int(until) for r, until in leased}
         procs.kill(stuck)
         assert 0 < len(held) < 100
     finally:
@@ -147,7 +160,7 @@ def test_worker_killed_holding_claims_has_them_delivered_by_another_after_the_le
             procs.settle(lambda: len(receiver.by_key()) == 100, timeout=60)
     by_key = receiver.by_key()
     assert len(by_key) == 100 and all(len(v) == 1 for v in by_key.values())
-    assert count(migrated_pg_url, "SELECT count(*) FROM conversions WHERE state = 'delivered'") == 100
+    assert count(migrated_pg_url, "SELECT count(*) FROM deliveries WHERE state = 'delivered'") == 100
     # The killed worker's claims waited for their lease; everything else went at once.
     assert all(by_key[key][0].at >= lease_until / 1000 - 0.05 for key, lease_until in held.items())
     free = [v[0].at for k, v in by_key.items() if k not in held]
