@@ -124,4 +124,4 @@ def _pending(tmp_path: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "hooktrack.db") as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM conversions WHERE state = 'pending'").fetchone()[0])
+        return int(conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
