@@ -35,6 +35,7 @@ def test_a_sale_sent_right_after_its_lead_is_counted(client: Any, receiver: Any)
     wait_for(lambda: receiver.counted_sales(), timeout=15)
     [lead] = receiver.counted_leads()
     [sale] = receiver.counted_sales()
+    assert lead.customer_id == sale.customer_id  # one customer from Lead to Sale
     assert _conversion(client, r.json()["eventId"])["state"] == "delivered"
     assert [q.status for q in receiver.requests] == [200, 200]
 
@@ -64,9 +65,10 @@ def test_a_key_refused_for_the_first_seconds_dead_letters_nothing(make_client: A
 
 
 def _stats(client: Any) -> str:
+    from rich.console import Console
+
     from adapter.render import stats_view
     from adapter.stats import stats
-    from rich.console import Console
 
     data = client.portal.call(client.app.state.store.read, lambda tx: stats(tx, int(time.time() * 1000)))
     console = Console(record=True, width=200)
