@@ -60,10 +60,10 @@ class SQLiteStore:
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the schema version."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         try:
             conn.executescript(TABLES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
