@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, Source
+from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.store.sql import Identity
 
@@ -69,6 +70,7 @@ class Ingestor:
         self.store = store
         self.on_commit = on_commit
         self.fill_window_ms = int(fill_window_s * 1000)
+        self.rejections = RejectionSample()
 
     async def receive(self, source: Source, body: bytes, headers: Headers,
                       query: Mapping[str, str] | None = None) -> Outcome:
@@ -111,7 +113,10 @@ class Ingestor:
 
     async def _reject(self, source: Source, received: int, reason: str, body: bytes | None,
                       event: ProviderEvent | None = None) -> None:
-        """Log a rejected delivery. Unverified bodies are never stored."""
+        """Log a rejected delivery. Unverified bodies are never stored, and unverified deliveries
+        are journaled only as a bounded sample (`adapter.sampling`); metrics count them all."""
+        if body is None and not self.rejections.take(source.name, received):
+            return
         row = {
             "source": source.name, "provider": source.ctx.provider, "received_at": received,
             "status": "rejected", "reason": reason,
