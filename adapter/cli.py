@@ -286,8 +286,11 @@ def events(ctx: click.Context, config_path: str | None, source: str | None, stat
     events_table(rows)
 
 
+_ID = click.IntRange(1, (1 << 63) - 1)  # a BIGINT id: larger ones cannot exist
+
+
 @events.command("show")
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=_ID)
 @config_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly
@@ -309,7 +312,7 @@ def events_show(event_id: int, config_path: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=_ID)
 @click.option("--dead", is_flag=True, help="Replay every dead-lettered conversion (narrow with --source, --since).")
 @click.option("--source", help="With --dead: only this source's.")
 @click.option("--since", help="With --dead: only those dead-lettered since (30m, 24h, 7d, ISO date/time).")
@@ -399,9 +402,12 @@ def _since(text: str | None) -> int | None:
     from adapter.journal import parse_since
 
     try:
-        return parse_since(text, now_ms())
-    except ValueError as exc:
+        since = parse_since(text, now_ms())
+    except (ValueError, OverflowError) as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    if abs(since) >= 1 << 63:
+        raise click.BadParameter("out of range", param_hint="--since")
+    return since
 
 
 def _ids(ids: list[int]) -> str:

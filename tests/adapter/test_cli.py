@@ -154,3 +154,12 @@ def test_serve_with_a_read_only_database_is_one_line_and_fails(tmp_path: Path) -
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert "readonly database" in out.stderr.strip().splitlines()[-1]
+
+
+def test_ids_and_times_over_2_63_are_usage_errors_not_tracebacks(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    for args in (["events", "show", "99999999999999999999"], ["replay", "99999999999999999999"],
+                 ["events", "--since", "99999999999999999999"]):
+        out = hooktrack(*args, "--config", str(path))
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "Error: Invalid value" in out.stderr, out.stderr
