@@ -23,6 +23,7 @@ from adapter.plugin import Headers, Source
 from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.store.sql import Identity
+from adapter.text import body_text
 
 __all__ = ["Ingestor", "Outcome", "iso_ms", "map_event", "now_ms", "parse_event"]
 
@@ -122,7 +123,7 @@ class Ingestor:
             "status": "rejected", "reason": reason,
             "provider_event_id": event.id if event else None,
             "event_type": event.type if event else None,
-            "body": body.decode("utf-8", "replace") if body is not None else None,
+            "body": body_text(body) if body is not None else None,
         }
         event_id: int | None = None
         try:
@@ -192,7 +193,7 @@ class _Apply:
             "provider_event_id": event.id, "event_type": event.type, "received_at": self.received,
             "occurred_at": occurred, "livemode": event.livemode,
             "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,
-            "body": self.body.decode("utf-8", "replace"),
+            "body": body_text(self.body),
         }
         event_id = tx.insert_event(row)
         if event_id is None:
