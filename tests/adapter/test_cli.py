@@ -163,3 +163,16 @@ def test_ids_and_times_over_2_63_are_usage_errors_not_tracebacks(tmp_path: Path)
         out = hooktrack(*args, "--config", str(path))
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" not in out.stderr and "Error: Invalid value" in out.stderr, out.stderr
+
+
+def test_serve_logs_the_config_warnings_at_startup(tmp_path: Path) -> None:
+    from adapter.receiver import free_port
+    from tests.store.procs import serve, stop
+
+    extra = f'[sources.stripe-copy]\nprovider = "stripe"\nsecrets = ["{STRIPE_SECRET}"]\n'
+    log = tmp_path / "serve.log"
+    stop(serve(config(tmp_path, extra), free_port(), log))
+    warned = [json.loads(line) for line in log.read_text().splitlines()
+              if line.startswith("{") and "share a secret" in line]
+    assert len(warned) == 1 and warned[0]["level"] == "warning", log.read_text()[-2000:]
+    assert warned[0]["msg"].startswith("config: sources stripe, stripe-copy share a secret")
