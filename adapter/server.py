@@ -117,6 +117,7 @@ class GuardedProtocol(HttpToolsProtocol):
         return {_IDLE: 0, _HEAD: 0, _BODY: 1}.get(self._phase, 2)
 
     def evict(self) -> None:
+        """Close this connection to make room for a new one (503 if it had started a request)."""
         CLOSED.labels("evicted").inc()
         if self._phase == _IDLE or not self._seen_bytes:
             self.transport.close()
