@@ -215,3 +215,34 @@ def test_idle_keep_alive_connections_are_closed(tmp_path: Path, receiver: Tracki
         while chunk := sock.recv(65536):
             data += chunk
         assert data.startswith(b"HTTP/1.1 200 ") and 0.8 < time.monotonic() - started < 3
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_unfinished_bodies_hold_at_most_max_body_bytes_times_the_cap(tmp_path: Path,
+                                                                      receiver: TrackingReceiver) -> None:
+    """300 clients each send 900 KB of a 1 MB body and stop (the issue: +306 MB of RSS). With
+    `max_connections = 30` the server holds at most 30 such bodies."""
+    with _start(tmp_path, receiver.url, max_connections=30) as hooktrack:  # type: ignore[attr-defined]
+        assert _genuine(hooktrack, "warm").json()["status"] == "accepted"
+        before = _rss_mb(hooktrack.pid)
+        head = HEAD + b"Stripe-Signature: t=1,v1=00\r\nContent-Length: 1000000\r\n\r\n"
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(300):
+                sock = socket.create_connection(("127.0.0.1", hooktrack.port))
+                with contextlib.suppress(OSError):
+                    sock.sendall(head + b"x" * 900_000)
+                socks.append(sock)
+            time.sleep(1)
+            grown = _rss_mb(hooktrack.pid) - before
+            assert _genuine(hooktrack, "beside_bodies").json()["status"] == "accepted"
+        finally:
+            for sock in socks:
+                sock.close()
+    assert grown < 30 * 1.0 * 2 + 20, f"RSS grew by {grown:.0f} MB"
