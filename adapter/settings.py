@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapter.attribution import DEFAULT_CLICK_ID_KEYS, DEFAULT_CUSTOMER_ID_KEYS
-from adapter.config_checks import refusals
+from adapter.config_checks import redact_url, refusals
 from adapter.errors import ConfigError
 
 __all__ = [
@@ -84,7 +84,7 @@ class TrackingSettings(_Section):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
         return url.rstrip("/")
 
 

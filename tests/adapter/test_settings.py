@@ -214,3 +214,9 @@ def test_server_limits_have_safe_defaults_and_are_settable(tmp_path: Path) -> No
     text = _stripe_config() + "[server]\nheader_timeout_s = 3\nmax_connections = 64\n"
     server = load_settings(write(tmp_path, text)).server
     assert server.header_timeout_s == 3 and server.max_connections == 64
+
+
+def test_an_invalid_url_is_reported_without_its_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tracking\.url: .*not an http\(s\) URL: 'ftp://\*\*\*@x'") as caught:
+        load_settings(write(tmp_path, _stripe_config(tracking='url = "ftp://user:hunter2@x"\napi_key = "dub_k"')))
+    assert "hunter2" not in str(caught.value)
