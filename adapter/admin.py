@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapter.destinations import Destination
 from adapter.ingest import now_ms
@@ -52,6 +52,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+MAX_ID = (1 << 63) - 1  # BIGINT: a larger id cannot exist (and would overflow the driver)
 
 
 class BadParameter(ValueError):
@@ -74,7 +75,7 @@ class BearerGuard:
             log.warning("admin: request without a valid token refused",
                         extra={"path": scope.get("path"), "client": (scope.get("client") or ("?",))[0]})
             response = _error(401, "unauthorized", "send Authorization: Bearer <admin.token>",
-                              {"WWW-Authenticate": 'Bearer realm="hooktrack admin"'})
+                              {"WWW-Authenticate": 'Bearer realm="hooktrack admin"', "Cache-Control": "no-store"})
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -106,9 +107,12 @@ def _since(raw: Any, now: int) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return parse_since(str(raw), now)
-    except ValueError as exc:
+        since = parse_since(str(raw), now)
+    except (ValueError, OverflowError) as exc:
         raise BadParameter(str(exc)) from None
+    if not -MAX_ID <= since <= MAX_ID:
+        raise BadParameter("since is out of range")
+    return since
 
 
 def _int(raw: str | None, name: str, default: int | None, low: int, high: int | None) -> Any:
@@ -118,8 +122,8 @@ def _int(raw: str | None, name: str, default: int | None, low: int, high: int | 
         value = int(raw)
     except ValueError:
         raise BadParameter(f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise BadParameter(f"{name} must be between {low} and {high}" if high else f"{name} must be >= {low}")
+    if value < low or value > (MAX_ID if high is None else high):
+        raise BadParameter(f"{name} must be between {low} and {high or MAX_ID}")
     return value
 
 
@@ -129,7 +133,7 @@ def _replay_targets(body: Any) -> dict[str, Any]:
     ids = body.get("ids")
     if ids is not None:
         if (not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY_IDS
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids)):
             raise BadParameter(f"ids must be a list of 1 to {MAX_REPLAY_IDS} conversion ids (integers)")
         return {"ids": ids}
     if body.get("dead") is not True:
@@ -150,7 +154,10 @@ def _api(store: Store, sources: dict[str, str], wake: Callable[[], None] | None,
         return JSONResponse({"events": rows})
 
     async def event(request: Request) -> Response:
-        found = await store.read(lambda tx: journey(tx, request.path_params["event_id"], destination))
+        event_id = request.path_params["event_id"]
+        if event_id > MAX_ID:
+            return _error(404, "not_found", "no event with this id")
+        found = await store.read(lambda tx: journey(tx, event_id, destination))
         if found is None:
             return _error(404, "not_found", "no event with this id")
         return JSONResponse(found)
@@ -202,16 +209,24 @@ def _api(store: Store, sources: dict[str, str], wake: Callable[[], None] | None,
 
 
 class _Api:
-    """The API router, turning a `BadParameter` into a 400 answer."""
+    """The API router, turning a `BadParameter` into a 400 answer. Every answer says
+    `Cache-Control: no-store`, so neither a browser nor a proxy keeps the event log, payloads
+    or customer emails on disk."""
 
     def __init__(self, routes: list[BaseRoute]) -> None:
         self.router = Router(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
         try:
-            await self.router(scope, receive, send)
+            await self.router(scope, receive, send_no_store)
         except BadParameter as exc:  # raised by a handler before it started a response
-            await _error(400, "invalid_parameter", str(exc))(scope, receive, send)
+            await _error(400, "invalid_parameter", str(exc))(scope, receive, send_no_store)
 
 
 def admin_routes(token: str | None, store: Store, sources: dict[str, str],

@@ -63,13 +63,24 @@ def serve(config_path: str | None, host: str, port: int, no_worker: bool, log_le
     import uvicorn
 
     from adapter.app import create_app
+    from adapter.config_checks import log_warnings
     from adapter.logs import configure_logging
+    from adapter.server import uvicorn_config
 
     settings = load_settings(config_path)
     configure_logging(log_level)
+    log_warnings(settings)
+    if settings.store.url.startswith("sqlite:"):
+        # A read-only or unopenable file is one clear line now, not a traceback from the lifespan.
+        # (PostgreSQL may be down for a while: serve starts and answers 503 until it is back.)
+        asyncio.run(_probe_store(settings))
     app = create_app(settings, worker=not no_worker)
     _tune_gc()
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(uvicorn_config(app, settings.server, host, port, log_config=None, access_log=False,
+                                           timeout_graceful_shutdown=10))
+    server.run()
+    if not server.started:
+        sys.exit(3)
 
 
 @main.command()
@@ -88,6 +99,9 @@ def worker(config_path: str | None, log_level: str, metrics_port: int | None) ->
 
     settings = load_settings(config_path)
     configure_logging(log_level)
+    from adapter.config_checks import log_warnings
+
+    log_warnings(settings)
 
     async def run() -> None:
         store = open_store(settings.store.url, pool_size=settings.store.pool_size)
@@ -116,27 +130,33 @@ def worker(config_path: str | None, log_level: str, metrics_port: int | None) ->
 @friendly
 def check(config_path: str | None) -> None:
     """Validate the config and the store, then exit (status 2 on a problem)."""
+    from adapter.config_checks import redact_url, warnings
     from adapter.plugin import build_sources, load_providers
-    from adapter.store import open_store
 
     settings = load_settings(config_path)
     sources = build_sources(settings, load_providers())
-
-    async def probe() -> int:
-        store = open_store(settings.store.url)
-        await store.open()
-        try:
-            await store.ping()
-            return store.schema_version()
-        finally:
-            await store.close()
-
-    version = asyncio.run(probe())
+    version = asyncio.run(_probe_store(settings))
     click.echo(f"config ok: {len(sources)} source(s)")
     for name, src in sources.items():
         click.echo(f"  POST /webhooks/{name}  provider={src.ctx.provider}  secrets={len(src.secrets)}")
-    click.echo(f"store ok: {_redact(settings.store.url)} (schema version {version})")
-    click.echo(f"tracking: {settings.tracking.url}")
+    click.echo(f"store ok: {redact_url(settings.store.url)} (schema version {version})")
+    click.echo(f"tracking: {redact_url(settings.tracking.url)}")
+    for text in warnings(settings):
+        click.echo(f"warning: {text}")
+
+
+async def _probe_store(settings: Settings) -> int:
+    """Open the store, commit a heartbeat and return its schema version; raises
+    `StoreUnavailable` with one line (a read-only file, a missing directory, no server)."""
+    from adapter.store import open_store
+
+    store = open_store(settings.store.url)
+    await store.open()
+    try:
+        await store.ping()
+        return store.schema_version()
+    finally:
+        await store.close()
 
 
 @main.command()
@@ -149,7 +169,9 @@ def migrate(config_path: str | None) -> None:
     settings = load_settings(config_path)
 
     version = open_store(settings.store.url).migrate()
-    click.echo(f"schema version {version} at {_redact(settings.store.url)}")
+    from adapter.config_checks import redact_url
+
+    click.echo(f"schema version {version} at {redact_url(settings.store.url)}")
 
 
 @main.command()
@@ -265,8 +287,11 @@ def events(ctx: click.Context, config_path: str | None, source: str | None, stat
     events_table(rows)
 
 
+_ID = click.IntRange(1, (1 << 63) - 1)  # a BIGINT id: larger ones cannot exist
+
+
 @events.command("show")
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=_ID)
 @config_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly
@@ -290,7 +315,7 @@ def events_show(event_id: int, config_path: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=_ID)
 @click.option("--dead", is_flag=True, help="Replay every dead-lettered conversion (narrow with --source, --since).")
 @click.option("--source", help="With --dead: only this source's.")
 @click.option("--since", help="With --dead: only those dead-lettered since (30m, 24h, 7d, ISO date/time).")
@@ -380,9 +405,12 @@ def _since(text: str | None) -> int | None:
     from adapter.journal import parse_since
 
     try:
-        return parse_since(text, now_ms())
-    except ValueError as exc:
+        since = parse_since(text, now_ms())
+    except (ValueError, OverflowError) as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    if abs(since) >= 1 << 63:
+        raise click.BadParameter("out of range", param_hint="--since")
+    return since
 
 
 def _ids(ids: list[int]) -> str:
@@ -402,13 +430,3 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

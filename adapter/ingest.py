@@ -21,7 +21,9 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
+from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
+from adapter.text import body_text
 
 __all__ = ["Ingestor", "Outcome", "checked", "iso_ms", "map_event", "now_ms", "parse_event"]
 
@@ -69,6 +71,7 @@ class Ingestor:
         self.on_commit = on_commit
         self.fill_window_ms = int(fill_window_s * 1000)
         self.window_ms = int(attribution_window_s * 1000)
+        self.rejections = RejectionSample()
 
     async def receive(self, source: Source, body: bytes, headers: Headers,
                       query: Mapping[str, str] | None = None) -> Outcome:
@@ -111,13 +114,16 @@ class Ingestor:
 
     async def _reject(self, source: Source, received: int, reason: str, body: bytes | None,
                       event: ProviderEvent | None = None) -> None:
-        """Log a rejected delivery. Unverified bodies are never stored."""
+        """Log a rejected delivery. Unverified bodies are never stored, and unverified deliveries
+        are journaled only as a bounded sample (`adapter.sampling`); metrics count them all."""
+        if body is None and not self.rejections.take(source.name, received):
+            return
         row = {
             "source": source.name, "provider": source.ctx.provider, "received_at": received,
             "status": "rejected", "reason": reason,
             "provider_event_id": event.id if event else None,
             "event_type": event.type if event else None,
-            "body": body.decode("utf-8", "replace") if body is not None else None,
+            "body": body_text(body) if body is not None else None,
         }
         event_id: int | None = None
         try:
@@ -189,7 +195,7 @@ class _Apply:
             "provider_event_id": event.id, "event_type": event.type, "received_at": self.received,
             "occurred_at": occurred, "livemode": event.livemode,
             "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,
-            "body": self.body.decode("utf-8", "replace"),
+            "body": body_text(self.body),
         }
         event_id = tx.insert_event(row)
         if event_id is None:

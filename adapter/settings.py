@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapter.attribution import DEFAULT_CLICK_ID_KEYS, DEFAULT_CUSTOMER_ID_KEYS
+from adapter.config_checks import redact_url, refusals
 from adapter.errors import ConfigError
 
 __all__ = [
@@ -42,9 +43,14 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    """`[server]`: HTTP limits."""
+    """`[server]`: HTTP limits; how `hooktrack serve` applies them is in `adapter.server`."""
 
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    header_timeout_s: float = Field(default=10, gt=0, le=300)
+    body_timeout_s: float = Field(default=20, gt=0, le=3600)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=1 << 20)
+    max_connections: int = Field(default=256, ge=2, le=100_000)
+    keep_alive_s: int = Field(default=5, ge=1, le=300)
 
 
 class StoreSettings(_Section):
@@ -85,7 +91,7 @@ class TrackingSettings(_Section):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
         return url.rstrip("/")
 
 
@@ -207,6 +213,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
 def parse_settings(raw: dict[str, Any], origin: str = "hooktrack.toml") -> Settings:
     """Validate an already-parsed config mapping (after `${ENV}` expansion)."""
     expanded = _expand(raw, path="")
+    refused = refusals(raw, expanded)
+    if refused:
+        lines = [f"  {key}: {problem}" for key, problem in refused]
+        raise ConfigError(f"{origin}: invalid configuration\n" + "\n".join(lines))
     try:
         return Settings.model_validate(expanded)
     except ValidationError as exc:

@@ -1,6 +1,8 @@
 // hooktrack admin page: plain DOM, no build step, no third-party code.
 // The admin token lives in sessionStorage (this tab only) and goes out as a bearer header.
-// Every value from the API is written with textContent, never parsed as HTML.
+// Every value from the API is written with textContent, never parsed as HTML, and through
+// visible(): control, invisible and bidi-reordering characters a provider put in an event type,
+// id or body are shown as \uXXXX instead of reordering or hiding what the operator reads.
 "use strict";
 
 const TOKEN_KEY = "hooktrack.admin.token";
@@ -9,6 +11,9 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const SERIES = [["accepted", "accepted"], ["ignored", "ignored"], ["failed", "failed"]];
 
 const $ = (sel) => document.querySelector(sel);
+// C0/C1 controls except tab and newline, DEL, zero-width, bidi overrides and isolates, BOM.
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/g;
+const visible = (text) => String(text).replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 const view = { oldest: null, paged: false, lastTotal: null, timer: null, hours: [] };
 
 function el(tag, attrs, ...children) {
@@ -16,12 +21,12 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
+    else if (k === "text") node.textContent = visible(v);
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat(Infinity)) {
-    if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
+    if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : visible(c));
   }
   return node;
 }

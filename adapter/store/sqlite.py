@@ -73,10 +73,10 @@ class SQLiteStore:
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the schema version."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -171,17 +171,34 @@ class SQLiteStore:
 
     # -- the writer thread ---------------------------------------------------------------
 
+    wal_truncate_above_bytes = 4 << 20
+    wal_truncate_every_s = 60.0
+
     def _checkpoint_loop(self, interval_s: float = 1.0) -> None:
-        """Copy the WAL back into the database off the writer thread.
+        """Copy the WAL back into the database off the writer thread, and keep the WAL small.
 
         SQLite's automatic checkpoint would run inside a webhook's commit and stall every
-        request queued behind it; a PASSIVE checkpoint here never blocks the writer.
+        request queued behind it; a PASSIVE checkpoint here never blocks the writer. A PASSIVE
+        checkpoint never shrinks the file, though, so a burst leaves a WAL that size for good:
+        at most every `wal_truncate_every_s`, once a PASSIVE pass has copied every frame and the
+        file is over `wal_truncate_above_bytes`, a TRUNCATE checkpoint empties it. It has nothing
+        left to copy by then and waits at most 100 ms for the writer (else it is tried later),
+        so a webhook's commit is never held up for long.
         """
         conn: sqlite3.Connection | None = None
+        wal = self.path.with_name(self.path.name + "-wal")
+        last_truncate = time.monotonic()
         while not self._checkpoints.wait(interval_s):
             try:
-                conn = conn or self._connect()
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if conn is None:
+                    conn = self._connect()
+                    conn.execute("PRAGMA busy_timeout=100")
+                _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                now = time.monotonic()
+                if now - last_truncate >= self.wal_truncate_every_s and frames == copied and \
+                        _size(wal) > self.wal_truncate_above_bytes:
+                    last_truncate = now
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
                 log.warning("checkpoint failed: %s", exc)
                 conn = None
@@ -269,3 +286,10 @@ class SQLiteStore:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

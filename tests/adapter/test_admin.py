@@ -159,3 +159,30 @@ def test_openapi_describes_exactly_the_served_api(admin: TestClient, receiver: T
         for method in methods:
             r = admin.request(method, url, headers=AUTH, json={"ids": [1]} if method == "post" else None)
             assert r.status_code == 200, (method, url, r.text)
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("GET", "/admin/api/events", AUTH), ("GET", "/admin/api/events/1", AUTH), ("GET", "/admin/api/stats", AUTH),
+    ("GET", "/admin/api/events?limit=x", AUTH), ("GET", "/admin/api/events", {}),
+    ("GET", "/admin/api/openapi.json", AUTH), ("POST", "/admin/api/replay", AUTH),
+])
+def test_every_api_answer_is_no_store(admin: TestClient, method: str, path: str, headers: dict[str, str]) -> None:
+    r = admin.request(method, path, headers=headers, json={"ids": [1]} if method == "POST" else None)
+    assert r.headers["cache-control"] == "no-store", (r.status_code, r.headers)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("GET", "/admin/api/events/99999999999999999999", None, 404),
+    ("GET", "/admin/api/events/9223372036854775808", None, 404),
+    ("GET", "/admin/api/events?before=99999999999999999999", None, 400),
+    ("GET", "/admin/api/events?since=99999999999999999999", None, 400),
+    ("GET", "/admin/api/stats?since=99999999999999999999", None, 400),
+    ("GET", "/admin/api/stats/hourly?hours=99999999999999999999", None, 400),
+    ("POST", "/admin/api/replay", {"ids": [99999999999999999999]}, 400),
+    ("POST", "/admin/api/replay", {"dead": True, "since": 99999999999999999999}, 400),
+])
+def test_integers_over_2_63_are_a_client_error_not_a_500(admin: TestClient, method: str, path: str,
+                                                          body: Any, status: int) -> None:
+    r = admin.request(method, path, headers=AUTH, json=body)
+    assert r.status_code == status, r.text
+    assert admin.get("/admin/api/events/9223372036854775807", headers=AUTH).status_code == 404

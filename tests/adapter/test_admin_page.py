@@ -149,3 +149,31 @@ def test_a_token_link_logs_in_and_leaves_the_address_bar(demo: dict[str, str], p
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+HOSTILE_TYPE = "\u202eorder.paid\x1b]0;owned\x07 <img src=x onerror=alert(1)> [/]"
+
+
+def test_hostile_strings_are_shown_as_text_with_their_control_characters_visible(
+        demo: dict[str, str], page: Any, tmp_path: Path) -> None:
+    import sqlite3
+
+    from playwright.sync_api import expect
+
+    with sqlite3.connect(tmp_path / "demo" / "hooktrack-demo.db") as conn:
+        event_id = conn.execute(
+            "INSERT INTO events (source, provider, provider_event_id, event_type, received_at, status, reason, body) "
+            "VALUES ('stripe', 'stripe', ?, ?, ?, 'rejected', 'invalid_signature', NULL)",
+            ("evt_\u200bhidden", HOSTILE_TYPE, int(time.time() * 1000))).lastrowid
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{demo['url']}/admin/#token={demo['token']}")
+    row = page.locator(f'#events tr[data-event="{event_id}"]')
+    expect(row).to_contain_text("\\u202eorder.paid\\u001b]0;owned\\u0007 <img src=x onerror=alert(1)> [/]")
+    expect(row).to_contain_text("evt_\\u200bhidden")
+    row.click()
+    heading = page.locator("#journey h2")
+    expect(heading).to_contain_text("\\u202eorder.paid")
+    text = page.locator("body").inner_text()
+    assert not any(c in text for c in "\u202e\u200b\x1b\x07")
+    assert page.locator("#journey img, #events img").count() == 0 and dialogs == []
