@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapter.attribution import apply_identity_keys
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, Source
@@ -152,7 +153,7 @@ def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
     if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
         raise Ignore("livemode_mismatch")
     try:
-        out = source.provider.map(event, source.ctx)
+        out = [apply_identity_keys(c, source.ctx) for c in source.provider.map(event, source.ctx)]
     except (Ignore, PayloadError):
         raise
     except ValidationError as exc:

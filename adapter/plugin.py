@@ -60,18 +60,6 @@ class SourceContext:
     options: Any = None
     query: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def click_id_keys(self) -> Sequence[str]:
-        return self.settings.click_id_keys
-
-    @property
-    def customer_id_keys(self) -> Sequence[str]:
-        return self.settings.customer_id_keys
-
-    @property
-    def client_reference_prefix(self) -> str:
-        return self.settings.client_reference_prefix
-
 
 class Provider:
     """Base class of provider plugins: verify, then parse, then map.

@@ -131,7 +131,6 @@ class SourceSettings(BaseModel):
     customer_id_keys: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CUSTOMER_ID_KEYS), min_length=1
     )
-    client_reference_prefix: str = "dub_id_"
     event_names: EventNames = Field(default_factory=EventNames)
     forward_leads_without_click_id: bool = False
 

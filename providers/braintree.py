@@ -36,7 +36,6 @@ from braintree.util.crypto import Crypto  # type: ignore[import-untyped]
 from braintree.util.xml_util import XmlUtil  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
@@ -217,8 +216,7 @@ class BraintreeProvider(Provider):
             provider_customer_id=_text(customer.get("id")),
             email=_text(customer.get("email")),
             name=" ".join(n for n in names if n) or None,
-            click_id=first_key(ctx.click_id_keys, custom),
-            external_id=first_key(ctx.customer_id_keys, custom),
+            metadata_sources=(custom,),
             timestamp=datetime.fromisoformat(paid_at) if paid_at else None,
             metadata=_compact(subscriptionId=subscription_id, taxAmount=tax, planId=_text(subscription.get("plan_id")),
                               billingCycle=subscription.get("current_billing_cycle")),

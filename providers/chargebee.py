@@ -34,7 +34,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapter.attribution import first_key
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.plugin import Headers, Provider, SourceContext
@@ -156,14 +155,14 @@ class ChargebeeProvider(Provider):
             raise Ignore("api_version_v1")
         content: dict[str, Any] = event.data["content"]
         if event.type == "payment_succeeded":
-            return [self._sale(content, ctx)]
+            return [self._sale(content)]
         customer = _dict(content.get("customer"))
         if not customer:
             raise PayloadError("customer_created without `content.customer`")
         return [Lead(kind="sign_up", provider_customer_id=_text(customer.get("id")), email=_text(customer.get("email")),
-                     name=_name(customer), **_hints(ctx, customer))]
+                     name=_name(customer), **_hints(customer))]
 
-    def _sale(self, content: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, content: dict[str, Any]) -> Sale:
         txn, invoice = _dict(content.get("transaction")), _dict(content.get("invoice"))
         customer, subscription = _dict(content.get("customer")), _dict(content.get("subscription"))
         if not txn:
@@ -193,7 +192,7 @@ class ChargebeeProvider(Provider):
             provider_customer_id=_text(customer.get("id")) or _text(txn.get("customer_id")),
             email=_text(customer.get("email")) or _text(billing.get("email")),
             name=_name(customer) or _name(billing),
-            **_hints(ctx, subscription, customer),
+            **_hints(subscription, customer),
             metadata=_compact(subscriptionId=subscription_id, taxAmount=tax, transactionId=_text(txn.get("id")),
                               firstInvoice=invoice.get("first_invoice") if kind == "subscription" else None),
         )
@@ -221,14 +220,14 @@ def _applied(txn: dict[str, Any], invoice_id: str | None) -> int:
     return amount
 
 
-def _hints(ctx: SourceContext, *objects: dict[str, Any]) -> dict[str, Any]:
-    """Click and user ids from each object's `meta_data` and `cf_*` custom fields, in order."""
+def _hints(*objects: dict[str, Any]) -> dict[str, Any]:
+    """Where identity lives: each object's `meta_data`, then its `cf_*` custom fields (read both
+    without the `cf_` prefix and with it, so a configured key `cf_ref` matches exactly), in order."""
     sources: list[dict[str, Any]] = []
     for obj in objects:
         custom = {k: v for k, v in obj.items() if k.startswith("cf_")}
         sources += [_dict(obj.get("meta_data")), {k[3:]: v for k, v in custom.items()}, custom]
-    return {"click_id": first_key(ctx.click_id_keys, *sources),
-            "external_id": first_key(ctx.customer_id_keys, *sources)}
+    return {"metadata_sources": tuple(sources)}
 
 
 def _name(obj: dict[str, Any]) -> str | None:

@@ -22,7 +22,8 @@ product's `price` (before tax for `tax_mode` `exclusive`, the common case).
 
 Lead: `subscription.trialing` (`Started Trial`). Click and user ids come from the checkout's and
 the subscription's `metadata` (set when creating the checkout; Creem copies it onto the
-subscription), with Creem's own `referenceId` key read as the user id after the configured keys.
+subscription), with Creem's own `referenceId` key read as the client reference (the user id, or a click id
+with the `dub_id_` prefix) after the configured keys.
 `mode` (`prod`, `test`, `sandbox`) is the livemode.
 """
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
@@ -125,15 +125,15 @@ class CreemProvider(BodyHmacProvider):
         `counted_by_subscription_paid` (see the module doc)."""
         obj: dict[str, Any] = event.data["object"]
         if event.type == "checkout.completed":
-            return [self._checkout_sale(obj, ctx)]
+            return [self._checkout_sale(obj)]
         if event.type == "subscription.paid":
-            return [self._subscription_sale(obj, ctx)]
+            return [self._subscription_sale(obj)]
         if event.type == "subscription.trialing":
-            return [Lead(kind="started_trial", **_hints(ctx, obj.get("customer"), obj.get("metadata")),
+            return [Lead(kind="started_trial", **_hints(obj.get("customer"), obj.get("metadata")),
                          metadata=_compact(subscriptionId=_text(obj.get("id"))))]
         return []
 
-    def _checkout_sale(self, checkout: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _checkout_sale(self, checkout: dict[str, Any]) -> Sale:
         order = _dict(checkout.get("order"))
         if not order:
             raise PayloadError("Creem checkout without an `order`")
@@ -155,13 +155,13 @@ class CreemProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=invoice,
             subscription_id=subscription_id,
-            **_hints(ctx, checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
+            **_hints(checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
                      _dict(subscription).get("metadata")),
             metadata=_compact(subscriptionId=subscription_id, orderId=order_id, checkoutId=_text(checkout.get("id")),
                               requestId=_text(checkout.get("request_id")), taxAmount=tax),
         )
 
-    def _subscription_sale(self, subscription: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _subscription_sale(self, subscription: dict[str, Any]) -> Sale:
         subscription_id = _text(subscription.get("id"))
         last = _dict(subscription.get("last_transaction"))
         transaction = _text(last.get("id")) or _text(subscription.get("last_transaction_id"))
@@ -180,7 +180,7 @@ class CreemProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=transaction,
             subscription_id=subscription_id,
-            **_hints(ctx, subscription.get("customer"), subscription.get("metadata")),
+            **_hints(subscription.get("customer"), subscription.get("metadata")),
             metadata=_compact(subscriptionId=subscription_id, orderId=_text(last.get("order")),
                               taxAmount=tax if last else None, amountFrom=None if last else "product_price"),
         )
@@ -198,16 +198,17 @@ def _paid(obj: dict[str, Any], currency: Any) -> tuple[int, int, str]:
     return amount, rescale(tax, _CENTS, code), code
 
 
-def _hints(ctx: SourceContext, customer: Any, *metadata: Any) -> dict[str, Any]:
-    """Identity from the (expanded) customer and merchant metadata; `referenceId` is the user id
-    key of Creem's own SDK adapters, read after the configured keys."""
+def _hints(customer: Any, *metadata: Any) -> dict[str, Any]:
+    """Identity from the (expanded) customer and merchant metadata. `referenceId` is the user id
+    key of Creem's own SDK adapters: it is the client reference, read after the configured keys."""
     details = _dict(customer)
+    references = (_text(m.get("referenceId")) for m in metadata if isinstance(m, dict))
     return {
         "provider_customer_id": _id(customer),
         "email": _text(details.get("email")),
         "name": _text(details.get("name")),
-        "click_id": first_key(ctx.click_id_keys, *metadata),
-        "external_id": first_key(ctx.customer_id_keys, *metadata) or first_key(("referenceId",), *metadata),
+        "metadata_sources": metadata,
+        "client_reference": next((r for r in references if r), None),
     }
 
 

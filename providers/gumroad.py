@@ -36,7 +36,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapter.attribution import first_key
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.plugin import Headers, Provider, SourceContext
@@ -174,7 +173,6 @@ class GumroadProvider(Provider):
             raise Ignore("zero_amount")
         subscription = _text(fields.get("subscription_id"))
         kind: SaleKind = "subscription" if subscription else "purchase"
-        params, custom = _nested(fields, "url_params"), _nested(fields, "custom_fields")
         return [Sale(
             kind=kind,
             amount=amount,
@@ -184,8 +182,7 @@ class GumroadProvider(Provider):
             provider_customer_id=None if gift else _text(fields.get("purchaser_id")),
             email=_text(fields.get("gifter_email" if gift else "email")),
             name=None if gift else _text(fields.get("full_name")),
-            click_id=first_key(ctx.click_id_keys, params, custom),
-            external_id=first_key(ctx.customer_id_keys, params, custom),
+            metadata_sources=(_nested(fields, "url_params"), _nested(fields, "custom_fields")),
             metadata=_compact(subscriptionId=subscription, productCurrency=_text(fields.get("currency")),
                               productId=_text(fields.get("product_id")), orderNumber=_text(fields.get("order_number")),
                               recurringCharge=True if _flag(fields, "is_recurring_charge") else None,

@@ -22,7 +22,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind, parse_time
 from adapter.plugin import Headers, SourceContext
@@ -113,12 +112,12 @@ class LemonSqueezyProvider(BodyHmacProvider):
         attrs = _dict(resource.get("attributes"))
         custom = _dict(event.data.get("meta")).get("custom_data")
         if event.type == "order_created":
-            return [self._order_sale(_text(resource["id"]), attrs, custom, ctx)]
+            return [self._order_sale(_text(resource["id"]), attrs, custom)]
         if event.type == "subscription_payment_success":
-            return [self._invoice_sale(_text(resource["id"]), attrs, custom, ctx)]
+            return [self._invoice_sale(_text(resource["id"]), attrs, custom)]
         return []
 
-    def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> Sale:
+    def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any) -> Sale:
         amount, tax, currency = _paid_net(attrs)
         identifier = _text(attrs.get("identifier"))
         if identifier is None:
@@ -129,12 +128,11 @@ class LemonSqueezyProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=identifier.lower(),
             timestamp=parse_time(attrs.get("created_at")),
-            **_hints(attrs, custom, ctx),
+            **_hints(attrs, custom),
             metadata=_compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
         )
 
-    def _invoice_sale(self, invoice_id: str | None, attrs: dict[str, Any], custom: Any,
-                      ctx: SourceContext) -> Sale:
+    def _invoice_sale(self, invoice_id: str | None, attrs: dict[str, Any], custom: Any) -> Sale:
         amount, tax, currency = _paid_net(attrs)
         subscription = _text(attrs.get("subscription_id"))
         if subscription is None:
@@ -154,7 +152,7 @@ class LemonSqueezyProvider(BodyHmacProvider):
             invoice_id=key,
             subscription_id=subscription,
             timestamp=parse_time(attrs.get("created_at")),
-            **_hints(attrs, custom, ctx),
+            **_hints(attrs, custom),
             metadata=_compact(subscriptionId=subscription, billingReason=_text(reason),
                               subscriptionInvoiceId=invoice_id, taxAmount=tax),
         )
@@ -176,13 +174,13 @@ def _paid_net(attrs: dict[str, Any]) -> tuple[int, int, str]:
     return amount, tax, currency
 
 
-def _hints(attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> dict[str, Any]:
+def _hints(attrs: dict[str, Any], custom: Any) -> dict[str, Any]:
+    """Where identity lives: the customer, and `meta.custom_data` (checkout `custom` data)."""
     return {
         "provider_customer_id": _text(attrs.get("customer_id")),
         "email": _text(attrs.get("user_email")),
         "name": _text(attrs.get("user_name")),
-        "click_id": first_key(ctx.click_id_keys, custom),
-        "external_id": first_key(ctx.customer_id_keys, custom),
+        "metadata_sources": (custom,),
     }
 
 

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.plugin import Headers, Provider, SourceContext
@@ -140,16 +139,16 @@ class PaddleProvider(Provider):
         that is not trialing (`not_trialing`: its payment arrives as a transaction)."""
         obj: dict[str, Any] = event.data["data"]
         if event.type == "transaction.completed":
-            return [self._sale(obj, ctx)]
+            return [self._sale(obj)]
         if event.type == "customer.created":
-            return [self._lead(obj, "sign_up", _text(obj.get("id")), ctx)]
+            return [self._lead(obj, "sign_up", _text(obj.get("id")))]
         if event.type == "subscription.created":
             if obj.get("status") != "trialing":
                 raise Ignore("not_trialing")
-            return [self._lead(obj, "started_trial", _text(obj.get("customer_id")), ctx)]
+            return [self._lead(obj, "started_trial", _text(obj.get("customer_id")))]
         return []
 
-    def _sale(self, txn: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, txn: dict[str, Any]) -> Sale:
         if txn.get("status", "completed") not in ("completed", "paid"):
             raise Ignore("unpaid")
         totals = _dict(_dict(txn.get("details")).get("totals"))
@@ -171,19 +170,19 @@ class PaddleProvider(Provider):
             invoice_id=txn["id"],
             subscription_id=subscription,
             provider_customer_id=_text(txn.get("customer_id")),
-            **_hints(ctx, txn.get("custom_data")),
+            metadata_sources=(_dict(txn.get("custom_data")),),
             metadata=_compact(subscriptionId=subscription, origin=origin, taxAmount=tax,
                               invoiceNumber=_text(txn.get("invoice_number"))),
         )
 
-    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None, ctx: SourceContext) -> Lead:
+    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None) -> Lead:
         trial = kind == "started_trial"
         return Lead(
             kind="started_trial" if trial else "sign_up",
             provider_customer_id=customer,
             email=_text(obj.get("email")),
             name=_text(obj.get("name")),
-            **_hints(ctx, obj.get("custom_data")),
+            metadata_sources=(_dict(obj.get("custom_data")),),
             metadata=_compact(subscriptionId=_text(obj.get("id")) if trial else None),
         )
 
@@ -201,14 +200,6 @@ def _net_and_tax(totals: dict[str, Any]) -> tuple[int, int]:
     charged = _minor(totals, "grand_total")
     charged_tax = _minor(totals, "grand_total_tax", totals.get("tax"))
     return charged - charged_tax, charged_tax
-
-
-def _hints(ctx: SourceContext, custom_data: Any) -> dict[str, Any]:
-    """Click id and the merchant's user id from `custom_data` (Paddle.js `customData`)."""
-    return {
-        "click_id": first_key(ctx.click_id_keys, custom_data),
-        "external_id": first_key(ctx.customer_id_keys, custom_data),
-    }
 
 
 def _compact(**values: Any) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from adapter.attribution import first_key, from_client_reference
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import to_minor
@@ -61,10 +61,9 @@ def _load_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
-class PaddleClassicSettings(BaseModel):
-    """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PaddleClassicSettings(ClientReferenceSettings):
+    """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools;
+    `client_reference_prefix` (default `dub_id_`), which makes a plain `passthrough` a click id."""
 
     public_key: str
 
@@ -192,7 +191,7 @@ class PaddleClassicProvider(Provider):
             provider_customer_id=(fields.get("user_id") or "").strip() or None,
             email=(fields.get("email") or "").strip() or None,
             name=(fields.get("customer_name") or "").strip() or None,
-            **_passthrough_hints(fields.get("passthrough"), ctx),
+            **_passthrough_hints(fields.get("passthrough")),
             metadata=_compact(subscriptionId=subscription, taxAmount=tax,
                               subscriptionPaymentId=fields.get("subscription_payment_id") or None,
                               initialPayment=first,
@@ -200,8 +199,9 @@ class PaddleClassicProvider(Provider):
         )]
 
 
-def _passthrough_hints(passthrough: str | None, ctx: SourceContext) -> dict[str, Any]:
-    """Click and user ids from `passthrough`: a JSON object's keys, or one plain string."""
+def _passthrough_hints(passthrough: str | None) -> dict[str, Any]:
+    """Where identity lives in `passthrough`: a JSON object is metadata, any other value is one
+    client reference (a click id with the prefix, else the merchant's user id)."""
     raw = (passthrough or "").strip()
     if not raw:
         return {}
@@ -210,12 +210,10 @@ def _passthrough_hints(passthrough: str | None, ctx: SourceContext) -> dict[str,
     except ValueError:
         decoded = raw
     if isinstance(decoded, dict):
-        return {"click_id": first_key(ctx.click_id_keys, decoded),
-                "external_id": first_key(ctx.customer_id_keys, decoded)}
+        return {"metadata_sources": (decoded,)}
     if isinstance(decoded, str) and decoded.strip():
         raw = decoded.strip()  # a JSON-quoted string: its content
-    click = from_client_reference(raw, ctx.client_reference_prefix)
-    return {"click_id": click} if click else {"external_id": raw}
+    return {"client_reference": raw}
 
 
 def _compact(**values: Any) -> dict[str, Any]:

@@ -17,8 +17,8 @@ subscription code, so the subscription is keyed `"<customer_code>:<plan_code>"` 
 holds one subscription per plan), which makes the customer's first paid charge of a plan the
 `Subscription creation` and later ones renewals.
 
-Identity: `data.customer.email`, `customer_code` as the provider customer id, and click and
-user ids from `data.metadata` (an object, a JSON string of one, `""` or `0`: all are accepted),
+Identity: `data.customer.email` (and `phone`), `customer_code` as the provider customer id, and
+click and user ids from `data.metadata` (an object, a JSON string of one, `""` or `0`: all are accepted),
 including its `custom_fields` list of `{display_name, variable_name, value}`, then the
 customer's own `metadata`. `data.domain` (`live`/`test`) is the livemode.
 """
@@ -30,7 +30,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import rescale
@@ -130,9 +129,9 @@ class PaystackProvider(BodyHmacProvider):
         """
         if event.type != "charge.success":
             return []
-        return [self._sale(event.data["data"], ctx)]
+        return [self._sale(event.data["data"])]
 
-    def _sale(self, txn: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, txn: dict[str, Any]) -> Sale:
         reference, currency, amount = _text(txn.get("reference")), _text(txn.get("currency")), txn.get("amount")
         if reference is None or currency is None:
             raise PayloadError("Paystack charge without `reference` and `currency`")
@@ -154,7 +153,6 @@ class PaystackProvider(BodyHmacProvider):
         customer_code = _text(customer.get("customer_code"))
         subscription = f"{customer_code}:{plan_code}" if plan_code and customer_code else None
         metadata = _metadata(txn.get("metadata"))
-        sources = (metadata, _custom_fields(metadata), _metadata(customer.get("metadata")))
         names = [_text(customer.get("first_name")), _text(customer.get("last_name"))]
         return Sale(
             kind="subscription" if subscription else "purchase",
@@ -164,10 +162,10 @@ class PaystackProvider(BodyHmacProvider):
             subscription_id=subscription,
             provider_customer_id=customer_code,
             email=_text(customer.get("email")),
+            phone=_text(customer.get("phone")),
             name=" ".join(n for n in names if n) or None,
             timestamp=parse_time(txn.get("paid_at")) or parse_time(txn.get("paidAt")),
-            click_id=first_key(ctx.click_id_keys, *sources),
-            external_id=first_key(ctx.customer_id_keys, *sources),
+            metadata_sources=(metadata, _custom_fields(metadata), _metadata(customer.get("metadata"))),
             metadata=_compact(
                 reference=reference,
                 transactionId=_text(txn.get("id")),

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.plugin import Headers, Provider, SourceContext
@@ -130,12 +129,12 @@ class PolarProvider(Provider):
         """
         obj: dict[str, Any] = event.data["data"]
         if event.type == "order.paid":
-            return [self._sale(obj, ctx)]
+            return [self._sale(obj)]
         if event.type == "customer.created":
-            return [self._lead(obj, ctx)]
+            return [self._lead(obj)]
         return []
 
-    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, order: dict[str, Any]) -> Sale:
         if order.get("paid") is False:
             raise Ignore("unpaid")
         amount, tax = order.get("net_amount"), order.get("tax_amount", 0)
@@ -159,13 +158,13 @@ class PolarProvider(Provider):
             provider_customer_id=_text(customer.get("id")) or _text(order.get("customer_id")),
             email=_text(customer.get("email")),
             name=_text(customer.get("name")) or _text(order.get("billing_name")),
-            **_hints(ctx, customer, order.get("metadata")),
+            **_hints(customer, order.get("metadata")),
             metadata=_compact(subscriptionId=subscription, billingReason=reason,
                               taxAmount=tax if isinstance(tax, int) and not isinstance(tax, bool) else None,
                               invoiceNumber=_text(order.get("invoice_number"))),
         )
 
-    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
+    def _lead(self, customer: dict[str, Any]) -> Lead:
         customer_id = _text(customer.get("id"))
         if customer_id is None:
             raise PayloadError("customer.created without `id`")
@@ -174,17 +173,16 @@ class PolarProvider(Provider):
             provider_customer_id=customer_id,
             email=_text(customer.get("email")),
             name=_text(customer.get("name")),
-            **_hints(ctx, customer),
+            **_hints(customer),
         )
 
 
-def _hints(ctx: SourceContext, customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
-    """Click id from order then customer metadata; the user id from `customer.external_id`
-    (Polar's own field for it, the same on the customer's Lead and every order), else metadata."""
-    sources = (*metadata, customer.get("metadata"))
+def _hints(customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
+    """Where identity lives: the order's then the customer's metadata; `customer.external_id`
+    is Polar's own field for the user id (the same on the customer's Lead and every order)."""
     return {
-        "click_id": first_key(ctx.click_id_keys, *sources),
-        "external_id": _text(customer.get("external_id")) or first_key(ctx.customer_id_keys, *sources),
+        "metadata_sources": (*metadata, customer.get("metadata")),
+        "external_id": _text(customer.get("external_id")),
     }
 
 

@@ -31,7 +31,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, SourceContext
@@ -111,12 +110,12 @@ class RazorpayProvider(BodyHmacProvider):
         """
         payload: dict[str, Any] = event.data["payload"]
         if event.type == "payment.captured":
-            return [self._sale(_entity(payload, "payment"), {}, ctx)]
+            return [self._sale(_entity(payload, "payment"), {})]
         if event.type == "subscription.charged":
-            return [self._sale(_entity(payload, "payment"), _entity(payload, "subscription"), ctx)]
+            return [self._sale(_entity(payload, "payment"), _entity(payload, "subscription"))]
         return []
 
-    def _sale(self, payment: dict[str, Any], subscription: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, payment: dict[str, Any], subscription: dict[str, Any]) -> Sale:
         payment_id, currency, amount = _text(payment.get("id")), _text(payment.get("currency")), payment.get("amount")
         if payment_id is None or currency is None:
             raise PayloadError("Razorpay payment without `id` and `currency`")
@@ -128,7 +127,6 @@ class RazorpayProvider(BodyHmacProvider):
             raise Ignore("zero_amount")
         subscription_id = _text(subscription.get("id")) or _text(payment.get("subscription_id"))
         invoice = _text(payment.get("invoice_id"))
-        notes = (payment.get("notes"), subscription.get("notes"))  # either may be `[]` when empty
         return Sale(
             kind="subscription" if subscription_id or invoice else "purchase",
             amount=amount,
@@ -137,8 +135,8 @@ class RazorpayProvider(BodyHmacProvider):
             subscription_id=subscription_id,
             provider_customer_id=_text(payment.get("customer_id")) or _text(subscription.get("customer_id")),
             email=_text(payment.get("email")),
-            click_id=first_key(ctx.click_id_keys, *notes),
-            external_id=first_key(ctx.customer_id_keys, *notes),
+            phone=_text(payment.get("contact")),
+            metadata_sources=(_dict(payment.get("notes")), _dict(subscription.get("notes"))),  # `[]` when empty
             metadata=_compact(
                 subscriptionId=subscription_id,
                 razorpayInvoiceId=invoice,

@@ -28,7 +28,6 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import to_minor
@@ -165,12 +164,12 @@ class ShopifyProvider(BodyHmacProvider):
         `Ignore("zero_amount")` for an order of nothing (after discounts, before tax).
         """
         if event.type == "orders/paid":
-            return [self._sale(event.data, ctx)]
+            return [self._sale(event.data)]
         if event.type == "customers/create":
-            return [self._lead(event.data, ctx)]
+            return [self._lead(event.data)]
         return []
 
-    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, order: dict[str, Any]) -> Sale:
         if order.get("financial_status") != "paid":
             raise Ignore("unpaid")
         currency = _text(order.get("currency"))
@@ -184,8 +183,6 @@ class ShopifyProvider(BodyHmacProvider):
         if amount <= 0:
             raise Ignore("zero_amount")
         customer = _dict(order.get("customer"))
-        notes = _pairs(order.get("note_attributes"), "name")
-        fields = _pairs(order.get("metafields"), "key")
         return Sale(
             kind="purchase",
             amount=amount,
@@ -194,24 +191,24 @@ class ShopifyProvider(BodyHmacProvider):
             provider_customer_id=_id(customer.get("id")),
             email=_text(order.get("email")) or _text(order.get("contact_email")) or _text(customer.get("email")),
             name=_name(customer) or _text(_dict(order.get("billing_address")).get("name")),
-            click_id=first_key(ctx.click_id_keys, notes, fields, _query(order.get("landing_site"))),
-            external_id=first_key(ctx.customer_id_keys, notes, fields),
+            phone=_text(order.get("phone")) or _text(customer.get("phone")),
+            metadata_sources=(_pairs(order.get("note_attributes"), "name"), _pairs(order.get("metafields"), "key")),
+            click_sources=(_query(order.get("landing_site")),),
             metadata=_compact(orderName=_text(order.get("name")), taxAmount=tax,
                               taxesIncluded=order.get("taxes_included") is True),
         )
 
-    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
+    def _lead(self, customer: dict[str, Any]) -> Lead:
         customer_id = _id(customer.get("id"))
         if customer_id is None:
             raise PayloadError("customers/create without `id`")
-        fields = _pairs(customer.get("metafields"), "key")
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
             email=_text(customer.get("email")),
             name=_name(customer),
-            click_id=first_key(ctx.click_id_keys, fields),
-            external_id=first_key(ctx.customer_id_keys, fields),
+            phone=_text(customer.get("phone")),
+            metadata_sources=(_pairs(customer.get("metafields"), "key"),),
         )
 
 

@@ -38,9 +38,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from adapter.attribution import first_key, from_client_reference
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.plugin import Headers, Provider, SourceContext
@@ -51,10 +51,9 @@ _PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*([^\s;,&]+)")
 _PAYMENT_EVENTS = ("payment.created", "payment.updated")
 
 
-class SquareSettings(BaseModel):
-    """Source settings: `notification_url`, the subscription's URL exactly as entered in Square."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SquareSettings(ClientReferenceSettings):
+    """Source settings: `notification_url`, the subscription's URL exactly as entered in Square;
+    `client_reference_prefix` (default `dub_id_`), which makes a `reference_id` a click id."""
 
     notification_url: str
 
@@ -163,12 +162,12 @@ class SquareProvider(Provider):
         obj: dict[str, Any] = event.data["data"]["object"]
         merchant = _text(event.data.get("merchant_id"))
         if event.type in _PAYMENT_EVENTS:
-            return [self._sale(_dict(obj.get("payment")), merchant, ctx)]
+            return [self._sale(_dict(obj.get("payment")), merchant)]
         if event.type == "customer.created":
-            return [self._lead(_dict(obj.get("customer")), merchant, ctx)]
+            return [self._lead(_dict(obj.get("customer")), merchant)]
         return []
 
-    def _sale(self, payment: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Sale:
+    def _sale(self, payment: dict[str, Any], merchant: str | None) -> Sale:
         payment_id, money = _text(payment.get("id")), _dict(payment.get("amount_money"))
         amount, currency = money.get("amount"), _text(money.get("currency"))
         if payment_id is None or currency is None:
@@ -179,8 +178,6 @@ class SquareProvider(Provider):
             raise Ignore("unpaid")
         if amount <= 0:
             raise Ignore("zero_amount")
-        pairs = _note_pairs(payment.get("note"))
-        reference = from_client_reference(payment.get("reference_id"), ctx.client_reference_prefix)
         return Sale(
             kind="purchase",
             amount=amount,
@@ -188,8 +185,8 @@ class SquareProvider(Provider):
             invoice_id=payment_id,
             provider_customer_id=_text(payment.get("customer_id")),
             email=_text(payment.get("buyer_email_address")),
-            click_id=first_key(ctx.click_id_keys, pairs) or reference,
-            external_id=first_key(ctx.customer_id_keys, pairs),
+            metadata_sources=(_note_pairs(payment.get("note")),),
+            click_reference=_text(payment.get("reference_id")),
             metadata=_compact(
                 orderId=_text(payment.get("order_id")),
                 locationId=_text(payment.get("location_id")),
@@ -201,21 +198,19 @@ class SquareProvider(Provider):
             ),
         )
 
-    def _lead(self, customer: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Lead:
+    def _lead(self, customer: dict[str, Any], merchant: str | None) -> Lead:
         customer_id = _text(customer.get("id"))
         if customer_id is None:
             raise PayloadError("Square customer without `id`")
-        pairs = _note_pairs(customer.get("note"))
-        reference = _text(customer.get("reference_id"))
-        reference_click = from_client_reference(reference, ctx.client_reference_prefix)
         names = [_text(customer.get("given_name")), _text(customer.get("family_name"))]
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
             email=_text(customer.get("email_address")),
+            phone=_text(customer.get("phone_number")),
             name=" ".join(n for n in names if n) or None,
-            click_id=first_key(ctx.click_id_keys, pairs) or reference_click,
-            external_id=first_key(ctx.customer_id_keys, pairs) or (None if reference_click else reference),
+            metadata_sources=(_note_pairs(customer.get("note")),),
+            client_reference=_text(customer.get("reference_id")),
             metadata=_compact(merchantId=merchant, creationSource=_text(customer.get("creation_source"))),
         )
 

@@ -227,7 +227,7 @@ class StandardWebhooksProvider(Provider):
         event_type = resolve(event.data, options.type_path)
         if not isinstance(event_type, str) or not event_type.strip():
             raise PayloadError(f"no event type (a string) at {options.type_path!r}")
-        return apply_rules(options.rules, event_type.strip(), event.data, ctx)
+        return apply_rules(options.rules, event_type.strip(), event.data)
 
 
 def _int(value: str | None) -> int | None:

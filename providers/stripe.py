@@ -16,13 +16,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key, from_client_reference
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import rescale
 from adapter.plugin import Headers, Provider, SourceContext
 
-__all__ = ["StripeProvider"]
+__all__ = ["StripeProvider", "StripeSettings"]
 
 # https://docs.stripe.com/currencies: Stripe's own minor units where they differ from 2.
 _STRIPE_ZERO_DECIMAL = frozenset(
@@ -47,10 +47,21 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _reference(value: Any) -> str | None:
+    """A `client_reference_id`, kept as sent unless it is blank or not a string."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+class StripeSettings(ClientReferenceSettings):
+    """Source settings: `client_reference_prefix` (default `dub_id_`), the prefix that makes a
+    Checkout Session's `client_reference_id` a click id rather than the merchant's user id."""
+
+
 class StripeProvider(Provider):
     """Stripe: `Stripe-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
     name = "stripe"
+    settings_model = StripeSettings
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
         header = headers.get("stripe-signature")
@@ -114,26 +125,18 @@ class StripeProvider(Provider):
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
         obj: dict[str, Any] = event.data["data"]["object"]
         if event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-            return [self._checkout_sale(obj, ctx)]
+            return [self._checkout_sale(obj)]
         if event.type == "invoice.paid":
-            return [self._invoice_sale(obj, ctx)]
+            return [self._invoice_sale(obj)]
         if event.type == "customer.created":
-            return [self._lead(obj, "sign_up", _id(obj.get("id")), ctx)]
+            return [self._lead(obj, "sign_up", _id(obj.get("id")))]
         if event.type == "customer.subscription.created":
             if obj.get("status") != "trialing":
                 raise Ignore("not_trialing")
-            return [self._lead(obj, "started_trial", _id(obj.get("customer")), ctx)]
+            return [self._lead(obj, "started_trial", _id(obj.get("customer")))]
         return []
 
-    def _hints(self, ctx: SourceContext, *metadata: Any, reference: Any = None) -> dict[str, Any]:
-        from_reference = from_client_reference(reference, ctx.client_reference_prefix)
-        click = first_key(ctx.click_id_keys, *metadata) or from_reference
-        external = first_key(ctx.customer_id_keys, *metadata)
-        if external is None and from_reference is None and isinstance(reference, str) and reference.strip():
-            external = reference.strip()  # a plain client_reference_id is the merchant's own user id
-        return {"click_id": click, "external_id": external}
-
-    def _checkout_sale(self, session: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _checkout_sale(self, session: dict[str, Any]) -> Sale:
         mode = session.get("mode")
         if mode == "setup":
             raise Ignore("setup_mode")
@@ -156,7 +159,8 @@ class StripeProvider(Provider):
             provider_customer_id=_id(session.get("customer")),
             email=details.get("email") or session.get("customer_email"),
             name=details.get("name"),
-            **self._hints(ctx, session.get("metadata"), reference=session.get("client_reference_id")),
+            metadata_sources=(_dict(session.get("metadata")),),
+            client_reference=_reference(session.get("client_reference_id")),
             metadata=_compact(
                 checkoutSessionId=session.get("id"),
                 subscriptionId=subscription,
@@ -164,7 +168,7 @@ class StripeProvider(Provider):
             ),
         )
 
-    def _invoice_sale(self, invoice: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _invoice_sale(self, invoice: dict[str, Any]) -> Sale:
         parent_details = _dict(_dict(invoice.get("parent")).get("subscription_details"))
         legacy_details = _dict(invoice.get("subscription_details"))
         subscription = _id(invoice.get("subscription")) or _id(parent_details.get("subscription"))
@@ -192,11 +196,10 @@ class StripeProvider(Provider):
             email=invoice.get("customer_email"),
             name=invoice.get("customer_name"),
             timestamp=datetime.fromtimestamp(paid_at, UTC) if isinstance(paid_at, int) else None,
-            **self._hints(
-                ctx,
-                invoice.get("metadata"),
-                legacy_details.get("metadata"),
-                parent_details.get("metadata"),
+            metadata_sources=(
+                _dict(invoice.get("metadata")),
+                _dict(legacy_details.get("metadata")),
+                _dict(parent_details.get("metadata")),
             ),
             metadata=_compact(
                 subscriptionId=subscription,
@@ -205,13 +208,13 @@ class StripeProvider(Provider):
             ),
         )
 
-    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None, ctx: SourceContext) -> Lead:
+    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None) -> Lead:
         return Lead(
             kind="started_trial" if kind == "started_trial" else "sign_up",
             provider_customer_id=customer,
             email=obj.get("email"),
             name=obj.get("name"),
-            **self._hints(ctx, obj.get("metadata")),
+            metadata_sources=(_dict(obj.get("metadata")),),
             metadata=_compact(subscriptionId=obj.get("id") if kind == "started_trial" else None),
         )
 

@@ -144,7 +144,7 @@ class GenericProvider(Provider):
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
         """Apply the source's rules (`adapter.rules.apply_rules`): `[]` for types without a rule,
         `Ignore("condition_not_met")`, `Ignore("zero_amount")`, or `PayloadError`."""
-        return apply_rules(_options(ctx).rules, event.type, event.data, ctx)
+        return apply_rules(_options(ctx).rules, event.type, event.data)
 
 
 def _text(where: Locator, data: Mapping[str, Any], headers: Headers, key: str) -> str:
