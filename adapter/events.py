@@ -9,12 +9,13 @@ Identity on a conversion is a set of *hints*; the core resolves them into one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from adapter.money import normalize_currency
+from adapter.payload import iso_time, utc
 
 __all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "parse_time", "utc"]
 
@@ -25,20 +26,8 @@ renewal from what it has stored for the subscription id); `subscription_update`:
 LeadKind = Literal["sign_up", "started_trial"]
 
 
-def utc(value: datetime) -> datetime:
-    """Return `value` as an aware UTC datetime; naive datetimes are taken to be UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 string (`2026-04-10T12:34:56Z`, `...+02:00`) as aware UTC; None for anything
-    else, so a provider can fall back to its next time field."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
-        return None
+parse_time = iso_time
+"""Kept for plugins written against earlier versions: `adapter.payload.iso_time`."""
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]

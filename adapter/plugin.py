@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import json_object
 from adapter.settings import Settings, SourceSettings
 
 __all__ = [
@@ -151,16 +152,8 @@ class Provider:
 
     @staticmethod
     def json_body(body: bytes) -> dict[str, Any]:
-        """Parse a JSON object body or raise `PayloadError` (helper for `parse`)."""
-        from adapter.errors import PayloadError
-
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise PayloadError(f"body is not valid JSON: {type(exc).__name__}") from None
-        if not isinstance(data, dict):
-            raise PayloadError("body is not a JSON object")
-        return data
+        """Parse a JSON object body or raise `PayloadError` (`adapter.payload.json_object`)."""
+        return json_object(body)
 
 
 def load_providers(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Provider]]:
@@ -223,10 +216,11 @@ def build_sources(settings: Settings, registry: Mapping[str, type[Provider]]) ->
             try:
                 options = cls.settings_model.model_validate(extras)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-                raise ConfigError(f"sources.{name}: {problems}") from None
+                unknown = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden")
+                problems = [f"unknown setting(s) {', '.join(unknown)}"] if unknown else []
+                problems += [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors() if e["type"] != "extra_forbidden"]
+                raise ConfigError(f"sources.{name}: {'; '.join(problems)}") from None
         elif extras:
             raise ConfigError(f"sources.{name}: unknown setting(s) {', '.join(sorted(extras))}")
         provider = cls()

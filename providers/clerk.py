@@ -22,8 +22,9 @@ from typing import Any
 
 from adapter.errors import PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import any_time, epoch_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
-from providers.standardwebhooks import message_id, moment, secret_key, sign_v1, verify_headers
+from providers.standardwebhooks import message_id, secret_key, sign_v1, verify_headers
 
 __all__ = ["ClerkProvider"]
 
@@ -33,14 +34,6 @@ _SVIX = {"webhook-id": "svix-id", "webhook-timestamp": "svix-timestamp", "webhoo
 def _standard(headers: Headers) -> dict[str, str]:
     """The Standard Webhooks view of Svix headers (as svix's wrapper builds it)."""
     return {std: headers.get(svix) or headers.get(std) or "" for std, svix in _SVIX.items()}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 class ClerkProvider(Provider):
@@ -76,14 +69,13 @@ class ClerkProvider(Provider):
         Raises `PayloadError` without an id header, a string `type` or a `data` object.
         """
         data = self.json_body(body)
-        msg_id = _text(_standard(headers)["webhook-id"])
-        event_type = _text(data.get("type"))
+        msg_id = text(_standard(headers)["webhook-id"])
+        event_type = text(data.get("type"))
         if msg_id is None:
             raise PayloadError("Clerk webhook without an svix-id header")
         if event_type is None or not isinstance(data.get("data"), dict):
             raise PayloadError("Clerk event without a string `type` and a `data` object")
-        stamp = _standard(headers)["webhook-timestamp"]
-        occurred = moment(data.get("timestamp")) or (moment(int(stamp)) if stamp.isdigit() else None)
+        occurred = any_time(data.get("timestamp")) or epoch_time(_standard(headers)["webhook-timestamp"])
         if occurred is None:
             raise PayloadError("Clerk event without a `timestamp`")
         return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
@@ -96,17 +88,17 @@ class ClerkProvider(Provider):
         if event.type != "user.created":
             return []
         user: dict[str, Any] = event.data["data"]
-        user_id = _text(user.get("id"))
+        user_id = text(user.get("id"))
         if user_id is None:
             raise PayloadError("user.created without a user `id`")
         # public_metadata is written by the merchant's server, unsafe_metadata by the browser:
         # the server's value wins when both carry a key.
-        metadata = (_dict(user.get("public_metadata")), _dict(user.get("unsafe_metadata")))
-        name = " ".join(n for n in (_text(user.get("first_name")), _text(user.get("last_name"))) if n)
+        metadata = (mapping(user.get("public_metadata")), mapping(user.get("unsafe_metadata")))
+        name = " ".join(n for n in (text(user.get("first_name")), text(user.get("last_name"))) if n)
         return [Lead(
             kind="sign_up",
             provider_customer_id=user_id,
-            external_id=_text(user.get("external_id")),
+            external_id=text(user.get("external_id")),
             metadata_sources=metadata,
             email=_primary(user, "email_addresses", "primary_email_address_id", "email_address"),
             phone=_primary(user, "phone_numbers", "primary_phone_number_id", "phone_number"),
@@ -121,5 +113,5 @@ def _primary(user: dict[str, Any], items: str, primary_id: str, field: str) -> s
     primary = user.get(primary_id)
     for entry in entries:
         if primary and entry.get("id") == primary:
-            return _text(entry.get(field))
-    return _text(entries[0].get(field)) if entries else None
+            return text(entry.get(field))
+    return text(entries[0].get(field)) if entries else None

@@ -39,6 +39,7 @@ from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import to_minor
+from adapter.payload import compact
 from adapter.plugin import Headers, Provider, SourceContext
 from providers.forms import encode_form, parse_form, sample_fields
 
@@ -192,7 +193,7 @@ class PaddleClassicProvider(Provider):
             email=(fields.get("email") or "").strip() or None,
             name=(fields.get("customer_name") or "").strip() or None,
             **_passthrough_hints(fields.get("passthrough")),
-            metadata=_compact(subscriptionId=subscription, taxAmount=tax,
+            metadata=compact(subscriptionId=subscription, taxAmount=tax,
                               subscriptionPaymentId=fields.get("subscription_payment_id") or None,
                               initialPayment=first,
                               checkoutId=fields.get("checkout_id") or None),
@@ -214,7 +215,3 @@ def _passthrough_hints(passthrough: str | None) -> dict[str, Any]:
     if isinstance(decoded, str) and decoded.strip():
         raw = decoded.strip()  # a JSON-quoted string: its content
     return {"client_reference": raw}
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

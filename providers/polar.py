@@ -30,6 +30,7 @@ from typing import Any
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from providers.standardwebhooks import sign_v1, verify_headers
 
@@ -41,14 +42,6 @@ _KINDS: dict[str, SaleKind] = {
     "subscription_cycle": "subscription",
     "subscription_update": "subscription_update",
 }
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _keys(secret: str) -> list[bytes]:
@@ -106,17 +99,13 @@ class PolarProvider(Provider):
         Raises `PayloadError` without a `webhook-id`, `type`, `timestamp` or `data` object.
         """
         data = self.json_body(body)
-        msg_id = _text(headers.get("webhook-id"))
-        event_type = _text(data.get("type"))
+        msg_id = text(headers.get("webhook-id"))
+        event_type = text(data.get("type"))
         if msg_id is None:
             raise PayloadError("Polar webhook without a webhook-id header")
         if event_type is None or not isinstance(data.get("data"), dict):
             raise PayloadError("Polar event without string `type` and a `data` object")
-        stamp = data.get("timestamp")
-        try:
-            occurred = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
-        except ValueError:
-            occurred = None
+        occurred = iso_time(data.get("timestamp"))
         if occurred is None:
             raise PayloadError("Polar event without an ISO 8601 `timestamp`")
         return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
@@ -137,42 +126,42 @@ class PolarProvider(Provider):
     def _sale(self, order: dict[str, Any]) -> Sale:
         if order.get("paid") is False:
             raise Ignore("unpaid")
-        amount, tax = order.get("net_amount"), order.get("tax_amount", 0)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise PayloadError(f"order `net_amount` is not an integer: {amount!r}")
+        amount, tax = integer(order.get("net_amount")), integer(order.get("tax_amount", 0))
+        if amount is None:
+            raise PayloadError(f"order `net_amount` is not an integer: {order.get('net_amount')!r}")
         if amount <= 0:
             raise Ignore("zero_amount")
-        currency, order_id = _text(order.get("currency")), _text(order.get("id"))
+        currency, order_id = text(order.get("currency")), text(order.get("id"))
         if currency is None or order_id is None:
             raise PayloadError("order.paid without `id` and `currency`")
-        reason = _text(order.get("billing_reason"))
-        subscription = _text(order.get("subscription_id"))
+        reason = text(order.get("billing_reason"))
+        subscription = text(order.get("subscription_id"))
         kind = _KINDS.get(reason or "", "subscription" if subscription else "purchase")
-        customer = _dict(order.get("customer"))
+        customer = mapping(order.get("customer"))
         return Sale(
             kind=kind,
             amount=amount,
             currency=currency,
             invoice_id=order_id,
             subscription_id=subscription,
-            provider_customer_id=_text(customer.get("id")) or _text(order.get("customer_id")),
-            email=_text(customer.get("email")),
-            name=_text(customer.get("name")) or _text(order.get("billing_name")),
+            provider_customer_id=text(customer.get("id")) or text(order.get("customer_id")),
+            email=text(customer.get("email")),
+            name=text(customer.get("name")) or text(order.get("billing_name")),
             **_hints(customer, order.get("metadata")),
-            metadata=_compact(subscriptionId=subscription, billingReason=reason,
-                              taxAmount=tax if isinstance(tax, int) and not isinstance(tax, bool) else None,
-                              invoiceNumber=_text(order.get("invoice_number"))),
+            metadata=compact(subscriptionId=subscription, billingReason=reason,
+                              taxAmount=tax,
+                              invoiceNumber=text(order.get("invoice_number"))),
         )
 
     def _lead(self, customer: dict[str, Any]) -> Lead:
-        customer_id = _text(customer.get("id"))
+        customer_id = text(customer.get("id"))
         if customer_id is None:
             raise PayloadError("customer.created without `id`")
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
-            email=_text(customer.get("email")),
-            name=_text(customer.get("name")),
+            email=text(customer.get("email")),
+            name=text(customer.get("name")),
             **_hints(customer),
         )
 
@@ -182,9 +171,5 @@ def _hints(customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
     is Polar's own field for the user id (the same on the customer's Lead and every order)."""
     return {
         "metadata_sources": (*metadata, customer.get("metadata")),
-        "external_id": _text(customer.get("external_id")),
+        "external_id": text(customer.get("external_id")),
     }
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

@@ -235,7 +235,7 @@ def test_uncountable_orders_are_ignored_with_reasons(client: Any, receiver: Any,
     assert receiver.requests == []
 
 
-@pytest.mark.parametrize("amount", ["4900", 49.0, None, True])
+@pytest.mark.parametrize("amount", ["49.5", 49.5, "\u0664\u0669\u0660\u0660", None, True])
 def test_non_integer_amount_is_400(client: Any, amount: Any) -> None:
     r = post(client, order(net_amount=amount))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
