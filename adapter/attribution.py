@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from adapter.settings import DEFAULT_CLICK_ID_KEYS, DEFAULT_CUSTOMER_ID_KEYS, SourceSettings
+
 if TYPE_CHECKING:
     from adapter.events import Lead, Sale
-    from adapter.plugin import SourceContext
 
 __all__ = [
     "DEFAULT_CLICK_ID_KEYS",
@@ -36,17 +37,6 @@ __all__ = [
     "from_client_reference",
 ]
 
-DEFAULT_CLICK_ID_KEYS = ("clickId", "click_id", "dubClickId", "dub_click_id", "dub_id")
-DEFAULT_CUSTOMER_ID_KEYS = (
-    "customerExternalId",
-    "customer_external_id",
-    "dubCustomerExternalId",
-    "dubCustomerId",
-    "externalId",
-    "external_id",
-    "userId",
-    "user_id",
-)
 DEFAULT_CLIENT_REFERENCE_PREFIX = "dub_id_"
 
 C = TypeVar("C", bound="Lead | Sale")
@@ -64,15 +54,15 @@ class ClientReferenceSettings(BaseModel):
     client_reference_prefix: str = DEFAULT_CLIENT_REFERENCE_PREFIX
 
 
-def apply_identity_keys(conv: C, ctx: SourceContext) -> C:
-    """`conv` with `click_id` and `external_id` filled from where its provider said identity lives.
+def apply_identity_keys(conv: C, settings: SourceSettings, options: object = None) -> C:
+    """`conv` with `click_id` and `external_id` filled from where its provider said identity lives,
+    with the source's key lists (`settings`) and the prefix of the provider's `options` (its
+    `settings_model` instance; the default prefix unless that is a `ClientReferenceSettings`).
 
     Pure; a conversion whose provider fields already give both ids comes back unchanged (the
     same object). Raises pydantic's `ValidationError` when a value found is not a valid id (over
     500 characters), which the core reports as a malformed payload.
     """
-    settings = ctx.settings
-    options = ctx.options
     prefix = (options.client_reference_prefix if isinstance(options, ClientReferenceSettings)
               else DEFAULT_CLIENT_REFERENCE_PREFIX)
     sources = conv.metadata_sources

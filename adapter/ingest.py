@@ -153,7 +153,8 @@ def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
     if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
         raise Ignore("livemode_mismatch")
     try:
-        out = [apply_identity_keys(c, source.ctx) for c in source.provider.map(event, source.ctx)]
+        ctx = source.ctx
+        out = [apply_identity_keys(c, ctx.settings, ctx.options) for c in source.provider.map(event, ctx)]
     except (Ignore, PayloadError):
         raise
     except ValidationError as exc:

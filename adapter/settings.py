@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapter.attribution import DEFAULT_CLICK_ID_KEYS, DEFAULT_CUSTOMER_ID_KEYS
 from adapter.errors import ConfigError
 
 __all__ = [
@@ -33,6 +32,19 @@ __all__ = [
     "parse_settings",
 ]
 
+DEFAULT_CLICK_ID_KEYS = ("clickId", "click_id", "dubClickId", "dub_click_id", "dub_id")
+"""Where a click id hides in merchant-controlled metadata by default (SPEC §2)."""
+DEFAULT_CUSTOMER_ID_KEYS = (
+    "customerExternalId",
+    "customer_external_id",
+    "dubCustomerExternalId",
+    "dubCustomerId",
+    "externalId",
+    "external_id",
+    "userId",
+    "user_id",
+)
+"""Where the merchant's own user id hides in merchant-controlled metadata by default (SPEC §2)."""
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MIN_RETENTION_DAYS = 3  # Stripe and Paddle retry for three days: dedup must outlive that
 

@@ -41,6 +41,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
 from adapter.payload import compact, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form
 
 __all__ = ["BraintreeProvider", "BraintreeSettings"]
@@ -81,7 +82,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class BraintreeProvider(Provider):
+class BraintreeProvider(SamplesMixin, Provider):
     """Braintree: `bt_signature` / `bt_payload` form fields, verified by the `braintree` SDK."""
 
     name = "braintree"

@@ -37,6 +37,7 @@ from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, epoch_time, ident, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["ChargebeeProvider", "ChargebeeSettings"]
 
@@ -85,7 +86,7 @@ def _basic_credentials(header: str | None) -> bytes:
         raise CredentialsError("HTTP Basic credentials are not valid base64") from None
 
 
-class ChargebeeProvider(Provider):
+class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
     name = "chargebee"

@@ -24,6 +24,7 @@ from adapter.errors import PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, epoch_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.standardwebhooks import message_id, secret_key, sign_v1, verify_headers
 
 __all__ = ["ClerkProvider"]
@@ -36,7 +37,7 @@ def _standard(headers: Headers) -> dict[str, str]:
     return {std: headers.get(svix) or headers.get(std) or "" for std, svix in _SVIX.items()}
 
 
-class ClerkProvider(Provider):
+class ClerkProvider(SamplesMixin, Provider):
     """Clerk via Svix: `svix-signature: v1,<base64>` over `svix-id.svix-timestamp.body`."""
 
     name = "clerk"

@@ -36,6 +36,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["CreemProvider"]
@@ -67,7 +68,7 @@ def _net(obj: dict[str, Any]) -> tuple[int, int]:
     return amount, tax
 
 
-class CreemProvider(BodyHmacProvider):
+class CreemProvider(SamplesMixin, BodyHmacProvider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"

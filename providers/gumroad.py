@@ -38,6 +38,7 @@ from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import boolean, compact, integer, iso_time, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form, sample_fields
 
 __all__ = ["GumroadProvider", "GumroadSettings"]
@@ -87,7 +88,7 @@ def _timestamp(value: str | None) -> datetime:
     return moment
 
 
-class GumroadProvider(Provider):
+class GumroadProvider(SamplesMixin, Provider):
     """Gumroad Ping: `?token=` in the URL (the source's secrets) plus a `seller_id` check."""
 
     name = "gumroad"

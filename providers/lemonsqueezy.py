@@ -26,6 +26,7 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["LemonSqueezyProvider"]
@@ -47,7 +48,7 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LemonSqueezyProvider(BodyHmacProvider):
+class LemonSqueezyProvider(SamplesMixin, BodyHmacProvider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"

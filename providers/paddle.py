@@ -29,6 +29,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["PaddleProvider"]
 
@@ -58,7 +59,7 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class PaddleProvider(Provider):
+class PaddleProvider(SamplesMixin, Provider):
     """Paddle Billing: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex over `ts:body`."""
 
     name = "paddle"

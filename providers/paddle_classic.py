@@ -41,6 +41,7 @@ from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import to_minor
 from adapter.payload import compact
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form, sample_fields
 
 __all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize"]
@@ -104,7 +105,7 @@ def _event_time(value: str | None) -> datetime:
         raise PayloadError(f"Paddle Classic `event_time` is not 'YYYY-MM-DD HH:MM:SS': {shown!r}") from None
 
 
-class PaddleClassicProvider(Provider):
+class PaddleClassicProvider(SamplesMixin, Provider):
     """Paddle Classic: `p_signature`, RSA-SHA1 over the PHP-serialised sorted form fields."""
 
     name = "paddle_classic"

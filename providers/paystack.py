@@ -35,6 +35,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["PaystackProvider"]
@@ -71,7 +72,7 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class PaystackProvider(BodyHmacProvider):
+class PaystackProvider(SamplesMixin, BodyHmacProvider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"

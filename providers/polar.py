@@ -32,6 +32,7 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.standardwebhooks import sign_v1, verify_headers
 
 __all__ = ["PolarProvider"]
@@ -64,7 +65,7 @@ def _message_id(body: bytes) -> str:
     return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
 
 
-class PolarProvider(Provider):
+class PolarProvider(SamplesMixin, Provider):
     """Polar: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`),
     HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
 

@@ -34,6 +34,7 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import compact, epoch_time, integer, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["RazorpayProvider"]
@@ -54,7 +55,7 @@ def _body_key(data: dict[str, Any], event: str) -> str:
     return ":".join([event, *ids, str(data.get("created_at"))])
 
 
-class RazorpayProvider(BodyHmacProvider):
+class RazorpayProvider(SamplesMixin, BodyHmacProvider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"

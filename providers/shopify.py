@@ -33,6 +33,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
 from adapter.payload import compact, ident, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["ShopifyProvider"]
@@ -82,7 +83,7 @@ def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:
     return total
 
 
-class ShopifyProvider(BodyHmacProvider):
+class ShopifyProvider(SamplesMixin, BodyHmacProvider):
     """Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body (no timestamp)."""
 
     name = "shopify"

@@ -45,6 +45,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["SquareProvider", "SquareSettings"]
 
@@ -86,7 +87,7 @@ def _digest(url: str, body: bytes, secret: str) -> bytes:
     return hmac.new(secret.encode(), url.encode() + body, hashlib.sha256).digest()
 
 
-class SquareProvider(Provider):
+class SquareProvider(SamplesMixin, Provider):
     """Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 of notification URL + body."""
 
     name = "square"

@@ -35,6 +35,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, epoch_time
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import JsonPath, RuleSet, apply_rules, resolve
+from adapter.samples import SamplesMixin
 
 __all__ = [
     "StandardWebhooksProvider",
@@ -148,7 +149,7 @@ def _encoding(ctx: SourceContext) -> SecretEncoding:
     return options.secret_encoding if isinstance(options, StandardWebhooksSettings) else "base64"
 
 
-class StandardWebhooksProvider(Provider):
+class StandardWebhooksProvider(SamplesMixin, Provider):
     """Any Standard Webhooks sender (Dodo, Whop, ...), mapped by the source's `rules`.
 
     `webhook-signature: v1,<base64>` HMAC-SHA256 over `id.timestamp.body`."""

@@ -21,6 +21,7 @@ from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["StripeProvider", "StripeSettings"]
 
@@ -50,7 +51,7 @@ class StripeSettings(ClientReferenceSettings):
     Checkout Session's `client_reference_id` a click id rather than the merchant's user id."""
 
 
-class StripeProvider(Provider):
+class StripeProvider(SamplesMixin, Provider):
     """Stripe: `Stripe-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
     name = "stripe"

@@ -30,6 +30,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, ident, integer
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import Condition, apply_rules, resolve
+from adapter.samples import SamplesMixin
 from providers.generic import scheme
 from providers.generic.settings import GenericSettings, Locator
 from providers.standardwebhooks import message_id
@@ -43,7 +44,7 @@ def _options(ctx: SourceContext | None) -> GenericSettings:
     return ctx.options
 
 
-class GenericProvider(Provider):
+class GenericProvider(SamplesMixin, Provider):
     """Any processor that signs with an HMAC of the body (and maybe a timestamp), configured per source."""
 
     name = "generic"

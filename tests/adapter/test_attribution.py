@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -19,10 +19,17 @@ from adapter.plugin import SourceContext, build_sources, load_providers
 from adapter.settings import SourceSettings, parse_settings
 from providers.stripe import StripeSettings
 
+C = TypeVar("C", Lead, Sale)
+
 
 def ctx(options: Any = None, **settings: Any) -> SourceContext:
     return SourceContext(source="shop", provider="acme", settings=SourceSettings(provider="acme", **settings),
                          options=options)
+
+
+def keyed(conv: C, context: SourceContext) -> C:
+    """What the core does after `map`: the source's key lists and prefix applied."""
+    return apply_identity_keys(conv, context.settings, context.options)
 
 
 def sale(**hints: Any) -> Sale:
@@ -30,7 +37,7 @@ def sale(**hints: Any) -> Sale:
 
 
 def ids(conv: Lead | Sale, context: SourceContext | None = None) -> tuple[str | None, str | None]:
-    out = apply_identity_keys(conv, context or ctx())
+    out = keyed(conv, context or ctx())
     return out.external_id, out.click_id
 
 
@@ -82,8 +89,8 @@ def test_two_sources_of_one_provider_read_their_own_keys() -> None:
                        "us": {"provider": "stripe", "secrets": ["whsec_b"]}}}
     sources = build_sources(parse_settings(raw), load_providers())
     conv = sale(metadata_sources=({"via": "cl_via", "clickId": "cl_std"},))
-    assert apply_identity_keys(conv, sources["eu"].ctx).click_id == "cl_via"
-    assert apply_identity_keys(conv, sources["us"].ctx).click_id == "cl_std"
+    assert keyed(conv, sources["eu"].ctx).click_id == "cl_via"
+    assert keyed(conv, sources["us"].ctx).click_id == "cl_std"
 
 
 # -- precedence ---------------------------------------------------------------------------------
@@ -93,7 +100,7 @@ def test_the_providers_own_fields_win_over_metadata_keys() -> None:
     meta = {"userId": "user_meta", "clickId": "cl_meta"}
     conv = sale(external_id="user_own", click_id="cl_own", metadata_sources=(meta,))
     assert ids(conv) == ("user_own", "cl_own")
-    assert apply_identity_keys(conv, ctx()) is conv  # nothing to fill: the same object back
+    assert keyed(conv, ctx()) is conv  # nothing to fill: the same object back
 
 
 def test_metadata_keys_win_over_the_client_reference() -> None:
@@ -157,14 +164,14 @@ def test_non_mapping_metadata_is_dropped() -> None:
 
 def test_an_id_over_the_length_limit_is_refused() -> None:
     with pytest.raises(ValidationError):
-        apply_identity_keys(sale(metadata_sources=({"userId": "u" * 501},)), ctx())
+        keyed(sale(metadata_sources=({"userId": "u" * 501},)), ctx())
 
 
 def test_everything_else_on_the_conversion_is_kept() -> None:
     conv = Sale(amount=12, currency="JPY", invoice_id="in_9", kind="subscription", subscription_id="sub_1",
                 email="a@b.co", phone="+15550100", name="Ada", provider_customer_id="cus_1",
                 metadata={"taxAmount": 1}, metadata_sources=({"userId": "user_1"},))
-    out = apply_identity_keys(conv, ctx())
+    out = keyed(conv, ctx())
     assert out.model_dump(exclude={"external_id"}) == conv.model_dump(exclude={"external_id"})
     assert out.external_id == "user_1"
 

@@ -24,6 +24,11 @@ def ctx(**settings: Any) -> SourceContext:
     return SourceContext(source="shop", provider="generic", settings=SourceSettings(provider="generic", **settings))
 
 
+def keyed(conv: Lead | Sale, context: SourceContext) -> Lead | Sale:
+    """What the core does after `map`: the source's key lists applied."""
+    return apply_identity_keys(conv, context.settings, context.options)
+
+
 def rules(*tables: dict[str, Any]) -> list[Rule]:
     return [Rule.model_validate(t) for t in tables]
 
@@ -267,7 +272,7 @@ def test_hints_come_from_paths_and_from_metadata_keys() -> None:
     [sale] = apply_rules(rules(table), "order.paid", event)
     assert (sale.email, sale.name, sale.provider_customer_id) == ("ada@example.com", "Ada", "cus_1")
     assert (sale.external_id, sale.click_id) == (None, None)  # the rules say where; the core reads the keys
-    sale = apply_identity_keys(sale, ctx())
+    sale = keyed(sale, ctx())
     assert (sale.external_id, sale.click_id) == ("user_42", "cl_late")  # key order first, then path order
 
 
@@ -275,9 +280,9 @@ def test_explicit_paths_win_over_metadata_and_keys_follow_the_source_settings() 
     table = {**SALE, "external_id": "data.user", "click_id": "data.ref", "metadata_paths": ["data.metadata"]}
     event = order(user=42, ref="cl_direct", metadata={"userId": "user_meta", "clickId": "cl_meta", "via": "cl_custom"})
     [sale] = apply_rules(rules(table), "order.paid", event)
-    assert (apply_identity_keys(sale, ctx()).external_id, apply_identity_keys(sale, ctx()).click_id) == ("42", "cl_direct")
+    assert (keyed(sale, ctx()).external_id, keyed(sale, ctx()).click_id) == ("42", "cl_direct")
     [custom] = apply_rules(rules({**SALE, "metadata_paths": ["data.metadata"]}), "order.paid", event)
-    custom = apply_identity_keys(custom, ctx(click_id_keys=["via"], customer_id_keys=["nobody"]))
+    custom = keyed(custom, ctx(click_id_keys=["via"], customer_id_keys=["nobody"]))
     assert (custom.external_id, custom.click_id) == (None, "cl_custom")
 
 

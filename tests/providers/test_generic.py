@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
 from adapter.errors import ConfigError, PayloadError, SignatureError
 from adapter.events import Lead, Sale
 from adapter.ingest import map_event
 from adapter.plugin import Source, build_sources, load_providers
+from adapter.samples import post_sample
 from adapter.settings import load_settings, parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.generic import GenericProvider

@@ -232,7 +232,7 @@ def test_fresh_samples_with_the_sample_query_are_accepted_once_each(client: Any,
 
 
 def test_hooktrack_send_puts_the_token_in_the_url(client: Any, receiver: Any) -> None:
-    from adapter.cli import post_sample
+    from adapter.samples import post_sample
 
     src = client.app.state.sources["gumroad"]
     sample = sorted(src.provider.samples())[0]

@@ -14,8 +14,8 @@ import pytest
 import standardwebhooks
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
 from adapter.errors import SignatureError
+from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.polar import PolarProvider
 from tests.conftest import fixture, wait_for

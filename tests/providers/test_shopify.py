@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
 from adapter.errors import SignatureError
+from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.shopify import ShopifyProvider
 from tests.conftest import fixture, wait_for

@@ -18,11 +18,12 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["AcmePayProvider"]
 
 
-class AcmePayProvider(Provider):
+class AcmePayProvider(SamplesMixin, Provider):
     """AcmePay: `Acme-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
     name = "acmepay"
