@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from adapter.errors import SignatureError
 from adapter.testing import ProviderContract, make_source
 from providers.razorpay import RazorpayProvider
-from tests.conftest import FIXTURES, fixture, wait_for
+from tests.conftest import FIXTURES, fixture, fixture_names, fixture_path, wait_for
 
 SECRET = "rzp_webhook_secret_Zq8sV1mK"
 OTHER = "someone_elses_webhook_secret"
@@ -84,9 +84,9 @@ def test_razorpay_sdk_test_vectors_verify(secret: str, expected: str) -> None:
     assert caught.value.code == "invalid_signature"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "razorpay").glob("*.json")))
+@pytest.mark.parametrize("name", fixture_names("razorpay"))
 def test_razorpays_sdk_accepts_our_signatures_and_we_accept_its(name: str) -> None:
-    body = (FIXTURES / "razorpay" / f"{name}.json").read_bytes()
+    body = fixture_path("razorpay", name).read_bytes()
     ours = signature(body)
     assert SDK.verify_webhook_signature(body.decode(), ours, SECRET) is True
     with pytest.raises(SignatureVerificationError):

@@ -18,7 +18,7 @@ from adapter.errors import ConfigError, SignatureError
 from adapter.plugin import build_sources, load_providers
 from adapter.testing import ProviderContract, make_source
 from providers.square import SquareProvider
-from tests.conftest import FIXTURES, config, fixture, wait_for
+from tests.conftest import config, fixture, fixture_names, fixture_path, wait_for
 
 SECRET = "Ibxx_5AKakO-3qeNVR61Dw"  # the shape of a Square signature key
 OTHER = "MCmhFRxGX82xMwg5FsaoQA"
@@ -89,9 +89,9 @@ def test_square_sdk_test_vector_verifies() -> None:
         assert caught.value.code == "invalid_signature"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "square").glob("*.json")))
+@pytest.mark.parametrize("name", fixture_names("square"))
 def test_squares_sdk_accepts_our_signatures(name: str) -> None:
-    body = (FIXTURES / "square" / f"{name}.json").read_bytes()
+    body = fixture_path("square", name).read_bytes()
     assert square_verify_signature(request_body=body.decode(), signature_header=signature(body),
                                    signature_key=SECRET, notification_url=URL)
     assert not square_verify_signature(request_body=body.decode(), signature_header=signature(body, OTHER),
