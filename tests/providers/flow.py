@@ -70,11 +70,13 @@ class Flow:
         self.loop.run_until_complete(self.store.open())
         self.ingestor = Ingestor(self.store)
 
-    def receive(self, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Sign `body` (unless `headers` are given) and ingest it; the webhook's JSON answer."""
+    def receive(self, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None,
+                query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Sign `body` (unless `headers` are given) and ingest it, with the request's `query`
+        (a URL token); the webhook's JSON answer."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = dict(headers) if headers is not None else {"Content-Type": "application/json", **self.sign(raw)}
-        outcome = self.loop.run_until_complete(self.ingestor.receive(self.src, raw, Headers(sent)))
+        outcome = self.loop.run_until_complete(self.ingestor.receive(self.src, raw, Headers(sent), query))
         answer: dict[str, Any] = outcome.body()
         return answer
 
