@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import secrets
 import signal
 import sys
-import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -216,8 +214,9 @@ def send(source: str, sample: str | None, config_path: str | None, url: str) -> 
         raise ConfigError(f"no source {source!r} in the config (have: {', '.join(sources) or 'none'})")
     src = sources[source]
     from adapter.operate import signing_problem
+    from adapter.samples import post_sample, samples_of
 
-    names = sorted(src.provider.samples())
+    names = sorted(samples_of(src.provider))
     problem = signing_problem(src, sample if sample in names else None)
     if sample is None or sample not in names:
         if sample is not None:
@@ -234,27 +233,6 @@ def send(source: str, sample: str | None, config_path: str | None, url: str) -> 
         raise ConfigError(f"cannot reach hooktrack at {url} ({type(exc).__name__}); is `hooktrack serve` "
                           "running there? (--url sets the address)") from None
     click.echo(f"{response.status_code} {response.text}")
-
-
-def post_sample(src: Any, sample: str, base_url: str, *, secret: str | None = None,
-                client: httpx.Client | None = None) -> httpx.Response:
-    """Render, sign and POST one sample; `secret` overrides the source's (to forge one)."""
-    now = int(time.time())
-    body = src.provider.sample(sample, unique=secrets.token_hex(8), now=now)
-    try:
-        headers = src.provider.sign(body, secret or (src.secrets[0] if src.secrets else ""), now, src.ctx)
-    except NotImplementedError as exc:
-        raise ConfigError(str(exc)) from None
-    except Exception as exc:  # a provider that needs settings this source lacks (a private key, ...)
-        raise ConfigError(f"hooktrack cannot sign {src.ctx.provider} webhooks for {src.name}: {exc}") from None
-    headers = {"Content-Type": "application/json", **headers, **src.provider.sample_headers(sample, body)}
-    query = src.provider.sample_query(secret or (src.secrets[0] if src.secrets else ""))
-    http = client or httpx.Client(timeout=10)
-    try:
-        return http.post(f"{base_url}/webhooks/{src.name}", content=body, headers=headers, params=query)
-    finally:
-        if client is None:
-            http.close()
 
 
 @main.group(invoke_without_command=True)

@@ -27,12 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from adapter.app import create_app
-from adapter.cli import post_sample
 from adapter.errors import ConfigError
 from adapter.journal import list_events, outbox_summary
 from adapter.plugin import load_providers
 from adapter.receiver import TrackingReceiver, free_port, run_in_thread
 from adapter.render import events_table
+from adapter.samples import post_sample
 from adapter.settings import load_settings
 
 __all__ = ["SCENARIO", "run_demo"]

@@ -8,12 +8,14 @@ Identity on a conversion is a set of *hints*; the core resolves them into one
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from adapter.money import normalize_currency
+from adapter.payload import iso_time, utc
 
 __all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "parse_time", "utc"]
 
@@ -24,20 +26,8 @@ renewal from what it has stored for the subscription id); `subscription_update`:
 LeadKind = Literal["sign_up", "started_trial"]
 
 
-def utc(value: datetime) -> datetime:
-    """Return `value` as an aware UTC datetime; naive datetimes are taken to be UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 string (`2026-04-10T12:34:56Z`, `...+02:00`) as aware UTC; None for anything
-    else, so a provider can fall back to its next time field."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
-        return None
+parse_time = iso_time
+"""Kept for plugins written against earlier versions: `adapter.payload.iso_time`."""
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
@@ -66,18 +56,56 @@ class ProviderEvent(BaseModel):
     object_key: Text | None = None
 
 
+def _mappings(value: Any) -> Any:
+    """Keep only the mapping entries of `metadata_sources`: a provider passes its metadata fields
+    as they arrive, and an empty one may be `[]` or `null` (Razorpay's `notes`)."""
+    if isinstance(value, Mapping):
+        return (dict(value),)
+    if isinstance(value, (list, tuple)):
+        return tuple(dict(v) for v in value if isinstance(v, Mapping))
+    return value
+
+
 class _Hints(BaseModel):
-    """Identity hints every conversion carries; the core resolves them (SPEC §2)."""
+    """Identity hints every conversion carries: *where* identity lives, not what it is.
+
+    A provider's `map` reports the merchant-controlled metadata objects, a client reference, its
+    own customer id, email, phone and name; the core (`adapter.attribution.apply_identity_keys`)
+    applies the source's key lists, the client-reference prefix and the precedence, and the
+    ingest transaction resolves the rest with identity memory (SPEC §2).
+    """
 
     model_config = _FROZEN
 
     external_id: Text | None = None
-    """An explicit customerExternalId from merchant-controlled metadata (wins over everything)."""
+    """A customerExternalId from a field of the provider's own for it (Polar
+    `customer.external_id`, Clerk `external_id`); wins over the metadata keys."""
+    click_id: Text | None = None
+    """A click id from a field of the provider's own for it; wins over the metadata keys."""
+    metadata_sources: Annotated[tuple[dict[str, Any], ...], BeforeValidator(_mappings)] = Field(
+        default=(), repr=False
+    )
+    """The merchant-controlled metadata objects, in precedence order (Stripe `metadata`, Paddle
+    `custom_data`, ...): the core reads the source's `click_id_keys` / `customer_id_keys` from
+    them. Entries that are not mappings are dropped."""
+    click_sources: Annotated[tuple[dict[str, Any], ...], BeforeValidator(_mappings)] = Field(
+        default=(), repr=False
+    )
+    """Objects read for the click id only, after `metadata_sources` (a landing URL's query: the
+    visitor controls it, so it never gives a customer id)."""
+    client_reference: Text | None = None
+    """A merchant-set reference (Stripe `client_reference_id`): `<prefix><click id>` gives the
+    click id, any other value is the merchant's user id (after the metadata keys)."""
+    click_reference: Text | None = None
+    """A reference that gives a click id only when it carries the prefix, and is otherwise not an
+    identity (a Square payment's `reference_id`, often an order number)."""
     provider_customer_id: Text | None = None
     """The provider's own customer id (`cus_...`, `ctm_...`), the key of identity memory."""
     email: Text | None = None
+    phone: Text | None = None
+    """A phone number (Razorpay `contact`, Paystack `customer.phone`): the identifier of last
+    resort, after the email."""
     name: Text | None = None
-    click_id: Text | None = None
     timestamp: UtcDatetime | None = None
     """When the conversion happened; defaults to the event's `occurred_at`."""
     metadata: dict[str, Any] = Field(default_factory=dict)

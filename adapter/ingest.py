@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adapter.attribution import apply_identity_keys
 from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
@@ -158,7 +159,8 @@ def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
     if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
         raise Ignore("livemode_mismatch")
     try:
-        out = source.provider.map(event, source.ctx)
+        ctx = source.ctx
+        out = [apply_identity_keys(c, ctx.settings, ctx.options) for c in source.provider.map(event, ctx)]
     except (Ignore, PayloadError):
         raise
     except ValidationError as exc:

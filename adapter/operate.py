@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adapter.ingest import now_ms
 from adapter.journal import dead_conversion_ids, requeue
 from adapter.plugin import Source
+from adapter.samples import SamplesMixin, samples_of
 from adapter.settings import Settings
 from adapter.stats import stats
 from adapter.store import Store, Tx, open_store
@@ -117,12 +118,13 @@ def signing_problem(src: Source, sample: str | None = None) -> str | None:
     """Why hooktrack cannot sign this source's webhooks (None if it can), tried on `sample` (or
     the first one): some providers sign with a key only the provider holds (Paddle Classic's
     private key) or need settings this source lacks (Braintree's sandbox keys)."""
-    names = sorted(src.provider.samples())
-    if not names:
+    provider = src.provider
+    names = sorted(samples_of(provider))
+    if not names or not isinstance(provider, SamplesMixin):
         return f"{src.ctx.provider} has no built-in samples"
     now = int(time.time())
     try:
-        body = src.provider.sample(sample or names[0], unique=secrets.token_hex(8), now=now)  # as `send` does
+        body = provider.sample(sample or names[0], unique=secrets.token_hex(8), now=now)  # as `send` does
         src.provider.sign(body, src.secrets[0] if src.secrets else "", now, src.ctx)
     except NotImplementedError as exc:
         return str(exc) or f"hooktrack cannot sign {src.ctx.provider} webhooks"

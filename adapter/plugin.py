@@ -13,18 +13,17 @@ a `Provider` is logged and skipped; it never blocks startup of the others.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from importlib.resources import files
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import json_object
 from adapter.settings import Settings, SourceSettings
 
 __all__ = [
@@ -60,42 +59,19 @@ class SourceContext:
     options: Any = None
     query: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def click_id_keys(self) -> Sequence[str]:
-        return self.settings.click_id_keys
-
-    @property
-    def customer_id_keys(self) -> Sequence[str]:
-        return self.settings.customer_id_keys
-
-    @property
-    def client_reference_prefix(self) -> str:
-        return self.settings.client_reference_prefix
-
 
 class Provider:
     """Base class of provider plugins: verify, then parse, then map.
 
-    Subclasses set `name` and implement the three steps:
-
-    - `verify(body, headers, secrets, ctx)` checks authenticity on the raw bytes, before any
-      parsing, with `hmac.compare_digest`, trying every configured secret and checking
-      freshness where the scheme has a timestamp. Raises `SignatureError(code, message)`
-      (`missing_signature`, `invalid_signature`, `stale_timestamp`) or `CredentialsError`.
-    - `parse(body, headers)` returns a `ProviderEvent` (delivery id, type, occurred_at,
-      livemode, data); raises `PayloadError` on malformed input.
-    - `map(event, ctx)` is pure (no I/O, clock or secrets): `[]` for event types it does not
-      track, `raise Ignore("unpaid")` for a tracked type that must not count, otherwise Leads
-      and Sales with identity hints. The core resolves identity, creation vs renewal, dedup.
-
+    Subclasses set `name` and implement the three steps (see each method for its contract).
     Each configured source gets its own instance; `configure(ctx)` runs once at startup, so a
     provider whose `parse` depends on source settings (where the event id lives, say) reads
     them from `self.ctx`, and `check_secrets` can refuse unusable secrets before serving.
 
-    Optional, for `hooktrack send`, `hooktrack demo` and the `ProviderContract` test suite:
-    `sign(body, secret, timestamp, ctx)` returns the headers a genuine delivery would carry, and
-    `samples()` returns built-in sample events by name (read from `samples/<name>/*.json` next to
-    the provider's module by default).
+    Optional: `settings_model` for the provider's own source settings; `sign(body, secret,
+    timestamp, ctx)`, the headers a genuine delivery would carry; and built-in sample events for
+    `hooktrack send`, `hooktrack demo` and the `ProviderContract` suite, from
+    `adapter.samples.SamplesMixin` (which every built-in provider inherits).
     """
 
     name: ClassVar[str] = ""
@@ -103,8 +79,6 @@ class Provider:
     """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
     settings_model: ClassVar[type[BaseModel] | None] = None
     """Pydantic model of the provider's own source settings; unknown keys are startup errors."""
-    samples_package: ClassVar[str | None] = None
-    """Package holding `samples/<name>/*.json`; defaults to the provider class's package."""
 
     ctx: SourceContext | None = None
 
@@ -117,62 +91,50 @@ class Provider:
         wrong prefix); the core turns it into a startup `ConfigError`. Accepts all by default."""
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Check that `body` comes from the provider; return None if it does, else raise.
+
+        Runs on the raw bytes before anything is parsed, so nothing unverified reaches `parse`
+        or `map` (a scheme that signs fields inside the payload parses to verify). Compares in
+        constant time (`hmac.compare_digest`), tries every configured secret, and where the scheme
+        has a timestamp refuses one further than `ctx.settings.tolerance_s` from now, either way.
+        Raises `SignatureError(code, message)` with code `missing_signature`, `invalid_signature`
+        or `stale_timestamp` (400), or `CredentialsError` (401) for sources authenticated by
+        credentials. Messages never contain a secret or the expected signature.
+        """
         raise NotImplementedError
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The verified delivery as a `ProviderEvent`: the delivery id (the dedup key, the same
+        on every retry), the event type, when it happened (the delivery's own time when the
+        payload has none), livemode (None when the provider has no test mode) and the data.
+
+        Raises `PayloadError` (400 `malformed_payload`) for a body it cannot read; the body is
+        kept so that `hooktrack reprocess` can map it after an upgrade.
+        """
         raise NotImplementedError
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+        """The conversions an event makes: pure (no I/O, clock or secrets).
+
+        `[]` for an event type the provider does not track (`event_type_not_tracked`); raises
+        `Ignore(reason)` for a tracked type that must not count (`unpaid`, `zero_amount`,
+        `setup_mode`, ...) and `PayloadError` for a tracked event missing a required field.
+        Otherwise Leads and Sales: money in ISO 4217 minor units, tax excluded; identity as hints
+        saying *where* it lives (`metadata_sources`, `client_reference`, `provider_customer_id`,
+        `email`, `phone`, `name`, and `external_id` / `click_id` only for the provider's own
+        fields for them). The core applies the source's key lists (`adapter.attribution`),
+        resolves identity with its memory, names creation vs renewal and dedupes (SPEC §2, §3).
+        """
         raise NotImplementedError
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """Headers that make `body` verify with `secret`; NotImplementedError if we cannot sign."""
         raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
 
-    def samples(self) -> dict[str, bytes]:
-        """Built-in sample bodies by sample name (usually the event type)."""
-        package = self.samples_package or type(self).__module__.rpartition(".")[0] or type(self).__module__
-        folder = files(package).joinpath("samples", self.name)
-        if not folder.is_dir():
-            return {}
-        return {
-            entry.name.removesuffix(".json"): entry.read_bytes()
-            for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-            if entry.name.endswith(".json")
-        }
-
-    def sample(self, name: str, *, unique: str, now: int) -> bytes:
-        """Sample `name` made fresh: `refresh_sample` gives it a new delivery id and time, so
-        sending it twice is two deliveries. Raises `KeyError` for an unknown sample."""
-        body = self.samples()[name]
-        data = json.loads(body)
-        self.refresh_sample(data, unique, now)
-        return json.dumps(data).encode()
-
-    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
-        """Give a parsed sample a fresh delivery id and timestamp (in place); no-op by default."""
-
-    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        """Extra unsigned headers a sample needs (a topic header, a form Content-Type, ...);
-        none by default (samples are sent as JSON)."""
-        return {}
-
-    def sample_query(self, secret: str) -> dict[str, str]:
-        """Query parameters a genuine delivery's URL carries (a URL token); none by default."""
-        return {}
-
     @staticmethod
     def json_body(body: bytes) -> dict[str, Any]:
-        """Parse a JSON object body or raise `PayloadError` (helper for `parse`)."""
-        from adapter.errors import PayloadError
-
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise PayloadError(f"body is not valid JSON: {type(exc).__name__}") from None
-        if not isinstance(data, dict):
-            raise PayloadError("body is not a JSON object")
-        return data
+        """Parse a JSON object body or raise `PayloadError` (`adapter.payload.json_object`)."""
+        return json_object(body)
 
 
 def load_providers(group: str = ENTRY_POINT_GROUP) -> dict[str, type[Provider]]:
@@ -236,7 +198,9 @@ def build_sources(settings: Settings, registry: Mapping[str, type[Provider]]) ->
                 options = cls.settings_model.model_validate(extras)
             except ValidationError as exc:
                 problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                    f"{'.'.join(str(p) for p in e['loc'])}: "
+                    f"{'unknown setting' if e['type'] == 'extra_forbidden' else e['msg']}"
+                    for e in exc.errors()
                 )
                 raise ConfigError(f"sources.{name}: {problems}") from None
         elif extras:

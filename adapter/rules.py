@@ -14,7 +14,7 @@ senders, the generic provider) lets the merchant say it in `hooktrack.toml`, one
     currency = "data.currency"
     invoice_id = "data.payment_id"
     email = "data.customer.email"
-    metadata_paths = ["data.metadata"]      # searched for click_id_keys / customer_id_keys
+    metadata_paths = ["data.metadata"]      # where the core looks for click_id_keys / customer_id_keys
 
 A path is dot-separated keys; a segment of digits indexes a list (`data.items.0.price`).
 A condition is `PATH == LITERAL` or `PATH != LITERAL` with a JSON literal (`"paid"`, `0`, `true`,
@@ -22,7 +22,7 @@ A condition is `PATH == LITERAL` or `PATH != LITERAL` with a JSON literal (`"pai
 Everything is validated when the config is loaded, so a typo fails at startup naming its key
 (`sources.dodo: rules.0.condition: ...`).
 
-`apply_rules(rules, event_type, data, ctx)` is the whole runtime: every rule of the event's type
+`apply_rules(rules, event_type, data)` is the whole runtime: every rule of the event's type
 whose condition holds gives one conversion, in rule order. No rule for the type → `[]`
 (`event_type_not_tracked`); rules for it but no condition met → `Ignore("condition_not_met")`;
 only Sales of 0 → `Ignore("zero_amount")`; a required path missing (a Sale's amount, currency,
@@ -40,11 +40,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, LeadKind, Sale, SaleKind
 from adapter.money import normalize_currency, to_minor
-from adapter.plugin import SourceContext
 
 __all__ = ["Condition", "JsonPath", "Rule", "RuleSet", "apply_rules", "resolve"]
 
@@ -171,15 +169,18 @@ class Rule(BaseModel):
         """Whether this rule is for `event_type` and every condition holds."""
         return self.event_type == event_type and all(c.holds(data) for c in self.condition)
 
-    def convert(self, data: Mapping[str, Any], ctx: SourceContext) -> Lead | Sale:
-        """The conversion this rule makes of `data`; raises `PayloadError` or `Ignore`."""
-        found = [resolve(data, p) for p in self.metadata_paths]
+    def convert(self, data: Mapping[str, Any]) -> Lead | Sale:
+        """The conversion this rule makes of `data`; raises `PayloadError` or `Ignore`.
+
+        `external_id` / `click_id` paths are the sender's own fields for them; the objects at
+        `metadata_paths` are where the core reads the source's key lists (after those fields)."""
         hints: dict[str, Any] = {
             "email": self._text(data, "email"),
             "name": self._text(data, "name"),
             "provider_customer_id": self._text(data, "provider_customer_id"),
-            "external_id": self._text(data, "external_id") or first_key(ctx.customer_id_keys, *found),
-            "click_id": self._text(data, "click_id") or first_key(ctx.click_id_keys, *found),
+            "external_id": self._text(data, "external_id"),
+            "click_id": self._text(data, "click_id"),
+            "metadata_sources": tuple(resolve(data, p) for p in self.metadata_paths),
         }
         if self.kind == "lead":
             return Lead(kind=self.lead_kind, **hints)
@@ -268,8 +269,7 @@ class RuleSet(BaseModel):
         return rules
 
 
-def apply_rules(rules: Sequence[Rule], event_type: str, data: Mapping[str, Any],
-                ctx: SourceContext) -> list[Lead | Sale]:
+def apply_rules(rules: Sequence[Rule], event_type: str, data: Mapping[str, Any]) -> list[Lead | Sale]:
     """Conversions of one event by `rules` (see the module docstring for the contract).
 
     Raises `Ignore("condition_not_met")` when rules exist for `event_type` but none applies,
@@ -285,7 +285,7 @@ def apply_rules(rules: Sequence[Rule], event_type: str, data: Mapping[str, Any],
         if not rule.applies(event_type, data):
             continue
         try:
-            out.append(rule.convert(data, ctx))
+            out.append(rule.convert(data))
         except Ignore as exc:  # a Sale of 0; another rule may still make a conversion
             reason = exc.reason
     if not out:

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapter.attribution import DEFAULT_CLICK_ID_KEYS, DEFAULT_CUSTOMER_ID_KEYS
 from adapter.config_checks import redact_url, refusals
 from adapter.errors import ConfigError
 
@@ -34,6 +33,19 @@ __all__ = [
     "parse_settings",
 ]
 
+DEFAULT_CLICK_ID_KEYS = ("clickId", "click_id", "dubClickId", "dub_click_id", "dub_id")
+"""Where a click id hides in merchant-controlled metadata by default (SPEC §2)."""
+DEFAULT_CUSTOMER_ID_KEYS = (
+    "customerExternalId",
+    "customer_external_id",
+    "dubCustomerExternalId",
+    "dubCustomerId",
+    "externalId",
+    "external_id",
+    "userId",
+    "user_id",
+)
+"""Where the merchant's own user id hides in merchant-controlled metadata by default (SPEC §2)."""
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MIN_RETENTION_DAYS = 3  # Stripe and Paddle retry for three days: dedup must outlive that
 
@@ -151,7 +163,6 @@ class SourceSettings(BaseModel):
     customer_id_keys: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CUSTOMER_ID_KEYS), min_length=1
     )
-    client_reference_prefix: str = "dub_id_"
     event_names: EventNames = Field(default_factory=EventNames)
     forward_leads_without_click_id: bool = False
     payment_processor: str | None = None

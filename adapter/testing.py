@@ -29,6 +29,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.ingest import map_event, parse_event
 from adapter.plugin import Provider, Source, SourceContext
+from adapter.samples import SamplesMixin, samples_of
 from adapter.settings import SourceSettings
 
 __all__ = ["ProviderContract", "make_source"]
@@ -62,7 +63,8 @@ class ProviderContract:
         return self.provider.sign(body, secret, timestamp, self.source().ctx)
 
     def extra_headers(self, name: str, body: bytes) -> dict[str, str]:
-        return self.provider.sample_headers(name, body)
+        provider = self.provider
+        return provider.sample_headers(name, body) if isinstance(provider, SamplesMixin) else {}
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -75,7 +77,7 @@ class ProviderContract:
         return make_source(self.provider_class(), secrets or [self.secret], **self.source_settings)
 
     def bodies(self) -> dict[str, bytes]:
-        found = self.sample_bodies if self.sample_bodies is not None else self.provider.samples()
+        found = self.sample_bodies if self.sample_bodies is not None else samples_of(self.provider)
         assert found, f"{self.provider_class.__name__} has no samples to check"
         return found
 

@@ -36,11 +36,12 @@ from braintree.util.crypto import Crypto  # type: ignore[import-untyped]
 from braintree.util.xml_util import XmlUtil  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
+from adapter.payload import compact, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form
 
 __all__ = ["BraintreeProvider", "BraintreeSettings"]
@@ -68,14 +69,6 @@ def gateway(settings: BraintreeSettings) -> Any:
         public_key=settings.public_key, private_key=settings.private_key))
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
 def _plain(value: Any) -> Any:
     """The SDK's parsed XML with dates as ISO strings, so event data is plain JSON."""
     if isinstance(value, dict):
@@ -89,7 +82,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class BraintreeProvider(Provider):
+class BraintreeProvider(SamplesMixin, Provider):
     """Braintree: `bt_signature` / `bt_payload` form fields, verified by the `braintree` SDK."""
 
     name = "braintree"
@@ -166,13 +159,13 @@ class BraintreeProvider(Provider):
             raise PayloadError("bt_payload is not base64 XML") from None
         except Exception as exc:  # minidom raises its own types for bad XML
             raise PayloadError(f"bt_payload is not Braintree XML ({type(exc).__name__})") from None
-        note = _dict(_dict(tree).get("notification"))
-        kind, moment = _text(note.get("kind")), note.get("timestamp")
+        note = mapping(mapping(tree).get("notification"))
+        kind, moment = text(note.get("kind")), note.get("timestamp")
         if kind is None or not isinstance(moment, datetime):
             raise PayloadError("Braintree notification without `kind` and `timestamp`")
-        subject = _plain(_dict(note.get("subject")))
+        subject = _plain(mapping(note.get("subject")))
         inner = next((v for v in subject.values() if isinstance(v, dict)), {})
-        subject_id = _text(inner.get("id")) or "-"
+        subject_id = text(inner.get("id")) or "-"
         occurred = moment.replace(tzinfo=UTC)
         environment = self.ctx.options.environment if self.ctx is not None else None
         return ProviderEvent(
@@ -188,7 +181,7 @@ class BraintreeProvider(Provider):
         kinds. Raises `Ignore`: `zero_amount` (a cycle that charged nothing), `unpaid`."""
         if event.type != "subscription_charged_successfully":
             return []
-        subscription = _dict(event.data["subject"].get("subscription"))
+        subscription = mapping(event.data["subject"].get("subscription"))
         transactions = [t for t in subscription.get("transactions") or [] if isinstance(t, dict)]
         if not transactions:
             raise Ignore("zero_amount")
@@ -196,31 +189,30 @@ class BraintreeProvider(Provider):
         txn = max(transactions, key=lambda t: str(t.get("created_at") or ""))
         if txn.get("status") in _UNPAID:
             raise Ignore("unpaid")
-        currency = _text(txn.get("currency_iso_code"))
+        currency = text(txn.get("currency_iso_code"))
         if currency is None:
             raise PayloadError("Braintree transaction without `currency_iso_code`")
         amount = to_minor(str(txn.get("amount") or "0"), currency)
-        tax = to_minor(_text(txn.get("tax_amount")) or "0", currency)
+        tax = to_minor(text(txn.get("tax_amount")) or "0", currency)
         if amount - tax <= 0:
             raise Ignore("zero_amount")
-        customer = _dict(txn.get("customer"))
-        names = [_text(customer.get("first_name")), _text(customer.get("last_name"))]
-        custom = _dict(txn.get("custom_fields"))
-        paid_at = _text(txn.get("created_at"))
-        subscription_id = _text(subscription.get("id")) or _text(txn.get("subscription_id"))
+        customer = mapping(txn.get("customer"))
+        names = [text(customer.get("first_name")), text(customer.get("last_name"))]
+        custom = mapping(txn.get("custom_fields"))
+        paid_at = text(txn.get("created_at"))
+        subscription_id = text(subscription.get("id")) or text(txn.get("subscription_id"))
         return [Sale(
             kind="subscription",
             amount=amount - tax,
             currency=currency,
             invoice_id=str(txn["id"]),
             subscription_id=subscription_id,
-            provider_customer_id=_text(customer.get("id")),
-            email=_text(customer.get("email")),
+            provider_customer_id=text(customer.get("id")),
+            email=text(customer.get("email")),
             name=" ".join(n for n in names if n) or None,
-            click_id=first_key(ctx.click_id_keys, custom),
-            external_id=first_key(ctx.customer_id_keys, custom),
-            timestamp=datetime.fromisoformat(paid_at) if paid_at else None,
-            metadata=_compact(subscriptionId=subscription_id, taxAmount=tax, planId=_text(subscription.get("plan_id")),
+            metadata_sources=(custom,),
+            timestamp=iso_time(paid_at),
+            metadata=compact(subscriptionId=subscription_id, taxAmount=tax, planId=text(subscription.get("plan_id")),
                               billingCycle=subscription.get("current_billing_cycle")),
         )]
 
@@ -250,7 +242,3 @@ def _xml(raw: bytes) -> str:
 def _encode(xml: str) -> str:
     # Braintree's payloads are base64 with a newline every 76 characters (encodebytes).
     return base64.encodebytes(xml.encode("utf-8")).decode("ascii")
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

@@ -29,15 +29,15 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapter.attribution import first_key
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import compact, epoch_time, ident, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["ChargebeeProvider", "ChargebeeSettings"]
 
@@ -61,20 +61,10 @@ class ChargebeeSettings(BaseModel):
         return pairs
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
 def _cents(obj: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"Chargebee `{key}` is not an amount in cents: {value!r}")
+    value = integer(obj.get(key, default))
+    if value is None:
+        raise PayloadError(f"Chargebee `{key}` is not an amount in cents: {obj.get(key, default)!r}")
     return value
 
 
@@ -96,7 +86,7 @@ def _basic_credentials(header: str | None) -> bytes:
         raise CredentialsError("HTTP Basic credentials are not valid base64") from None
 
 
-class ChargebeeProvider(Provider):
+class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
     name = "chargebee"
@@ -129,10 +119,11 @@ class ChargebeeProvider(Provider):
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by its `id`, at `occurred_at`, about the object named by `object_key`."""
         data = self.json_body(body)
-        event_id, event_type, occurred = data.get("id"), data.get("event_type"), data.get("occurred_at")
-        if not isinstance(event_id, str) or not isinstance(event_type, str):
+        event_id, event_type = text(data.get("id")), text(data.get("event_type"))
+        occurred = epoch_time(data.get("occurred_at"))
+        if event_id is None or event_type is None:
             raise PayloadError("Chargebee event without string `id` and `event_type`")
-        if isinstance(occurred, bool) or not isinstance(occurred, int):
+        if occurred is None:
             raise PayloadError("Chargebee event without integer `occurred_at`")
         content = data.get("content")
         if not isinstance(content, dict):
@@ -140,7 +131,7 @@ class ChargebeeProvider(Provider):
         return ProviderEvent(
             id=event_id,
             type=event_type,
-            occurred_at=datetime.fromtimestamp(occurred, UTC),
+            occurred_at=occurred,
             livemode=None,
             data=data,
             object_key=_object_key(event_type, content),
@@ -156,45 +147,45 @@ class ChargebeeProvider(Provider):
             raise Ignore("api_version_v1")
         content: dict[str, Any] = event.data["content"]
         if event.type == "payment_succeeded":
-            return [self._sale(content, ctx)]
-        customer = _dict(content.get("customer"))
+            return [self._sale(content)]
+        customer = mapping(content.get("customer"))
         if not customer:
             raise PayloadError("customer_created without `content.customer`")
-        return [Lead(kind="sign_up", provider_customer_id=_text(customer.get("id")), email=_text(customer.get("email")),
-                     name=_name(customer), **_hints(ctx, customer))]
+        return [Lead(kind="sign_up", provider_customer_id=ident(customer.get("id")), email=text(customer.get("email")),
+                     name=_name(customer), **_hints(customer))]
 
-    def _sale(self, content: dict[str, Any], ctx: SourceContext) -> Sale:
-        txn, invoice = _dict(content.get("transaction")), _dict(content.get("invoice"))
-        customer, subscription = _dict(content.get("customer")), _dict(content.get("subscription"))
+    def _sale(self, content: dict[str, Any]) -> Sale:
+        txn, invoice = mapping(content.get("transaction")), mapping(content.get("invoice"))
+        customer, subscription = mapping(content.get("customer")), mapping(content.get("subscription"))
         if not txn:
             raise PayloadError("payment_succeeded without `content.transaction`")
         if txn.get("status", "success") != "success":
             raise Ignore("unpaid")
-        currency = _text(txn.get("currency_code")) or _text(invoice.get("currency_code"))
+        currency = text(txn.get("currency_code")) or text(invoice.get("currency_code"))
         if currency is None:
             raise PayloadError("payment_succeeded without `currency_code`")
-        invoice_id = _text(invoice.get("id"))
-        paid_for = invoice_id or _text(txn.get("id"))
+        invoice_id = ident(invoice.get("id"))
+        paid_for = invoice_id or ident(txn.get("id"))
         if paid_for is None:
             raise PayloadError("payment_succeeded without an invoice or transaction id")
         paid = _applied(txn, invoice_id)
         tax = _cents(invoice, "tax", 0)
         if paid - tax <= 0:
             raise Ignore("zero_amount")
-        subscription_id = _text(invoice.get("subscription_id")) if invoice.get("recurring", True) else None
+        subscription_id = ident(invoice.get("subscription_id")) if invoice.get("recurring", True) else None
         kind: SaleKind = "subscription" if subscription_id else "purchase"
-        billing = _dict(invoice.get("billing_address"))
+        billing = mapping(invoice.get("billing_address"))
         return Sale(
             kind=kind,
             amount=paid - tax,
             currency=currency,
             invoice_id=paid_for,
             subscription_id=subscription_id,
-            provider_customer_id=_text(customer.get("id")) or _text(txn.get("customer_id")),
-            email=_text(customer.get("email")) or _text(billing.get("email")),
+            provider_customer_id=ident(customer.get("id")) or ident(txn.get("customer_id")),
+            email=text(customer.get("email")) or text(billing.get("email")),
             name=_name(customer) or _name(billing),
-            **_hints(ctx, subscription, customer),
-            metadata=_compact(subscriptionId=subscription_id, taxAmount=tax, transactionId=_text(txn.get("id")),
+            **_hints(subscription, customer),
+            metadata=compact(subscriptionId=subscription_id, taxAmount=tax, transactionId=ident(txn.get("id")),
                               firstInvoice=invoice.get("first_invoice") if kind == "subscription" else None),
         )
 
@@ -203,11 +194,11 @@ def _object_key(event_type: str, content: dict[str, Any]) -> str | None:
     """The object a tracked event is about: its invoice (or transaction) for a payment, the
     customer for `customer_created`. Untracked events need none: the core never orders them."""
     if event_type == "payment_succeeded":
-        invoice = _text(_dict(content.get("invoice")).get("id"))
-        transaction = _text(_dict(content.get("transaction")).get("id"))
+        invoice = ident(mapping(content.get("invoice")).get("id"))
+        transaction = ident(mapping(content.get("transaction")).get("id"))
         return f"invoice:{invoice}" if invoice else f"transaction:{transaction}" if transaction else None
     if event_type == "customer_created":
-        customer = _text(_dict(content.get("customer")).get("id"))
+        customer = ident(mapping(content.get("customer")).get("id"))
         return f"customer:{customer}" if customer else None
     return None
 
@@ -216,25 +207,21 @@ def _applied(txn: dict[str, Any], invoice_id: str | None) -> int:
     """What the transaction paid towards `invoice_id`: its `linked_invoices` entry, else all of it."""
     amount = _cents(txn, "amount")
     for link in txn.get("linked_invoices") or []:
-        if isinstance(link, dict) and invoice_id is not None and _text(link.get("invoice_id")) == invoice_id:
+        if isinstance(link, dict) and invoice_id is not None and ident(link.get("invoice_id")) == invoice_id:
             return min(amount, _cents(link, "applied_amount", amount))
     return amount
 
 
-def _hints(ctx: SourceContext, *objects: dict[str, Any]) -> dict[str, Any]:
-    """Click and user ids from each object's `meta_data` and `cf_*` custom fields, in order."""
+def _hints(*objects: dict[str, Any]) -> dict[str, Any]:
+    """Where identity lives: each object's `meta_data`, then its `cf_*` custom fields (read both
+    without the `cf_` prefix and with it, so a configured key `cf_ref` matches exactly), in order."""
     sources: list[dict[str, Any]] = []
     for obj in objects:
         custom = {k: v for k, v in obj.items() if k.startswith("cf_")}
-        sources += [_dict(obj.get("meta_data")), {k[3:]: v for k, v in custom.items()}, custom]
-    return {"click_id": first_key(ctx.click_id_keys, *sources),
-            "external_id": first_key(ctx.customer_id_keys, *sources)}
+        sources += [mapping(obj.get("meta_data")), {k[3:]: v for k, v in custom.items()}, custom]
+    return {"metadata_sources": tuple(sources)}
 
 
 def _name(obj: dict[str, Any]) -> str | None:
-    parts = [_text(obj.get("first_name")), _text(obj.get("last_name"))]
+    parts = [text(obj.get("first_name")), text(obj.get("last_name"))]
     return " ".join(p for p in parts if p) or None
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

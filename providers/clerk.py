@@ -7,8 +7,8 @@ wrapper delegates to the `standardwebhooks` library (it also accepts `webhook-*`
 Lead: `user.created` → `Sign up`. Email: the address whose id is `primary_email_address_id`;
 name: `first_name last_name`; the Clerk user id (`user_...`) is the provider customer id;
 `external_id` (the merchant's own user id, set through Clerk's API) is the explicit id, else
-the first of `customer_id_keys` in `public_metadata` then `unsafe_metadata`; the click id is the
-first of `click_id_keys` in the same two. Every other event type maps to nothing.
+the core reads the source's `customer_id_keys` / `click_id_keys` in `public_metadata` then
+`unsafe_metadata`; the phone is the primary phone number. Every other event type maps to nothing.
 The delivery id is `svix-id`; the event time the body's `timestamp` (Unix milliseconds).
 Development and production instances are separate endpoints with separate secrets, and payloads
 carry no live/test flag, so `livemode` is None.
@@ -20,11 +20,12 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import any_time, epoch_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
-from providers.standardwebhooks import message_id, moment, secret_key, sign_v1, verify_headers
+from adapter.samples import SamplesMixin
+from providers.standardwebhooks import message_id, secret_key, sign_v1, verify_headers
 
 __all__ = ["ClerkProvider"]
 
@@ -36,11 +37,7 @@ def _standard(headers: Headers) -> dict[str, str]:
     return {std: headers.get(svix) or headers.get(std) or "" for std, svix in _SVIX.items()}
 
 
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-class ClerkProvider(Provider):
+class ClerkProvider(SamplesMixin, Provider):
     """Clerk via Svix: `svix-signature: v1,<base64>` over `svix-id.svix-timestamp.body`."""
 
     name = "clerk"
@@ -73,14 +70,13 @@ class ClerkProvider(Provider):
         Raises `PayloadError` without an id header, a string `type` or a `data` object.
         """
         data = self.json_body(body)
-        msg_id = _text(_standard(headers)["webhook-id"])
-        event_type = _text(data.get("type"))
+        msg_id = text(_standard(headers)["webhook-id"])
+        event_type = text(data.get("type"))
         if msg_id is None:
             raise PayloadError("Clerk webhook without an svix-id header")
         if event_type is None or not isinstance(data.get("data"), dict):
             raise PayloadError("Clerk event without a string `type` and a `data` object")
-        stamp = _standard(headers)["webhook-timestamp"]
-        occurred = moment(data.get("timestamp")) or (moment(int(stamp)) if stamp.isdigit() else None)
+        occurred = any_time(data.get("timestamp")) or epoch_time(_standard(headers)["webhook-timestamp"])
         if occurred is None:
             raise PayloadError("Clerk event without a `timestamp`")
         return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
@@ -93,28 +89,30 @@ class ClerkProvider(Provider):
         if event.type != "user.created":
             return []
         user: dict[str, Any] = event.data["data"]
-        user_id = _text(user.get("id"))
+        user_id = text(user.get("id"))
         if user_id is None:
             raise PayloadError("user.created without a user `id`")
         # public_metadata is written by the merchant's server, unsafe_metadata by the browser:
         # the server's value wins when both carry a key.
-        metadata = (user.get("public_metadata"), user.get("unsafe_metadata"))
-        name = " ".join(n for n in (_text(user.get("first_name")), _text(user.get("last_name"))) if n)
+        metadata = (mapping(user.get("public_metadata")), mapping(user.get("unsafe_metadata")))
+        name = " ".join(n for n in (text(user.get("first_name")), text(user.get("last_name"))) if n)
         return [Lead(
             kind="sign_up",
             provider_customer_id=user_id,
-            external_id=_text(user.get("external_id")) or first_key(ctx.customer_id_keys, *metadata),
-            email=_primary_email(user),
+            external_id=text(user.get("external_id")),
+            metadata_sources=metadata,
+            email=_primary(user, "email_addresses", "primary_email_address_id", "email_address"),
+            phone=_primary(user, "phone_numbers", "primary_phone_number_id", "phone_number"),
             name=name or None,
-            click_id=first_key(ctx.click_id_keys, *metadata),
         )]
 
 
-def _primary_email(user: dict[str, Any]) -> str | None:
-    """The primary address, else the first one (a primary id can lag behind the list)."""
-    addresses = [a for a in user.get("email_addresses") or [] if isinstance(a, dict)]
-    primary = user.get("primary_email_address_id")
-    for address in addresses:
-        if primary and address.get("id") == primary:
-            return _text(address.get("email_address"))
-    return _text(addresses[0].get("email_address")) if addresses else None
+def _primary(user: dict[str, Any], items: str, primary_id: str, field: str) -> str | None:
+    """The primary email address (or phone number), else the first one (a primary id can lag
+    behind the list)."""
+    entries = [a for a in user.get(items) or [] if isinstance(a, dict)]
+    primary = user.get(primary_id)
+    for entry in entries:
+        if primary and entry.get("id") == primary:
+            return text(entry.get(field))
+    return text(entries[0].get(field)) if entries else None

@@ -22,20 +22,21 @@ product's `price` (before tax for `tax_mode` `exclusive`, the common case).
 
 Lead: `subscription.trialing` (`Started Trial`). Click and user ids come from the checkout's and
 the subscription's `metadata` (set when creating the checkout; Creem copies it onto the
-subscription), with Creem's own `referenceId` key read as the user id after the configured keys.
+subscription), with Creem's own `referenceId` key read as the client reference (the user id, or a click id
+with the `dub_id_` prefix) after the configured keys.
 `mode` (`prod`, `test`, `sandbox`) is the livemode.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
+from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["CreemProvider"]
@@ -45,42 +46,29 @@ _UNPAID = frozenset({"pending", "declined", "void", "uncollectible"})
 _LIVEMODE = {"prod": True, "test": False, "sandbox": False}
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-def _id(value: Any) -> str | None:
-    """An id that may arrive expanded (`{"id": ...}`) or as a plain string."""
-    return _text(_dict(value).get("id")) if isinstance(value, dict) else _text(value)
-
-
-def _int(obj: dict[str, Any], key: str) -> int | None:
+def _amount(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    amount = integer(value)
+    if amount is None:
         raise PayloadError(f"Creem `{key}` is not an integer amount: {value!r}")
-    return value
+    return amount
 
 
 def _net(obj: dict[str, Any]) -> tuple[int, int]:
     """(paid without tax, tax) of an order or transaction, in Creem's cents."""
-    tax = _int(obj, "tax_amount") or 0
-    paid = _int(obj, "amount_paid")
+    tax = _amount(obj, "tax_amount") or 0
+    paid = _amount(obj, "amount_paid")
     if paid is not None:
         return paid - tax, tax
-    amount = _int(obj, "amount")
+    amount = _amount(obj, "amount")
     if amount is None:
         raise PayloadError("Creem order or transaction without `amount_paid` or `amount`")
     return amount, tax
 
 
-
-class CreemProvider(BodyHmacProvider):
+class CreemProvider(SamplesMixin, BodyHmacProvider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"
@@ -89,7 +77,7 @@ class CreemProvider(BodyHmacProvider):
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["id"] = f"evt_{unique}"
         data["created_at"] = now * 1000
-        obj = _dict(data.get("object"))
+        obj = mapping(data.get("object"))
         transaction = f"tran_{unique}"
         if isinstance(obj.get("order"), dict):
             obj["order"]["transaction"] = transaction
@@ -102,10 +90,11 @@ class CreemProvider(BodyHmacProvider):
         Raises `PayloadError` without those or without an `object`.
         """
         data = self.json_body(body)
-        event_id, event_type, created = _text(data.get("id")), _text(data.get("eventType")), data.get("created_at")
+        event_id, event_type = text(data.get("id")), text(data.get("eventType"))
+        created = epoch_time(data.get("created_at"), "ms")
         if event_id is None or event_type is None:
             raise PayloadError("Creem webhook without string `id` and `eventType`")
-        if isinstance(created, bool) or not isinstance(created, int):
+        if created is None:
             raise PayloadError("Creem webhook without integer `created_at` (epoch milliseconds)")
         obj = data.get("object")
         if not isinstance(obj, dict):
@@ -114,7 +103,7 @@ class CreemProvider(BodyHmacProvider):
         return ProviderEvent(
             id=event_id,
             type=event_type,
-            occurred_at=datetime.fromtimestamp(created / 1000, UTC),
+            occurred_at=created,
             livemode=_LIVEMODE.get(mode) if isinstance(mode, str) else None,
             data=data,
         )
@@ -125,26 +114,26 @@ class CreemProvider(BodyHmacProvider):
         `counted_by_subscription_paid` (see the module doc)."""
         obj: dict[str, Any] = event.data["object"]
         if event.type == "checkout.completed":
-            return [self._checkout_sale(obj, ctx)]
+            return [self._checkout_sale(obj)]
         if event.type == "subscription.paid":
-            return [self._subscription_sale(obj, ctx)]
+            return [self._subscription_sale(obj)]
         if event.type == "subscription.trialing":
-            return [Lead(kind="started_trial", **_hints(ctx, obj.get("customer"), obj.get("metadata")),
-                         metadata=_compact(subscriptionId=_text(obj.get("id"))))]
+            return [Lead(kind="started_trial", **_hints(obj.get("customer"), obj.get("metadata")),
+                         metadata=compact(subscriptionId=text(obj.get("id"))))]
         return []
 
-    def _checkout_sale(self, checkout: dict[str, Any], ctx: SourceContext) -> Sale:
-        order = _dict(checkout.get("order"))
+    def _checkout_sale(self, checkout: dict[str, Any]) -> Sale:
+        order = mapping(checkout.get("order"))
         if not order:
             raise PayloadError("Creem checkout without an `order`")
         if order.get("status") != "paid":
             raise Ignore("unpaid")
         subscription = checkout.get("subscription")
-        subscription_id = _id(subscription)
-        transaction = _text(order.get("transaction"))
+        subscription_id = object_id(subscription)
+        transaction = text(order.get("transaction"))
         if (subscription_id or order.get("type") == "recurring") and transaction is None:
             raise Ignore("counted_by_subscription_paid")
-        order_id = _text(order.get("id"))
+        order_id = text(order.get("id"))
         invoice = transaction or order_id
         if invoice is None:
             raise PayloadError("Creem order without `id`")
@@ -155,19 +144,19 @@ class CreemProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=invoice,
             subscription_id=subscription_id,
-            **_hints(ctx, checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
-                     _dict(subscription).get("metadata")),
-            metadata=_compact(subscriptionId=subscription_id, orderId=order_id, checkoutId=_text(checkout.get("id")),
-                              requestId=_text(checkout.get("request_id")), taxAmount=tax),
+            **_hints(checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
+                     mapping(subscription).get("metadata")),
+            metadata=compact(subscriptionId=subscription_id, orderId=order_id, checkoutId=text(checkout.get("id")),
+                              requestId=text(checkout.get("request_id")), taxAmount=tax),
         )
 
-    def _subscription_sale(self, subscription: dict[str, Any], ctx: SourceContext) -> Sale:
-        subscription_id = _text(subscription.get("id"))
-        last = _dict(subscription.get("last_transaction"))
-        transaction = _text(last.get("id")) or _text(subscription.get("last_transaction_id"))
+    def _subscription_sale(self, subscription: dict[str, Any]) -> Sale:
+        subscription_id = text(subscription.get("id"))
+        last = mapping(subscription.get("last_transaction"))
+        transaction = text(last.get("id")) or text(subscription.get("last_transaction_id"))
         if subscription_id is None or transaction is None:
             raise PayloadError("Creem subscription without `id` and `last_transaction_id`")
-        product = _dict(subscription.get("product"))
+        product = mapping(subscription.get("product"))
         if last:
             if last.get("status") in _UNPAID:
                 raise Ignore("unpaid")
@@ -180,15 +169,15 @@ class CreemProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=transaction,
             subscription_id=subscription_id,
-            **_hints(ctx, subscription.get("customer"), subscription.get("metadata")),
-            metadata=_compact(subscriptionId=subscription_id, orderId=_text(last.get("order")),
+            **_hints(subscription.get("customer"), subscription.get("metadata")),
+            metadata=compact(subscriptionId=subscription_id, orderId=text(last.get("order")),
                               taxAmount=tax if last else None, amountFrom=None if last else "product_price"),
         )
 
 
 def _paid(obj: dict[str, Any], currency: Any) -> tuple[int, int, str]:
     """(amount, tax, currency) in ISO minor units; `Ignore("zero_amount")` for nothing paid."""
-    code = _text(currency)
+    code = text(currency)
     if code is None:
         raise PayloadError("Creem amount without a `currency`")
     net, tax = _net(obj)
@@ -198,18 +187,15 @@ def _paid(obj: dict[str, Any], currency: Any) -> tuple[int, int, str]:
     return amount, rescale(tax, _CENTS, code), code
 
 
-def _hints(ctx: SourceContext, customer: Any, *metadata: Any) -> dict[str, Any]:
-    """Identity from the (expanded) customer and merchant metadata; `referenceId` is the user id
-    key of Creem's own SDK adapters, read after the configured keys."""
-    details = _dict(customer)
+def _hints(customer: Any, *metadata: Any) -> dict[str, Any]:
+    """Identity from the (expanded) customer and merchant metadata. `referenceId` is the user id
+    key of Creem's own SDK adapters: it is the client reference, read after the configured keys."""
+    details = mapping(customer)
+    references = (text(m.get("referenceId")) for m in metadata if isinstance(m, dict))
     return {
-        "provider_customer_id": _id(customer),
-        "email": _text(details.get("email")),
-        "name": _text(details.get("name")),
-        "click_id": first_key(ctx.click_id_keys, *metadata),
-        "external_id": first_key(ctx.customer_id_keys, *metadata) or first_key(("referenceId",), *metadata),
+        "provider_customer_id": object_id(customer),
+        "email": text(details.get("email")),
+        "name": text(details.get("name")),
+        "metadata_sources": metadata,
+        "client_reference": next((r for r in references if r), None),
     }
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

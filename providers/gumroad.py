@@ -29,22 +29,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapter.attribution import first_key
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import boolean, compact, integer, iso_time, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form, sample_fields
 
 __all__ = ["GumroadProvider", "GumroadSettings"]
 
-_CENTS = re.compile(r"[0-9]+")
 # Subscription pings (cancellation, subscription_ended, ...) have no sale_id; one of these
 # times tells two of them apart.
 _SUBSCRIPTION_TIMES = ("cancelled_at", "ended_at", "effective_as_of", "restarted_at", "created_at")
@@ -64,11 +62,8 @@ def _same(given: str, expected: str) -> bool:
 
 
 def _flag(fields: dict[str, str], key: str) -> bool:
-    return fields.get(key, "").strip().lower() == "true"
-
-
-def _text(value: str | None) -> str | None:
-    return (value.strip() or None) if value is not None else None
+    """A form flag: only `true` (any case) is set."""
+    return boolean(fields.get(key)) is True
 
 
 def _nested(fields: dict[str, str], prefix: str) -> dict[str, str]:
@@ -78,23 +73,22 @@ def _nested(fields: dict[str, str], prefix: str) -> dict[str, str]:
 
 
 def _cents(fields: dict[str, str], key: str) -> int:
-    value = fields.get(key, "").strip()
-    if not _CENTS.fullmatch(value):
-        raise PayloadError(f"Gumroad `{key}` is not an amount in cents: {value[:20]!r}")
-    return int(value)
+    value = integer(fields.get(key))
+    if value is None or value < 0:
+        raise PayloadError(f"Gumroad `{key}` is not an amount in cents: {fields.get(key, '')[:20]!r}")
+    return value
 
 
 def _timestamp(value: str | None) -> datetime:
     if not value:
         raise PayloadError("Gumroad ping without `sale_timestamp`")
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise PayloadError(f"Gumroad `sale_timestamp` is not an ISO 8601 time: {value[:40]!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = iso_time(value)
+    if moment is None:
+        raise PayloadError(f"Gumroad `sale_timestamp` is not an ISO 8601 time: {value[:40]!r}")
+    return moment
 
 
-class GumroadProvider(Provider):
+class GumroadProvider(SamplesMixin, Provider):
     """Gumroad Ping: `?token=` in the URL (the source's secrets) plus a `seller_id` check."""
 
     name = "gumroad"
@@ -144,12 +138,12 @@ class GumroadProvider(Provider):
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The ping by `{resource_name}:{sale_id}` (never the body: retries add `retry_count`)."""
         fields = parse_form(body)
-        resource = _text(fields.get("resource_name")) or "sale"
-        sale_id = _text(fields.get("sale_id"))
+        resource = text(fields.get("resource_name")) or "sale"
+        sale_id = text(fields.get("sale_id"))
         if sale_id is not None:
             delivery, occurred = f"{resource}:{sale_id}", _timestamp(fields.get("sale_timestamp"))
         else:
-            subscription = _text(fields.get("subscription_id"))
+            subscription = text(fields.get("subscription_id"))
             moment = next((fields[k] for k in _SUBSCRIPTION_TIMES if fields.get(k)), None)
             if subscription is None or moment is None:
                 raise PayloadError("Gumroad ping without `sale_id` (or `subscription_id` and a time)")
@@ -172,26 +166,20 @@ class GumroadProvider(Provider):
         amount = _cents(fields, "gift_price" if gift else "price")
         if amount <= 0:
             raise Ignore("zero_amount")
-        subscription = _text(fields.get("subscription_id"))
+        subscription = text(fields.get("subscription_id"))
         kind: SaleKind = "subscription" if subscription else "purchase"
-        params, custom = _nested(fields, "url_params"), _nested(fields, "custom_fields")
         return [Sale(
             kind=kind,
             amount=amount,
             currency="usd",
             invoice_id=str(fields["sale_id"]),
             subscription_id=subscription,
-            provider_customer_id=None if gift else _text(fields.get("purchaser_id")),
-            email=_text(fields.get("gifter_email" if gift else "email")),
-            name=None if gift else _text(fields.get("full_name")),
-            click_id=first_key(ctx.click_id_keys, params, custom),
-            external_id=first_key(ctx.customer_id_keys, params, custom),
-            metadata=_compact(subscriptionId=subscription, productCurrency=_text(fields.get("currency")),
-                              productId=_text(fields.get("product_id")), orderNumber=_text(fields.get("order_number")),
+            provider_customer_id=None if gift else text(fields.get("purchaser_id")),
+            email=text(fields.get("gifter_email" if gift else "email")),
+            name=None if gift else text(fields.get("full_name")),
+            metadata_sources=(_nested(fields, "url_params"), _nested(fields, "custom_fields")),
+            metadata=compact(subscriptionId=subscription, productCurrency=text(fields.get("currency")),
+                              productId=text(fields.get("product_id")), orderNumber=text(fields.get("order_number")),
                               recurringCharge=True if _flag(fields, "is_recurring_charge") else None,
                               gift=True if gift else None),
         )]
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

@@ -22,10 +22,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind, parse_time
+from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["LemonSqueezyProvider"]
@@ -36,23 +37,10 @@ _ORDER_IN_INVOICE_URL = re.compile(
 )
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string field, or an integer id as a string (Lemon Squeezy ids are integers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return value if isinstance(value, str) and value else None
-
-
 def _cents(attrs: dict[str, Any], key: str) -> int:
-    value = attrs.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"`{key}` is not an integer amount: {value!r}")
+    value = integer(attrs.get(key))
+    if value is None:
+        raise PayloadError(f"`{key}` is not an integer amount: {attrs.get(key)!r}")
     return value
 
 
@@ -60,7 +48,7 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LemonSqueezyProvider(BodyHmacProvider):
+class LemonSqueezyProvider(SamplesMixin, BodyHmacProvider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"
@@ -69,37 +57,37 @@ class LemonSqueezyProvider(BodyHmacProvider):
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `X-Event-Name` header every delivery carries."""
         try:
-            event_name = _dict(self.json_body(body).get("meta")).get("event_name")
+            event_name = mapping(self.json_body(body).get("meta")).get("event_name")
         except PayloadError:
             return {}
         return {"X-Event-Name": event_name} if isinstance(event_name, str) else {}
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
-        resource = _dict(data.get("data"))
+        resource = mapping(data.get("data"))
         resource["id"] = str(int(unique[:12], 16))
-        attrs = _dict(resource.get("attributes"))
+        attrs = mapping(resource.get("attributes"))
         attrs["created_at"] = attrs["updated_at"] = _iso(now)
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The delivery `"{event_name}:{data.id}"`; the event name from the signed body
         (`meta.event_name`), else the `X-Event-Name` header. Raises `PayloadError`."""
         payload = self.json_body(body)
-        meta, resource = _dict(payload.get("meta")), payload.get("data")
+        meta, resource = mapping(payload.get("meta")), payload.get("data")
         event_name = meta.get("event_name") or headers.get("x-event-name")
         if not isinstance(event_name, str) or not event_name:
             raise PayloadError("Lemon Squeezy webhook without `meta.event_name`")
-        if not isinstance(resource, dict) or _text(resource.get("id")) is None:
+        if not isinstance(resource, dict) or ident(resource.get("id")) is None:
             raise PayloadError("Lemon Squeezy webhook without a `data` resource and its `id`")
-        attrs = _dict(resource.get("attributes"))
+        attrs = mapping(resource.get("attributes"))
         first, second = ("created_at", "updated_at")
         if not event_name.endswith("_created"):
             first, second = second, first  # the resource's last change is what the event reports
-        occurred = parse_time(attrs.get(first)) or parse_time(attrs.get(second))
+        occurred = iso_time(attrs.get(first)) or iso_time(attrs.get(second))
         if occurred is None:
             raise PayloadError("Lemon Squeezy resource without `created_at` or `updated_at`")
         test_mode = meta.get("test_mode", attrs.get("test_mode"))
         return ProviderEvent(
-            id=f"{event_name}:{_text(resource['id'])}",
+            id=f"{event_name}:{ident(resource['id'])}",
             type=event_name,
             occurred_at=occurred,
             livemode=not test_mode if isinstance(test_mode, bool) else None,
@@ -110,17 +98,17 @@ class LemonSqueezyProvider(BodyHmacProvider):
         """`order_created` and `subscription_payment_success` → one Sale; `[]` otherwise.
         Raises `Ignore`: `unpaid`, `zero_amount`, `counted_by_order` (see the module doc)."""
         resource: dict[str, Any] = event.data["data"]
-        attrs = _dict(resource.get("attributes"))
-        custom = _dict(event.data.get("meta")).get("custom_data")
+        attrs = mapping(resource.get("attributes"))
+        custom = mapping(event.data.get("meta")).get("custom_data")
         if event.type == "order_created":
-            return [self._order_sale(_text(resource["id"]), attrs, custom, ctx)]
+            return [self._order_sale(ident(resource["id"]), attrs, custom)]
         if event.type == "subscription_payment_success":
-            return [self._invoice_sale(_text(resource["id"]), attrs, custom, ctx)]
+            return [self._invoice_sale(ident(resource["id"]), attrs, custom)]
         return []
 
-    def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> Sale:
+    def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any) -> Sale:
         amount, tax, currency = _paid_net(attrs)
-        identifier = _text(attrs.get("identifier"))
+        identifier = ident(attrs.get("identifier"))
         if identifier is None:
             raise PayloadError("order without `identifier`")
         return Sale(
@@ -128,21 +116,20 @@ class LemonSqueezyProvider(BodyHmacProvider):
             amount=amount,
             currency=currency,
             invoice_id=identifier.lower(),
-            timestamp=parse_time(attrs.get("created_at")),
-            **_hints(attrs, custom, ctx),
-            metadata=_compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
+            timestamp=iso_time(attrs.get("created_at")),
+            **_hints(attrs, custom),
+            metadata=compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
         )
 
-    def _invoice_sale(self, invoice_id: str | None, attrs: dict[str, Any], custom: Any,
-                      ctx: SourceContext) -> Sale:
+    def _invoice_sale(self, invoice_id: str | None, attrs: dict[str, Any], custom: Any) -> Sale:
         amount, tax, currency = _paid_net(attrs)
-        subscription = _text(attrs.get("subscription_id"))
+        subscription = ident(attrs.get("subscription_id"))
         if subscription is None:
             raise PayloadError("subscription invoice without `subscription_id`")
         reason = attrs.get("billing_reason")
         key = f"subscription_invoice_{invoice_id}"
         if reason == "initial":
-            found = _ORDER_IN_INVOICE_URL.search(str(_dict(attrs.get("urls")).get("invoice_url") or ""))
+            found = _ORDER_IN_INVOICE_URL.search(str(mapping(attrs.get("urls")).get("invoice_url") or ""))
             if found is None:
                 raise Ignore("counted_by_order")
             key = found.group(1).lower()  # the order's identifier: one Sale with order_created
@@ -153,9 +140,9 @@ class LemonSqueezyProvider(BodyHmacProvider):
             currency=currency,
             invoice_id=key,
             subscription_id=subscription,
-            timestamp=parse_time(attrs.get("created_at")),
-            **_hints(attrs, custom, ctx),
-            metadata=_compact(subscriptionId=subscription, billingReason=_text(reason),
+            timestamp=iso_time(attrs.get("created_at")),
+            **_hints(attrs, custom),
+            metadata=compact(subscriptionId=subscription, billingReason=text(reason),
                               subscriptionInvoiceId=invoice_id, taxAmount=tax),
         )
 
@@ -166,7 +153,7 @@ def _paid_net(attrs: dict[str, Any]) -> tuple[int, int, str]:
     The amounts are the ones in the order's own currency, never the `_usd` conversions."""
     if attrs.get("status") != "paid":
         raise Ignore("unpaid")
-    currency = _text(attrs.get("currency"))
+    currency = text(attrs.get("currency"))
     if currency is None:
         raise PayloadError("no `currency`")
     tax = _cents(attrs, "tax")
@@ -176,15 +163,11 @@ def _paid_net(attrs: dict[str, Any]) -> tuple[int, int, str]:
     return amount, tax, currency
 
 
-def _hints(attrs: dict[str, Any], custom: Any, ctx: SourceContext) -> dict[str, Any]:
+def _hints(attrs: dict[str, Any], custom: Any) -> dict[str, Any]:
+    """Where identity lives: the customer, and `meta.custom_data` (checkout `custom` data)."""
     return {
-        "provider_customer_id": _text(attrs.get("customer_id")),
-        "email": _text(attrs.get("user_email")),
-        "name": _text(attrs.get("user_name")),
-        "click_id": first_key(ctx.click_id_keys, custom),
-        "external_id": first_key(ctx.customer_id_keys, custom),
+        "provider_customer_id": ident(attrs.get("customer_id")),
+        "email": text(attrs.get("user_email")),
+        "name": text(attrs.get("user_name")),
+        "metadata_sources": (custom,),
     }
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

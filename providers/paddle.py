@@ -20,55 +20,46 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["PaddleProvider"]
 
-_MINOR_UNITS = re.compile(r"-?[0-9]+")
 # Charges in the middle of a cycle: a plan change billed now, or a one-time charge on a
 # subscription (Paddle used `subscription_update` for both until July 2023).
 _MID_CYCLE_ORIGINS = frozenset({"subscription_update", "subscription_charge"})
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _minor(totals: dict[str, Any], key: str, default: str | None = None) -> int:
     """An amount string of `totals` ("4900") as an int; PayloadError when absent or not whole."""
-    value = totals.get(key, default)
-    if not isinstance(value, str) or not _MINOR_UNITS.fullmatch(value):
-        raise PayloadError(f"transaction totals.{key} is not an amount in minor units: {value!r}")
-    return int(value)
+    value = integer(totals.get(key, default))
+    if value is None:
+        raise PayloadError(f"transaction totals.{key} is not an amount in minor units: {totals.get(key, default)!r}")
+    return value
 
 
 def _timestamp(value: Any, field: str) -> datetime:
     if not isinstance(value, str):
         raise PayloadError(f"Paddle event without string `{field}`")
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise PayloadError(f"Paddle `{field}` is not an ISO 8601 time: {value[:40]!r}") from None
+    moment = iso_time(value)
+    if moment is None:
+        raise PayloadError(f"Paddle `{field}` is not an ISO 8601 time: {value[:40]!r}")
+    return moment
 
 
 def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class PaddleProvider(Provider):
+class PaddleProvider(SamplesMixin, Provider):
     """Paddle Billing: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex over `ts:body`."""
 
     name = "paddle"
@@ -140,27 +131,27 @@ class PaddleProvider(Provider):
         that is not trialing (`not_trialing`: its payment arrives as a transaction)."""
         obj: dict[str, Any] = event.data["data"]
         if event.type == "transaction.completed":
-            return [self._sale(obj, ctx)]
+            return [self._sale(obj)]
         if event.type == "customer.created":
-            return [self._lead(obj, "sign_up", _text(obj.get("id")), ctx)]
+            return [self._lead(obj, "sign_up", text(obj.get("id")))]
         if event.type == "subscription.created":
             if obj.get("status") != "trialing":
                 raise Ignore("not_trialing")
-            return [self._lead(obj, "started_trial", _text(obj.get("customer_id")), ctx)]
+            return [self._lead(obj, "started_trial", text(obj.get("customer_id")))]
         return []
 
-    def _sale(self, txn: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, txn: dict[str, Any]) -> Sale:
         if txn.get("status", "completed") not in ("completed", "paid"):
             raise Ignore("unpaid")
-        totals = _dict(_dict(txn.get("details")).get("totals"))
-        currency = _text(txn.get("currency_code")) or _text(totals.get("currency_code"))
+        totals = mapping(mapping(txn.get("details")).get("totals"))
+        currency = text(txn.get("currency_code")) or text(totals.get("currency_code"))
         if currency is None:
             raise PayloadError("transaction without `currency_code`")
         amount, tax = _net_and_tax(totals)
         if amount <= 0:
             raise Ignore("zero_amount")
-        subscription = _text(txn.get("subscription_id"))
-        origin = _text(txn.get("origin"))
+        subscription = text(txn.get("subscription_id"))
+        origin = text(txn.get("origin"))
         kind: SaleKind = "purchase"
         if subscription:
             kind = "subscription_update" if origin in _MID_CYCLE_ORIGINS else "subscription"
@@ -170,21 +161,21 @@ class PaddleProvider(Provider):
             currency=currency,
             invoice_id=txn["id"],
             subscription_id=subscription,
-            provider_customer_id=_text(txn.get("customer_id")),
-            **_hints(ctx, txn.get("custom_data")),
-            metadata=_compact(subscriptionId=subscription, origin=origin, taxAmount=tax,
-                              invoiceNumber=_text(txn.get("invoice_number"))),
+            provider_customer_id=text(txn.get("customer_id")),
+            metadata_sources=(mapping(txn.get("custom_data")),),
+            metadata=compact(subscriptionId=subscription, origin=origin, taxAmount=tax,
+                              invoiceNumber=text(txn.get("invoice_number"))),
         )
 
-    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None, ctx: SourceContext) -> Lead:
+    def _lead(self, obj: dict[str, Any], kind: str, customer: str | None) -> Lead:
         trial = kind == "started_trial"
         return Lead(
             kind="started_trial" if trial else "sign_up",
             provider_customer_id=customer,
-            email=_text(obj.get("email")),
-            name=_text(obj.get("name")),
-            **_hints(ctx, obj.get("custom_data")),
-            metadata=_compact(subscriptionId=_text(obj.get("id")) if trial else None),
+            email=text(obj.get("email")),
+            name=text(obj.get("name")),
+            metadata_sources=(mapping(obj.get("custom_data")),),
+            metadata=compact(subscriptionId=text(obj.get("id")) if trial else None),
         )
 
 
@@ -201,15 +192,3 @@ def _net_and_tax(totals: dict[str, Any]) -> tuple[int, int]:
     charged = _minor(totals, "grand_total")
     charged_tax = _minor(totals, "grand_total_tax", totals.get("tax"))
     return charged - charged_tax, charged_tax
-
-
-def _hints(ctx: SourceContext, custom_data: Any) -> dict[str, Any]:
-    """Click id and the merchant's user id from `custom_data` (Paddle.js `customData`)."""
-    return {
-        "click_id": first_key(ctx.click_id_keys, custom_data),
-        "external_id": first_key(ctx.customer_id_keys, custom_data),
-    }
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

@@ -33,13 +33,15 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from adapter.attribution import first_key, from_client_reference
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import to_minor
+from adapter.payload import compact
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form, sample_fields
 
 __all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize"]
@@ -61,10 +63,9 @@ def _load_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
-class PaddleClassicSettings(BaseModel):
-    """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PaddleClassicSettings(ClientReferenceSettings):
+    """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools;
+    `client_reference_prefix` (default `dub_id_`), which makes a plain `passthrough` a click id."""
 
     public_key: str
 
@@ -104,7 +105,7 @@ def _event_time(value: str | None) -> datetime:
         raise PayloadError(f"Paddle Classic `event_time` is not 'YYYY-MM-DD HH:MM:SS': {shown!r}") from None
 
 
-class PaddleClassicProvider(Provider):
+class PaddleClassicProvider(SamplesMixin, Provider):
     """Paddle Classic: `p_signature`, RSA-SHA1 over the PHP-serialised sorted form fields."""
 
     name = "paddle_classic"
@@ -192,16 +193,17 @@ class PaddleClassicProvider(Provider):
             provider_customer_id=(fields.get("user_id") or "").strip() or None,
             email=(fields.get("email") or "").strip() or None,
             name=(fields.get("customer_name") or "").strip() or None,
-            **_passthrough_hints(fields.get("passthrough"), ctx),
-            metadata=_compact(subscriptionId=subscription, taxAmount=tax,
+            **_passthrough_hints(fields.get("passthrough")),
+            metadata=compact(subscriptionId=subscription, taxAmount=tax,
                               subscriptionPaymentId=fields.get("subscription_payment_id") or None,
                               initialPayment=first,
                               checkoutId=fields.get("checkout_id") or None),
         )]
 
 
-def _passthrough_hints(passthrough: str | None, ctx: SourceContext) -> dict[str, Any]:
-    """Click and user ids from `passthrough`: a JSON object's keys, or one plain string."""
+def _passthrough_hints(passthrough: str | None) -> dict[str, Any]:
+    """Where identity lives in `passthrough`: a JSON object is metadata, any other value is one
+    client reference (a click id with the prefix, else the merchant's user id)."""
     raw = (passthrough or "").strip()
     if not raw:
         return {}
@@ -210,13 +212,7 @@ def _passthrough_hints(passthrough: str | None, ctx: SourceContext) -> dict[str,
     except ValueError:
         decoded = raw
     if isinstance(decoded, dict):
-        return {"click_id": first_key(ctx.click_id_keys, decoded),
-                "external_id": first_key(ctx.customer_id_keys, decoded)}
+        return {"metadata_sources": (decoded,)}
     if isinstance(decoded, str) and decoded.strip():
         raw = decoded.strip()  # a JSON-quoted string: its content
-    click = from_client_reference(raw, ctx.client_reference_prefix)
-    return {"click_id": click} if click else {"external_id": raw}
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+    return {"client_reference": raw}

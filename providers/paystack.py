@@ -17,8 +17,8 @@ subscription code, so the subscription is keyed `"<customer_code>:<plan_code>"` 
 holds one subscription per plan), which makes the customer's first paid charge of a plan the
 `Subscription creation` and later ones renewals.
 
-Identity: `data.customer.email`, `customer_code` as the provider customer id, and click and
-user ids from `data.metadata` (an object, a JSON string of one, `""` or `0`: all are accepted),
+Identity: `data.customer.email` (and `phone`), `customer_code` as the provider customer id, and
+click and user ids from `data.metadata` (an object, a JSON string of one, `""` or `0`: all are accepted),
 including its `custom_fields` list of `{display_name, variable_name, value}`, then the
 customer's own `metadata`. `data.domain` (`live`/`test`) is the livemode.
 """
@@ -30,11 +30,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, parse_time
+from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
+from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["PaystackProvider"]
@@ -43,19 +44,6 @@ _PAYSTACK_EXPONENT = 2  # every Paystack amount is in hundredths of the currency
 _KEY_FIELDS = ("reference", "subscription_code", "invoice_code", "transfer_code", "request_code",
                "customer_code", "id")
 _TIME_FIELDS = ("paid_at", "paidAt", "created_at", "createdAt", "updated_at", "updatedAt")
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string field, or an integer id as a string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _metadata(value: Any) -> dict[str, Any]:
@@ -84,7 +72,7 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class PaystackProvider(BodyHmacProvider):
+class PaystackProvider(SamplesMixin, BodyHmacProvider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
@@ -92,7 +80,7 @@ class PaystackProvider(BodyHmacProvider):
     digest = "sha512"
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
-        txn = _dict(data.get("data"))
+        txn = mapping(data.get("data"))
         txn["reference"] = f"ref_{unique}"
         txn["id"] = int(hashlib.sha256(unique.encode()).hexdigest()[:12], 16)  # any `unique`, not only hex
         txn["paid_at"] = txn["paidAt"] = txn["created_at"] = txn["createdAt"] = _iso(now)
@@ -103,15 +91,15 @@ class PaystackProvider(BodyHmacProvider):
         Raises `PayloadError` without a string `event`, a `data` object or a time.
         """
         payload = self.json_body(body)
-        event, data = _text(payload.get("event")), payload.get("data")
+        event, data = text(payload.get("event")), payload.get("data")
         if event is None:
             raise PayloadError("Paystack webhook without a string `event`")
         if not isinstance(data, dict):
             raise PayloadError("Paystack webhook without a `data` object")
-        occurred = next((t for t in (parse_time(data.get(f)) for f in _TIME_FIELDS) if t is not None), None)
+        occurred = next((t for t in (iso_time(data.get(f)) for f in _TIME_FIELDS) if t is not None), None)
         if occurred is None:
             raise PayloadError("Paystack webhook without `paid_at` or `created_at`")
-        key = next((k for k in (_text(data.get(f)) for f in _KEY_FIELDS) if k is not None), None)
+        key = next((k for k in (ident(data.get(f)) for f in _KEY_FIELDS) if k is not None), None)
         domain = data.get("domain")
         return ProviderEvent(
             id=f"{event}:{key or 'sha256:' + hashlib.sha256(body).hexdigest()[:32]}",
@@ -130,32 +118,31 @@ class PaystackProvider(BodyHmacProvider):
         """
         if event.type != "charge.success":
             return []
-        return [self._sale(event.data["data"], ctx)]
+        return [self._sale(event.data["data"])]
 
-    def _sale(self, txn: dict[str, Any], ctx: SourceContext) -> Sale:
-        reference, currency, amount = _text(txn.get("reference")), _text(txn.get("currency")), txn.get("amount")
+    def _sale(self, txn: dict[str, Any]) -> Sale:
+        reference, currency, amount = ident(txn.get("reference")), text(txn.get("currency")), integer(txn.get("amount"))
         if reference is None or currency is None:
             raise PayloadError("Paystack charge without `reference` and `currency`")
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise PayloadError(f"Paystack charge `amount` is not an integer: {amount!r}")
+        if amount is None:  # an integer, or an integer string ("5000", Paystack Terminal)
+            raise PayloadError(f"Paystack charge `amount` is not an integer: {txn.get('amount')!r}")
         if txn.get("status") != "success":
             raise Ignore("unpaid")
-        requested = txn.get("requested_amount")
-        if isinstance(requested, int) and not isinstance(requested, bool) and 0 < requested < amount:
+        requested = integer(txn.get("requested_amount"))
+        if requested is not None and 0 < requested < amount:
             amount, charged = requested, amount  # the customer paid Paystack's charges on top
         else:
             charged = amount
         minor = rescale(amount, _PAYSTACK_EXPONENT, currency)
         if minor <= 0:
             raise Ignore("zero_amount")
-        customer = _dict(txn.get("customer"))
+        customer = mapping(txn.get("customer"))
         plan = txn.get("plan")
-        plan_code = _text(_dict(plan).get("plan_code")) or _text(plan)
-        customer_code = _text(customer.get("customer_code"))
+        plan_code = ident(mapping(plan).get("plan_code")) or ident(plan)
+        customer_code = ident(customer.get("customer_code"))
         subscription = f"{customer_code}:{plan_code}" if plan_code and customer_code else None
         metadata = _metadata(txn.get("metadata"))
-        sources = (metadata, _custom_fields(metadata), _metadata(customer.get("metadata")))
-        names = [_text(customer.get("first_name")), _text(customer.get("last_name"))]
+        names = [text(customer.get("first_name")), text(customer.get("last_name"))]
         return Sale(
             kind="subscription" if subscription else "purchase",
             amount=minor,
@@ -163,20 +150,16 @@ class PaystackProvider(BodyHmacProvider):
             invoice_id=reference,
             subscription_id=subscription,
             provider_customer_id=customer_code,
-            email=_text(customer.get("email")),
+            email=text(customer.get("email")),
+            phone=text(customer.get("phone")),
             name=" ".join(n for n in names if n) or None,
-            timestamp=parse_time(txn.get("paid_at")) or parse_time(txn.get("paidAt")),
-            click_id=first_key(ctx.click_id_keys, *sources),
-            external_id=first_key(ctx.customer_id_keys, *sources),
-            metadata=_compact(
+            timestamp=iso_time(txn.get("paid_at")) or iso_time(txn.get("paidAt")),
+            metadata_sources=(metadata, _custom_fields(metadata), _metadata(customer.get("metadata"))),
+            metadata=compact(
                 reference=reference,
-                transactionId=_text(txn.get("id")),
+                transactionId=ident(txn.get("id")),
                 planCode=plan_code,
-                channel=_text(txn.get("channel")),
+                channel=text(txn.get("channel")),
                 chargedAmount=rescale(charged, _PAYSTACK_EXPONENT, currency) if charged != amount else None,
             ),
         )
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None and not isinstance(v, bool)}

@@ -28,10 +28,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 from providers.standardwebhooks import sign_v1, verify_headers
 
 __all__ = ["PolarProvider"]
@@ -42,14 +43,6 @@ _KINDS: dict[str, SaleKind] = {
     "subscription_cycle": "subscription",
     "subscription_update": "subscription_update",
 }
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _keys(secret: str) -> list[bytes]:
@@ -72,7 +65,7 @@ def _message_id(body: bytes) -> str:
     return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
 
 
-class PolarProvider(Provider):
+class PolarProvider(SamplesMixin, Provider):
     """Polar: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`),
     HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
 
@@ -107,17 +100,13 @@ class PolarProvider(Provider):
         Raises `PayloadError` without a `webhook-id`, `type`, `timestamp` or `data` object.
         """
         data = self.json_body(body)
-        msg_id = _text(headers.get("webhook-id"))
-        event_type = _text(data.get("type"))
+        msg_id = text(headers.get("webhook-id"))
+        event_type = text(data.get("type"))
         if msg_id is None:
             raise PayloadError("Polar webhook without a webhook-id header")
         if event_type is None or not isinstance(data.get("data"), dict):
             raise PayloadError("Polar event without string `type` and a `data` object")
-        stamp = data.get("timestamp")
-        try:
-            occurred = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
-        except ValueError:
-            occurred = None
+        occurred = iso_time(data.get("timestamp"))
         if occurred is None:
             raise PayloadError("Polar event without an ISO 8601 `timestamp`")
         return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
@@ -130,63 +119,58 @@ class PolarProvider(Provider):
         """
         obj: dict[str, Any] = event.data["data"]
         if event.type == "order.paid":
-            return [self._sale(obj, ctx)]
+            return [self._sale(obj)]
         if event.type == "customer.created":
-            return [self._lead(obj, ctx)]
+            return [self._lead(obj)]
         return []
 
-    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, order: dict[str, Any]) -> Sale:
         if order.get("paid") is False:
             raise Ignore("unpaid")
-        amount, tax = order.get("net_amount"), order.get("tax_amount", 0)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise PayloadError(f"order `net_amount` is not an integer: {amount!r}")
+        amount, tax = integer(order.get("net_amount")), integer(order.get("tax_amount", 0))
+        if amount is None:
+            raise PayloadError(f"order `net_amount` is not an integer: {order.get('net_amount')!r}")
         if amount <= 0:
             raise Ignore("zero_amount")
-        currency, order_id = _text(order.get("currency")), _text(order.get("id"))
+        currency, order_id = text(order.get("currency")), text(order.get("id"))
         if currency is None or order_id is None:
             raise PayloadError("order.paid without `id` and `currency`")
-        reason = _text(order.get("billing_reason"))
-        subscription = _text(order.get("subscription_id"))
+        reason = text(order.get("billing_reason"))
+        subscription = text(order.get("subscription_id"))
         kind = _KINDS.get(reason or "", "subscription" if subscription else "purchase")
-        customer = _dict(order.get("customer"))
+        customer = mapping(order.get("customer"))
         return Sale(
             kind=kind,
             amount=amount,
             currency=currency,
             invoice_id=order_id,
             subscription_id=subscription,
-            provider_customer_id=_text(customer.get("id")) or _text(order.get("customer_id")),
-            email=_text(customer.get("email")),
-            name=_text(customer.get("name")) or _text(order.get("billing_name")),
-            **_hints(ctx, customer, order.get("metadata")),
-            metadata=_compact(subscriptionId=subscription, billingReason=reason,
-                              taxAmount=tax if isinstance(tax, int) and not isinstance(tax, bool) else None,
-                              invoiceNumber=_text(order.get("invoice_number"))),
+            provider_customer_id=text(customer.get("id")) or text(order.get("customer_id")),
+            email=text(customer.get("email")),
+            name=text(customer.get("name")) or text(order.get("billing_name")),
+            **_hints(customer, order.get("metadata")),
+            metadata=compact(subscriptionId=subscription, billingReason=reason,
+                              taxAmount=tax,
+                              invoiceNumber=text(order.get("invoice_number"))),
         )
 
-    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
-        customer_id = _text(customer.get("id"))
+    def _lead(self, customer: dict[str, Any]) -> Lead:
+        customer_id = text(customer.get("id"))
         if customer_id is None:
             raise PayloadError("customer.created without `id`")
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
-            email=_text(customer.get("email")),
-            name=_text(customer.get("name")),
-            **_hints(ctx, customer),
+            email=text(customer.get("email")),
+            name=text(customer.get("name")),
+            **_hints(customer),
         )
 
 
-def _hints(ctx: SourceContext, customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
-    """Click id from order then customer metadata; the user id from `customer.external_id`
-    (Polar's own field for it, the same on the customer's Lead and every order), else metadata."""
-    sources = (*metadata, customer.get("metadata"))
+def _hints(customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:
+    """Where identity lives: the order's then the customer's metadata; `customer.external_id`
+    is Polar's own field for the user id (the same on the customer's Lead and every order)."""
     return {
-        "click_id": first_key(ctx.click_id_keys, *sources),
-        "external_id": _text(customer.get("external_id")) or first_key(ctx.customer_id_keys, *sources),
+        "metadata_sources": (*metadata, customer.get("metadata")),
+        "external_id": text(customer.get("external_id")),
     }
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

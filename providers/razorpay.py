@@ -28,13 +28,13 @@ separately), so `livemode` is None.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import compact, epoch_time, integer, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["RazorpayProvider"]
@@ -42,29 +42,20 @@ __all__ = ["RazorpayProvider"]
 _PAID = "captured"
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
 def _entity(payload: dict[str, Any], name: str) -> dict[str, Any]:
     """`payload.<name>.entity`, the snapshot of one entity the event carries ({} if absent)."""
-    return _dict(_dict(payload.get(name)).get("entity"))
+    return mapping(mapping(payload.get(name)).get("entity"))
 
 
 def _body_key(data: dict[str, Any], event: str) -> str:
     """A delivery key from the body alone, for a delivery without `x-razorpay-event-id`."""
-    payload = _dict(data.get("payload"))
+    payload = mapping(data.get("payload"))
     names = [n for n in data.get("contains") or [] if isinstance(n, str)] or sorted(payload)
-    ids = [_text(_entity(payload, n).get("id")) or "-" for n in names]
+    ids = [text(_entity(payload, n).get("id")) or "-" for n in names]
     return ":".join([event, *ids, str(data.get("created_at"))])
 
 
-
-class RazorpayProvider(BodyHmacProvider):
+class RazorpayProvider(SamplesMixin, BodyHmacProvider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"
@@ -77,7 +68,7 @@ class RazorpayProvider(BodyHmacProvider):
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["created_at"] = now
-        payment = _entity(_dict(data.get("payload")), "payment")
+        payment = _entity(mapping(data.get("payload")), "payment")
         if payment:
             payment["id"] = f"pay_{unique[:14]}"
             payment["created_at"] = now
@@ -88,17 +79,17 @@ class RazorpayProvider(BodyHmacProvider):
         Raises `PayloadError` without a string `event`, a `payload` object or integer `created_at`.
         """
         data = self.json_body(body)
-        event, created = _text(data.get("event")), data.get("created_at")
+        event, created = text(data.get("event")), epoch_time(data.get("created_at"))
         if event is None:
             raise PayloadError("Razorpay webhook without a string `event`")
         if not isinstance(data.get("payload"), dict):
             raise PayloadError("Razorpay webhook without a `payload` object")
-        if isinstance(created, bool) or not isinstance(created, int):
+        if created is None:
             raise PayloadError("Razorpay webhook without integer `created_at`")
         return ProviderEvent(
-            id=_text(headers.get("x-razorpay-event-id")) or _body_key(data, event),
+            id=text(headers.get("x-razorpay-event-id")) or _body_key(data, event),
             type=event,
-            occurred_at=datetime.fromtimestamp(created, UTC),
+            occurred_at=created,
             livemode=None,
             data=data,
         )
@@ -111,42 +102,38 @@ class RazorpayProvider(BodyHmacProvider):
         """
         payload: dict[str, Any] = event.data["payload"]
         if event.type == "payment.captured":
-            return [self._sale(_entity(payload, "payment"), {}, ctx)]
+            return [self._sale(_entity(payload, "payment"), {})]
         if event.type == "subscription.charged":
-            return [self._sale(_entity(payload, "payment"), _entity(payload, "subscription"), ctx)]
+            return [self._sale(_entity(payload, "payment"), _entity(payload, "subscription"))]
         return []
 
-    def _sale(self, payment: dict[str, Any], subscription: dict[str, Any], ctx: SourceContext) -> Sale:
-        payment_id, currency, amount = _text(payment.get("id")), _text(payment.get("currency")), payment.get("amount")
+    def _sale(self, payment: dict[str, Any], subscription: dict[str, Any]) -> Sale:
+        payment_id, currency = text(payment.get("id")), text(payment.get("currency"))
+        amount = integer(payment.get("amount"))
         if payment_id is None or currency is None:
             raise PayloadError("Razorpay payment without `id` and `currency`")
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise PayloadError(f"Razorpay payment `amount` is not an integer: {amount!r}")
+        if amount is None:
+            raise PayloadError(f"Razorpay payment `amount` is not an integer: {payment.get('amount')!r}")
         if payment.get("status") != _PAID and payment.get("captured") is not True:
             raise Ignore("unpaid")
         if amount <= 0:
             raise Ignore("zero_amount")
-        subscription_id = _text(subscription.get("id")) or _text(payment.get("subscription_id"))
-        invoice = _text(payment.get("invoice_id"))
-        notes = (payment.get("notes"), subscription.get("notes"))  # either may be `[]` when empty
+        subscription_id = text(subscription.get("id")) or text(payment.get("subscription_id"))
+        invoice = text(payment.get("invoice_id"))
         return Sale(
             kind="subscription" if subscription_id or invoice else "purchase",
             amount=amount,
             currency=currency,
             invoice_id=payment_id,
             subscription_id=subscription_id,
-            provider_customer_id=_text(payment.get("customer_id")) or _text(subscription.get("customer_id")),
-            email=_text(payment.get("email")),
-            click_id=first_key(ctx.click_id_keys, *notes),
-            external_id=first_key(ctx.customer_id_keys, *notes),
-            metadata=_compact(
+            provider_customer_id=text(payment.get("customer_id")) or text(subscription.get("customer_id")),
+            email=text(payment.get("email")),
+            phone=text(payment.get("contact")),
+            metadata_sources=(mapping(payment.get("notes")), mapping(subscription.get("notes"))),  # `[]` when empty
+            metadata=compact(
                 subscriptionId=subscription_id,
                 razorpayInvoiceId=invoice,
-                orderId=_text(payment.get("order_id")),
-                method=_text(payment.get("method")),
+                orderId=text(payment.get("order_id")),
+                method=text(payment.get("method")),
             ),
         )
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

@@ -28,33 +28,17 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, parse_time
+from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
+from adapter.payload import compact, ident, iso_time, mapping, text
 from adapter.plugin import Headers, SourceContext
+from adapter.samples import SamplesMixin
 from providers.bodyhmac import BodyHmacProvider
 
 __all__ = ["ShopifyProvider"]
 
 _SAMPLE_SHOP = "hooktrack-demo.myshopify.com"
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
-
-
-def _id(value: Any) -> str | None:
-    """Shopify ids are JSON integers; hooktrack keeps them as strings."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return _text(value)
 
 
 def _pairs(items: Any, key: str) -> dict[str, Any]:
@@ -94,12 +78,12 @@ def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:
     """Tax charged on shipping: part of `current_total_tax`, but not of the subtotal."""
     total = 0
     for line in order.get("shipping_lines") or []:
-        for tax in _dict(line).get("tax_lines") or []:
-            total += _money(_dict(tax), "price", currency, "0")
+        for tax in mapping(line).get("tax_lines") or []:
+            total += _money(mapping(tax), "price", currency, "0")
     return total
 
 
-class ShopifyProvider(BodyHmacProvider):
+class ShopifyProvider(SamplesMixin, BodyHmacProvider):
     """Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body (no timestamp)."""
 
     name = "shopify"
@@ -139,14 +123,14 @@ class ShopifyProvider(BodyHmacProvider):
         Raises `PayloadError` without a topic, an id, a JSON object body or a time.
         """
         data = self.json_body(body)
-        topic = _text(headers.get("x-shopify-topic"))
-        event_id = _text(headers.get("x-shopify-event-id")) or _text(headers.get("x-shopify-webhook-id"))
+        topic = text(headers.get("x-shopify-topic"))
+        event_id = text(headers.get("x-shopify-event-id")) or text(headers.get("x-shopify-webhook-id"))
         if topic is None:
             raise PayloadError("Shopify webhook without an X-Shopify-Topic header")
         if event_id is None:
             raise PayloadError("Shopify webhook without an X-Shopify-Event-Id or X-Shopify-Webhook-Id header")
-        occurred = (parse_time(headers.get("x-shopify-triggered-at")) or parse_time(data.get("updated_at"))
-                    or parse_time(data.get("created_at")))
+        occurred = (iso_time(headers.get("x-shopify-triggered-at")) or iso_time(data.get("updated_at"))
+                    or iso_time(data.get("created_at")))
         if occurred is None:
             raise PayloadError("Shopify webhook without X-Shopify-Triggered-At, `updated_at` or `created_at`")
         test = data.get("test")
@@ -165,16 +149,16 @@ class ShopifyProvider(BodyHmacProvider):
         `Ignore("zero_amount")` for an order of nothing (after discounts, before tax).
         """
         if event.type == "orders/paid":
-            return [self._sale(event.data, ctx)]
+            return [self._sale(event.data)]
         if event.type == "customers/create":
-            return [self._lead(event.data, ctx)]
+            return [self._lead(event.data)]
         return []
 
-    def _sale(self, order: dict[str, Any], ctx: SourceContext) -> Sale:
+    def _sale(self, order: dict[str, Any]) -> Sale:
         if order.get("financial_status") != "paid":
             raise Ignore("unpaid")
-        currency = _text(order.get("currency"))
-        order_id = _id(order.get("id"))
+        currency = text(order.get("currency"))
+        order_id = ident(order.get("id"))
         if currency is None or order_id is None:
             raise PayloadError("orders/paid without `id` and `currency`")
         subtotal = _money(order, "current_subtotal_price", currency)
@@ -183,42 +167,36 @@ class ShopifyProvider(BodyHmacProvider):
         amount = subtotal - included
         if amount <= 0:
             raise Ignore("zero_amount")
-        customer = _dict(order.get("customer"))
-        notes = _pairs(order.get("note_attributes"), "name")
-        fields = _pairs(order.get("metafields"), "key")
+        customer = mapping(order.get("customer"))
         return Sale(
             kind="purchase",
             amount=amount,
             currency=currency,
             invoice_id=order_id,
-            provider_customer_id=_id(customer.get("id")),
-            email=_text(order.get("email")) or _text(order.get("contact_email")) or _text(customer.get("email")),
-            name=_name(customer) or _text(_dict(order.get("billing_address")).get("name")),
-            click_id=first_key(ctx.click_id_keys, notes, fields, _query(order.get("landing_site"))),
-            external_id=first_key(ctx.customer_id_keys, notes, fields),
-            metadata=_compact(orderName=_text(order.get("name")), taxAmount=tax,
+            provider_customer_id=ident(customer.get("id")),
+            email=text(order.get("email")) or text(order.get("contact_email")) or text(customer.get("email")),
+            name=_name(customer) or text(mapping(order.get("billing_address")).get("name")),
+            phone=text(order.get("phone")) or text(customer.get("phone")),
+            metadata_sources=(_pairs(order.get("note_attributes"), "name"), _pairs(order.get("metafields"), "key")),
+            click_sources=(_query(order.get("landing_site")),),
+            metadata=compact(orderName=text(order.get("name")), taxAmount=tax,
                               taxesIncluded=order.get("taxes_included") is True),
         )
 
-    def _lead(self, customer: dict[str, Any], ctx: SourceContext) -> Lead:
-        customer_id = _id(customer.get("id"))
+    def _lead(self, customer: dict[str, Any]) -> Lead:
+        customer_id = ident(customer.get("id"))
         if customer_id is None:
             raise PayloadError("customers/create without `id`")
-        fields = _pairs(customer.get("metafields"), "key")
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
-            email=_text(customer.get("email")),
+            email=text(customer.get("email")),
             name=_name(customer),
-            click_id=first_key(ctx.click_id_keys, fields),
-            external_id=first_key(ctx.customer_id_keys, fields),
+            phone=text(customer.get("phone")),
+            metadata_sources=(_pairs(customer.get("metafields"), "key"),),
         )
 
 
 def _name(customer: Mapping[str, Any]) -> str | None:
-    parts = [_text(customer.get("first_name")), _text(customer.get("last_name"))]
+    parts = [text(customer.get("first_name")), text(customer.get("last_name"))]
     return " ".join(p for p in parts if p) or None
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

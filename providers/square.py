@@ -38,12 +38,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from adapter.attribution import first_key, from_client_reference
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["SquareProvider", "SquareSettings"]
 
@@ -51,10 +53,9 @@ _PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*([^\s;,&]+)")
 _PAYMENT_EVENTS = ("payment.created", "payment.updated")
 
 
-class SquareSettings(BaseModel):
-    """Source settings: `notification_url`, the subscription's URL exactly as entered in Square."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SquareSettings(ClientReferenceSettings):
+    """Source settings: `notification_url`, the subscription's URL exactly as entered in Square;
+    `client_reference_prefix` (default `dub_id_`), which makes a `reference_id` a click id."""
 
     notification_url: str
 
@@ -66,14 +67,6 @@ class SquareSettings(BaseModel):
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise ValueError("must be the webhook subscription's absolute URL, e.g. https://example.com/webhooks/square")
         return url
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _note_pairs(note: Any) -> dict[str, str]:
@@ -94,7 +87,7 @@ def _digest(url: str, body: bytes, secret: str) -> bytes:
     return hmac.new(secret.encode(), url.encode() + body, hashlib.sha256).digest()
 
 
-class SquareProvider(Provider):
+class SquareProvider(SamplesMixin, Provider):
     """Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 of notification URL + body."""
 
     name = "square"
@@ -132,9 +125,9 @@ class SquareProvider(Provider):
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hooktrack:{unique}"))
         data["created_at"] = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        payment = _dict(_dict(_dict(data.get("data")).get("object")).get("payment"))
+        payment = mapping(mapping(mapping(data.get("data")).get("object")).get("payment"))
         if payment:
-            payment["id"] = _dict(data.get("data"))["id"] = f"sq{unique}"
+            payment["id"] = mapping(data.get("data"))["id"] = f"sq{unique}"
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by `event_id`, typed by `type`, at `created_at`.
@@ -142,16 +135,14 @@ class SquareProvider(Provider):
         Raises `PayloadError` without those or without a `data.object`.
         """
         data = self.json_body(body)
-        event_id, event_type = _text(data.get("event_id")), _text(data.get("type"))
+        event_id, event_type = text(data.get("event_id")), text(data.get("type"))
         if event_id is None or event_type is None:
             raise PayloadError("Square event without string `event_id` and `type`")
-        if not isinstance(_dict(data.get("data")).get("object"), dict):
+        if not isinstance(mapping(data.get("data")).get("object"), dict):
             raise PayloadError("Square event without `data.object`")
-        created = _text(data.get("created_at"))
-        try:
-            occurred = datetime.fromisoformat(created or "")
-        except ValueError:
-            raise PayloadError(f"Square `created_at` is not an RFC 3339 time: {str(created)[:40]!r}") from None
+        created, occurred = text(data.get("created_at")), iso_time(data.get("created_at"))
+        if occurred is None:
+            raise PayloadError(f"Square `created_at` is not an RFC 3339 time: {str(created)[:40]!r}")
         return ProviderEvent(id=event_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
@@ -161,64 +152,56 @@ class SquareProvider(Provider):
         payment of nothing, `PayloadError` without the payment or customer object.
         """
         obj: dict[str, Any] = event.data["data"]["object"]
-        merchant = _text(event.data.get("merchant_id"))
+        merchant = text(event.data.get("merchant_id"))
         if event.type in _PAYMENT_EVENTS:
-            return [self._sale(_dict(obj.get("payment")), merchant, ctx)]
+            return [self._sale(mapping(obj.get("payment")), merchant)]
         if event.type == "customer.created":
-            return [self._lead(_dict(obj.get("customer")), merchant, ctx)]
+            return [self._lead(mapping(obj.get("customer")), merchant)]
         return []
 
-    def _sale(self, payment: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Sale:
-        payment_id, money = _text(payment.get("id")), _dict(payment.get("amount_money"))
-        amount, currency = money.get("amount"), _text(money.get("currency"))
+    def _sale(self, payment: dict[str, Any], merchant: str | None) -> Sale:
+        payment_id, money = text(payment.get("id")), mapping(payment.get("amount_money"))
+        amount, currency = integer(money.get("amount")), text(money.get("currency"))
         if payment_id is None or currency is None:
             raise PayloadError("Square payment without `id` and `amount_money.currency`")
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise PayloadError(f"Square `amount_money.amount` is not an integer: {amount!r}")
+        if amount is None:
+            raise PayloadError(f"Square `amount_money.amount` is not an integer: {money.get('amount')!r}")
         if payment.get("status") != "COMPLETED":
             raise Ignore("unpaid")
         if amount <= 0:
             raise Ignore("zero_amount")
-        pairs = _note_pairs(payment.get("note"))
-        reference = from_client_reference(payment.get("reference_id"), ctx.client_reference_prefix)
         return Sale(
             kind="purchase",
             amount=amount,
             currency=currency,
             invoice_id=payment_id,
-            provider_customer_id=_text(payment.get("customer_id")),
-            email=_text(payment.get("buyer_email_address")),
-            click_id=first_key(ctx.click_id_keys, pairs) or reference,
-            external_id=first_key(ctx.customer_id_keys, pairs),
-            metadata=_compact(
-                orderId=_text(payment.get("order_id")),
-                locationId=_text(payment.get("location_id")),
-                receiptNumber=_text(payment.get("receipt_number")),
+            provider_customer_id=text(payment.get("customer_id")),
+            email=text(payment.get("buyer_email_address")),
+            metadata_sources=(_note_pairs(payment.get("note")),),
+            click_reference=text(payment.get("reference_id")),
+            metadata=compact(
+                orderId=text(payment.get("order_id")),
+                locationId=text(payment.get("location_id")),
+                receiptNumber=text(payment.get("receipt_number")),
                 merchantId=merchant,
-                tipAmount=_dict(payment.get("tip_money")).get("amount"),
-                refundedAmount=_dict(payment.get("refunded_money")).get("amount"),
+                tipAmount=mapping(payment.get("tip_money")).get("amount"),
+                refundedAmount=mapping(payment.get("refunded_money")).get("amount"),
                 amountIncludesTax=True,
             ),
         )
 
-    def _lead(self, customer: dict[str, Any], merchant: str | None, ctx: SourceContext) -> Lead:
-        customer_id = _text(customer.get("id"))
+    def _lead(self, customer: dict[str, Any], merchant: str | None) -> Lead:
+        customer_id = text(customer.get("id"))
         if customer_id is None:
             raise PayloadError("Square customer without `id`")
-        pairs = _note_pairs(customer.get("note"))
-        reference = _text(customer.get("reference_id"))
-        reference_click = from_client_reference(reference, ctx.client_reference_prefix)
-        names = [_text(customer.get("given_name")), _text(customer.get("family_name"))]
+        names = [text(customer.get("given_name")), text(customer.get("family_name"))]
         return Lead(
             kind="sign_up",
             provider_customer_id=customer_id,
-            email=_text(customer.get("email_address")),
+            email=text(customer.get("email_address")),
+            phone=text(customer.get("phone_number")),
             name=" ".join(n for n in names if n) or None,
-            click_id=first_key(ctx.click_id_keys, pairs) or reference_click,
-            external_id=first_key(ctx.customer_id_keys, pairs) or (None if reference_click else reference),
-            metadata=_compact(merchantId=merchant, creationSource=_text(customer.get("creation_source"))),
+            metadata_sources=(_note_pairs(customer.get("note")),),
+            client_reference=text(customer.get("reference_id")),
+            metadata=compact(merchantId=merchant, creationSource=text(customer.get("creation_source"))),
         )
-
-
-def _compact(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

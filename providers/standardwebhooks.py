@@ -32,8 +32,10 @@ from typing import Any, Literal
 
 from adapter.errors import PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import any_time, epoch_time
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import JsonPath, RuleSet, apply_rules, resolve
+from adapter.samples import SamplesMixin
 
 __all__ = [
     "StandardWebhooksProvider",
@@ -122,24 +124,9 @@ def message_id(body: bytes) -> str:
     return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
 
 
-def moment(value: Any) -> datetime | None:
-    """An event time from ISO 8601 text or a Unix time in seconds or milliseconds; None if not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        # 10**11 seconds is the year 5138: anything larger is milliseconds (Clerk, Svix bodies).
-        seconds = value / 1000 if abs(value) >= 10**11 else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
+moment = any_time
+"""An event time from ISO 8601 text or a Unix time in seconds or milliseconds; None if not one
+(`adapter.payload.any_time`, kept under this name for the providers that import it)."""
 
 
 class StandardWebhooksSettings(RuleSet):
@@ -162,7 +149,7 @@ def _encoding(ctx: SourceContext) -> SecretEncoding:
     return options.secret_encoding if isinstance(options, StandardWebhooksSettings) else "base64"
 
 
-class StandardWebhooksProvider(Provider):
+class StandardWebhooksProvider(SamplesMixin, Provider):
     """Any Standard Webhooks sender (Dodo, Whop, ...), mapped by the source's `rules`.
 
     `webhook-signature: v1,<base64>` HMAC-SHA256 over `id.timestamp.body`."""
@@ -205,7 +192,7 @@ class StandardWebhooksProvider(Provider):
         msg_id = (headers.get("webhook-id") or "").strip()
         if not msg_id:
             raise PayloadError("Standard Webhooks delivery without a webhook-id header")
-        occurred = moment(data.get("timestamp")) or moment(_int(headers.get("webhook-timestamp")))
+        occurred = any_time(data.get("timestamp")) or epoch_time(headers.get("webhook-timestamp"))
         if occurred is None:
             raise PayloadError("no event time: neither a body `timestamp` nor a webhook-timestamp header")
         event_type = data.get("type")
@@ -227,9 +214,4 @@ class StandardWebhooksProvider(Provider):
         event_type = resolve(event.data, options.type_path)
         if not isinstance(event_type, str) or not event_type.strip():
             raise PayloadError(f"no event type (a string) at {options.type_path!r}")
-        return apply_rules(options.rules, event_type.strip(), event.data, ctx)
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.strip().isdigit() else None
-
+        return apply_rules(options.rules, event_type.strip(), event.data)

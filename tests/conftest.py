@@ -18,6 +18,8 @@ from adapter.receiver import TrackingReceiver, run_in_thread
 from adapter.settings import Settings, parse_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+"""The tests' own edge-case payloads; the providers' samples are the rest (never copied here)."""
+SAMPLES = Path(__file__).parent.parent / "providers" / "samples"
 STRIPE_SECRET = "whsec_test_secret_0123456789abcdef"
 
 
@@ -69,8 +71,22 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+def fixture_path(provider: str, name: str) -> Path:
+    """A payload by name: the tests' own edge case under tests/fixtures, else the provider's
+    built-in sample under providers/samples."""
+    own = FIXTURES / provider / f"{name}.json"
+    return own if own.is_file() else SAMPLES / provider / f"{name}.json"
+
+
+def fixture_names(provider: str) -> list[str]:
+    """Every payload name of `provider`: its samples and the tests' own edge cases."""
+    found = {p.relative_to(root / provider).with_suffix("").as_posix()
+             for root in (FIXTURES, SAMPLES) for p in (root / provider).rglob("*.json")}
+    return sorted(found)
+
+
 def fixture(provider: str, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / provider / f"{name}.json").read_text())
+    data: dict[str, Any] = json.loads(fixture_path(provider, name).read_text())
     return data
 
 

@@ -27,11 +27,13 @@ from typing import Any
 
 from adapter.errors import PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
+from adapter.payload import any_time, ident, integer
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import Condition, apply_rules, resolve
+from adapter.samples import SamplesMixin
 from providers.generic import scheme
 from providers.generic.settings import GenericSettings, Locator
-from providers.standardwebhooks import message_id, moment
+from providers.standardwebhooks import message_id
 
 __all__ = ["GenericProvider", "GenericSettings", "Locator"]
 
@@ -42,7 +44,7 @@ def _options(ctx: SourceContext | None) -> GenericSettings:
     return ctx.options
 
 
-class GenericProvider(Provider):
+class GenericProvider(SamplesMixin, Provider):
     """Any processor that signs with an HMAC of the body (and maybe a timestamp), configured per source."""
 
     name = "generic"
@@ -134,8 +136,8 @@ class GenericProvider(Provider):
         options = _options(self.ctx)
         data = self.json_body(body)
         return ProviderEvent(
-            id=_text(options.event_id, data, headers, "event_id"),
-            type=_text(options.event_type, data, headers, "event_type"),
+            id=_required_text(options.event_id, data, headers, "event_id"),
+            type=_required_text(options.event_type, data, headers, "event_type"),
             occurred_at=_occurred(options, data, headers),
             livemode=_live(options.live_when, data),
             data=data,
@@ -144,25 +146,23 @@ class GenericProvider(Provider):
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
         """Apply the source's rules (`adapter.rules.apply_rules`): `[]` for types without a rule,
         `Ignore("condition_not_met")`, `Ignore("zero_amount")`, or `PayloadError`."""
-        return apply_rules(_options(ctx).rules, event.type, event.data, ctx)
+        return apply_rules(_options(ctx).rules, event.type, event.data)
 
 
-def _text(where: Locator, data: Mapping[str, Any], headers: Headers, key: str) -> str:
-    value = where.read(data, headers)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
+def _required_text(where: Locator, data: Mapping[str, Any], headers: Headers, key: str) -> str:
+    value = ident(where.read(data, headers))
+    if value is None:
         raise PayloadError(f"no {key} (text) at {where.describe()}")
-    return value.strip()
+    return value
 
 
 def _occurred(options: GenericSettings, data: Mapping[str, Any], headers: Headers) -> datetime:
     where = options.occurred_at
     value = where.read(data, headers) if where else None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and integer(value) is not None:
+        value = integer(value)  # a Unix time sent as text
     if where is not None and value is not None:
-        when = moment(value)
+        when = any_time(value)
         if when is None:
             raise PayloadError(f"occurred_at ({where.describe()}) is not a time: {str(value)[:40]!r}")
         return when

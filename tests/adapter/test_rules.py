@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from adapter.attribution import apply_identity_keys
 from adapter.errors import ConfigError, Ignore, PayloadError
 from adapter.events import Lead, Sale
 from adapter.plugin import SourceContext, build_sources, load_providers
@@ -21,6 +22,11 @@ LEAD: dict[str, Any] = {"event_type": "user.created", "kind": "lead", "email": "
 
 def ctx(**settings: Any) -> SourceContext:
     return SourceContext(source="shop", provider="generic", settings=SourceSettings(provider="generic", **settings))
+
+
+def keyed(conv: Lead | Sale, context: SourceContext) -> Lead | Sale:
+    """What the core does after `map`: the source's key lists applied."""
+    return apply_identity_keys(conv, context.settings, context.options)
 
 
 def rules(*tables: dict[str, Any]) -> list[Rule]:
@@ -139,7 +145,7 @@ def test_rules_are_read_from_toml_arrays_of_tables(tmp_path: Any) -> None:
     ],
 )
 def test_minor_and_decimal_amounts_are_exact(fmt: str, total: Any, currency: str, expected: int) -> None:
-    [sale] = apply_rules(rules({**SALE, "amount_format": fmt}), "order.paid", order(total=total, currency=currency), ctx())
+    [sale] = apply_rules(rules({**SALE, "amount_format": fmt}), "order.paid", order(total=total, currency=currency))
     assert isinstance(sale, Sale)
     assert (sale.amount, sale.currency) == (expected, currency.lower())
 
@@ -159,7 +165,7 @@ def test_minor_and_decimal_amounts_are_exact(fmt: str, total: Any, currency: str
 )
 def test_amounts_that_cannot_be_exact_are_payload_errors(fmt: str, total: Any, currency: str) -> None:
     with pytest.raises(PayloadError):
-        apply_rules(rules({**SALE, "amount_format": fmt}), "order.paid", order(total=total, currency=currency), ctx())
+        apply_rules(rules({**SALE, "amount_format": fmt}), "order.paid", order(total=total, currency=currency))
 
 
 @pytest.mark.parametrize(
@@ -169,17 +175,17 @@ def test_amounts_that_cannot_be_exact_are_payload_errors(fmt: str, total: Any, c
 def test_tax_included_in_the_amount_is_taken_out(fmt: str, total: Any, tax: Any, expected: int,
                                                  tax_minor: int) -> None:
     table = {**SALE, "amount_format": fmt, "tax": "data.tax"}
-    [sale] = apply_rules(rules(table), "order.paid", order(total=total, tax=tax), ctx())
+    [sale] = apply_rules(rules(table), "order.paid", order(total=total, tax=tax))
     assert isinstance(sale, Sale)
     assert (sale.amount, sale.metadata["taxAmount"]) == (expected, tax_minor)
 
 
 def test_zero_and_impossible_amounts() -> None:
     with pytest.raises(Ignore) as caught:
-        apply_rules(rules({**SALE, "tax": "data.tax"}), "order.paid", order(total=500, tax=500), ctx())
+        apply_rules(rules({**SALE, "tax": "data.tax"}), "order.paid", order(total=500, tax=500))
     assert caught.value.reason == "zero_amount"
     with pytest.raises(PayloadError):
-        apply_rules(rules({**SALE, "tax": "data.tax"}), "order.paid", order(total=500, tax=600), ctx())
+        apply_rules(rules({**SALE, "tax": "data.tax"}), "order.paid", order(total=500, tax=600))
 
 
 @pytest.mark.parametrize("missing", ["total", "currency", "id"])
@@ -187,16 +193,16 @@ def test_a_missing_required_path_is_a_payload_error_naming_it(missing: str) -> N
     event = order()
     del event["data"][missing]
     with pytest.raises(PayloadError, match=rf"data\.{missing}"):
-        apply_rules(rules(SALE), "order.paid", event, ctx())
+        apply_rules(rules(SALE), "order.paid", event)
 
 
 def test_a_subscription_sale_needs_its_subscription_id() -> None:
     table = {**SALE, "sale_kind": "subscription", "subscription_id": "data.subscription"}
-    [sale] = apply_rules(rules(table), "order.paid", order(subscription="sub_1"), ctx())
+    [sale] = apply_rules(rules(table), "order.paid", order(subscription="sub_1"))
     assert isinstance(sale, Sale)
     assert (sale.kind, sale.subscription_id, sale.metadata["subscriptionId"]) == ("subscription", "sub_1", "sub_1")
     with pytest.raises(PayloadError, match=r"data\.subscription"):
-        apply_rules(rules(table), "order.paid", order(), ctx())
+        apply_rules(rules(table), "order.paid", order())
 
 
 # -- conditions -----------------------------------------------------------------------------------
@@ -226,18 +232,18 @@ def test_conditions_compare_a_path_with_a_json_literal(condition: str, data: dic
 
 def test_a_tracked_type_whose_condition_fails_is_ignored_and_other_types_are_not_tracked() -> None:
     paid_only = rules({**SALE, "condition": 'data.status == "paid"'})
-    assert len(apply_rules(paid_only, "order.paid", order(status="paid"), ctx())) == 1
+    assert len(apply_rules(paid_only, "order.paid", order(status="paid"))) == 1
     with pytest.raises(Ignore) as caught:
-        apply_rules(paid_only, "order.paid", order(status="pending"), ctx())
+        apply_rules(paid_only, "order.paid", order(status="pending"))
     assert caught.value.reason == "condition_not_met"
-    assert apply_rules(paid_only, "order.refunded", order(status="paid"), ctx()) == []
+    assert apply_rules(paid_only, "order.refunded", order(status="paid")) == []
 
 
 def test_every_condition_of_a_list_must_hold() -> None:
     both = rules({**SALE, "condition": ['data.status == "paid"', "data.test == false"]})
-    assert apply_rules(both, "order.paid", order(status="paid", test=False), ctx())
+    assert apply_rules(both, "order.paid", order(status="paid", test=False))
     with pytest.raises(Ignore):
-        apply_rules(both, "order.paid", order(status="paid", test=True), ctx())
+        apply_rules(both, "order.paid", order(status="paid", test=True))
 
 
 def test_conditions_pick_between_rules_of_one_type_and_several_rules_can_apply() -> None:
@@ -247,9 +253,9 @@ def test_conditions_pick_between_rules_of_one_type_and_several_rules_can_apply()
          "condition": "data.subscription != null"},
         {"event_type": "order.paid", "kind": "lead", "email": "data.email", "condition": "data.first == true"},
     )
-    [one_time] = apply_rules(table, "order.paid", order(), ctx())
+    [one_time] = apply_rules(table, "order.paid", order())
     assert isinstance(one_time, Sale) and one_time.kind == "purchase"
-    sale, lead = apply_rules(table, "order.paid", order(subscription="sub_9", first=True, email="a@b.co"), ctx())
+    sale, lead = apply_rules(table, "order.paid", order(subscription="sub_9", first=True, email="a@b.co"))
     assert isinstance(sale, Sale) and sale.kind == "subscription"
     assert isinstance(lead, Lead) and lead.email == "a@b.co" and lead.kind == "sign_up"
 
@@ -263,26 +269,28 @@ def test_hints_come_from_paths_and_from_metadata_keys() -> None:
     event = order(customer={"id": "cus_1", "email": " ada@example.com ", "name": "Ada",
                             "metadata": {"userId": "user_42", "clickId": "cl_late"}},
                   metadata={"dub_click_id": "cl_1"})
-    [sale] = apply_rules(rules(table), "order.paid", event, ctx())
+    [sale] = apply_rules(rules(table), "order.paid", event)
     assert (sale.email, sale.name, sale.provider_customer_id) == ("ada@example.com", "Ada", "cus_1")
+    assert (sale.external_id, sale.click_id) == (None, None)  # the rules say where; the core reads the keys
+    sale = keyed(sale, ctx())
     assert (sale.external_id, sale.click_id) == ("user_42", "cl_late")  # key order first, then path order
 
 
 def test_explicit_paths_win_over_metadata_and_keys_follow_the_source_settings() -> None:
     table = {**SALE, "external_id": "data.user", "click_id": "data.ref", "metadata_paths": ["data.metadata"]}
     event = order(user=42, ref="cl_direct", metadata={"userId": "user_meta", "clickId": "cl_meta", "via": "cl_custom"})
-    [sale] = apply_rules(rules(table), "order.paid", event, ctx())
-    assert (sale.external_id, sale.click_id) == ("42", "cl_direct")
-    [custom] = apply_rules(rules({**SALE, "metadata_paths": ["data.metadata"]}), "order.paid", event,
-                           ctx(click_id_keys=["via"], customer_id_keys=["nobody"]))
+    [sale] = apply_rules(rules(table), "order.paid", event)
+    assert (keyed(sale, ctx()).external_id, keyed(sale, ctx()).click_id) == ("42", "cl_direct")
+    [custom] = apply_rules(rules({**SALE, "metadata_paths": ["data.metadata"]}), "order.paid", event)
+    custom = keyed(custom, ctx(click_id_keys=["via"], customer_id_keys=["nobody"]))
     assert (custom.external_id, custom.click_id) == (None, "cl_custom")
 
 
 def test_absent_optional_hints_are_none_but_wrong_shapes_are_payload_errors() -> None:
-    [lead] = apply_rules(rules(LEAD), "user.created", {"data": {}}, ctx())
+    [lead] = apply_rules(rules(LEAD), "user.created", {"data": {}})
     assert isinstance(lead, Lead) and lead.email is None
     with pytest.raises(PayloadError, match=r"data\.email"):
-        apply_rules(rules(LEAD), "user.created", {"data": {"email": {"primary": "x@y.z"}}}, ctx())
+        apply_rules(rules(LEAD), "user.created", {"data": {"email": {"primary": "x@y.z"}}})
 
 
 def test_resolve_walks_objects_and_lists() -> None:

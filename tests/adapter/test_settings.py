@@ -85,7 +85,8 @@ def test_invalid_values_are_clear_startup_errors(tmp_path: Path, text: str, mess
         ('provider = "nope"\nsecrets = ["x"]', r"sources\.s\.provider: unknown provider 'nope'"),
         ('provider = "stripe"', r"sources\.s\.secrets: stripe needs at least one signing secret"),
         ('provider = "stripe"\nsecrets = [""]', r"sources\.s\.secrets: .*empty"),
-        ('provider = "stripe"\nsecrets = ["x"]\nnotification_url = "x"', r"sources\.s: unknown setting.*notification_url"),
+        ('provider = "stripe"\nsecrets = ["x"]\nnotification_url = "x"', r"sources\.s: notification_url: unknown setting"),
+        ('provider = "paddle"\nsecrets = ["x"]\nclient_reference_prefix = "x"', r"sources\.s: unknown setting.*client_reference_prefix"),
     ],
 )
 def test_bad_sources_fail_at_startup(tmp_path: Path, source: str, message: str) -> None:

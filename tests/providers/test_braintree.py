@@ -13,12 +13,15 @@ import pytest
 from braintree.util.crypto import Crypto  # type: ignore[import-untyped]
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, SignatureError
+from adapter.errors import ConfigError, PayloadError, SignatureError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.plugin import Source
 from adapter.testing import ProviderContract, make_source
 from providers.braintree import BraintreeProvider, gateway
 from providers.forms import parse_form
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped
 
 MERCHANT = "acme_merchant_id"
 PUBLIC = "5r59rrxhn89npc9n"
@@ -176,39 +179,66 @@ def test_environment_must_be_sandbox_or_production(make_client: Any) -> None:
         make_client(sources={"braintree": {"provider": "braintree", **KEYS, "environment": "live"}})
 
 
-# -- mapping through the real receiver --------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_first_charge_is_a_subscription_creation_of_the_newest_transaction(client: Any, receiver: Any) -> None:
+def test_a_charge_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, delivery(xml())).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    body = sale.body
     assert sale.headers["idempotency-key"] == "sale:braintree:7mbb5s1j"
-    assert (body["amount"], body["currency"], body["eventName"]) == (4900, "usd", "Subscription creation")
-    assert (body["clickId"], body["customerExternalId"]) == ("cl_braintree", "user_42")  # custom fields
-    assert (body["customerEmail"], body["customerName"]) == ("ada@example.com", "Ada Lovelace")
-    assert body["timestamp"] == "2024-04-10T10:36:51.000Z" and body["paymentProcessor"] == "braintree"
-    meta = body["metadata"]
-    assert meta["subscriptionId"] == "f6rnpm" and meta["planId"] == "pro-monthly" and meta["billingCycle"] == 1
-    assert meta["providerCustomerId"] == "71503829" and meta["livemode"] is False
-    assert meta["providerEventId"] == "subscription_charged_successfully:2024-04-10T10:36:52Z:f6rnpm"
+    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Subscription creation", "7mbb5s1j")
+    assert (sale.body["clickId"], sale.body["customerExternalId"]) == ("cl_braintree", "user_42")
 
 
-def test_next_cycle_is_a_renewal_of_its_own_transaction(client: Any, receiver: Any) -> None:
-    post(client, delivery(xml()))
-    post(client, delivery(xml("subscription_charged_successfully+renewal")))
-    first, second = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert (first.body["invoiceId"], first.body["eventName"]) == ("7mbb5s1j", "Subscription creation")
-    assert (second.body["invoiceId"], second.body["eventName"]) == ("k4hzyc3t", "Subscription renewal")
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def test_tax_amount_is_taken_off_and_zero_decimal_currencies_are_exact(client: Any, receiver: Any) -> None:
+def source(**settings: Any) -> Any:
+    return make_source(BraintreeProvider(), [], name="braintree", **{**KEYS, **settings})
+
+
+def braintree_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(BraintreeProvider(), [], lambda body: FORM, **{**KEYS, **settings})
+
+
+def sale_of(document: str) -> Sale:
+    [sale] = mapped(source(), delivery(document), FORM)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_first_charge_is_a_subscription_creation_of_the_newest_transaction(make_flow: Any) -> None:
+    sale = sale_of(xml())
+    assert (sale.kind, sale.amount, sale.currency, sale.invoice_id) == ("subscription", 4900, "usd", "7mbb5s1j")
+    assert (sale.click_id, sale.external_id) == ("cl_braintree", "user_42")  # custom fields
+    assert (sale.email, sale.name, sale.provider_customer_id) == ("ada@example.com", "Ada Lovelace", "71503829")
+    assert sale.timestamp is not None and sale.timestamp.isoformat() == "2024-04-10T10:36:51+00:00"
+    meta = sale.metadata
+    assert sale.subscription_id == meta["subscriptionId"] == "f6rnpm"
+    assert meta["planId"] == "pro-monthly" and meta["billingCycle"] == 1
+    event = parse_event(source(), delivery(xml()), Headers(FORM))
+    assert (event.id, event.livemode) == ("subscription_charged_successfully:2024-04-10T10:36:52Z:f6rnpm", False)
+    flow = braintree_flow(make_flow)
+    [stored] = flow.stored(flow.receive(delivery(xml()), FORM))
+    assert stored.event_name == "Subscription creation"
+
+
+def test_next_cycle_is_a_renewal_of_its_own_transaction(make_flow: Any) -> None:
+    flow = braintree_flow(make_flow)
+    flow.receive(delivery(xml()), FORM)
+    flow.receive(delivery(xml("subscription_charged_successfully+renewal")), FORM)
+    first, second = flow.stored()
+    assert (first.invoice_id, first.event_name) == ("7mbb5s1j", "Subscription creation")
+    assert (second.invoice_id, second.event_name) == ("k4hzyc3t", "Subscription renewal")
+
+
+def test_tax_amount_is_taken_off_and_zero_decimal_currencies_are_exact() -> None:
     document = xml().replace('<tax-amount nil="true"/>', "<tax-amount>8.17</tax-amount>", 1)
-    post(client, delivery(document))
     yen = xml("subscription_charged_successfully+renewal").replace("<currency-iso-code>USD", "<currency-iso-code>JPY", 1)
-    post(client, delivery(yen.replace("<amount>49.00</amount>", "<amount>5000</amount>", 1)))
-    got = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert sorted((s.body["amount"], s.body["currency"]) for s in got) == [(4083, "usd"), (5000, "jpy")]
+    sales = [sale_of(document), sale_of(yen.replace("<amount>49.00</amount>", "<amount>5000</amount>", 1))]
+    assert [(s.amount, s.currency) for s in sales] == [(4083, "usd"), (5000, "jpy")]
 
 
 @pytest.mark.parametrize(
@@ -224,44 +254,41 @@ def test_tax_amount_is_taken_off_and_zero_decimal_currencies_are_exact(client: A
          "event_type_not_tracked"),
     ],
 )
-def test_uncountable_notifications_are_ignored_with_reasons(client: Any, receiver: Any, change: Any,
-                                                            reason: str) -> None:
-    r = post(client, delivery(change(xml())))
-    assert (r.status_code, r.json()["status"], r.json()["reason"]) == (200, "ignored", reason)
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_notifications_are_ignored_with_reasons(make_flow: Any, change: Any, reason: str) -> None:
+    flow = braintree_flow(make_flow)
+    answer = flow.receive(delivery(change(xml())), FORM)
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 def test_sdk_sample_charge_without_currency_is_400(client: Any) -> None:
     # The SDK's canned sample has no currency-iso-code; Braintree's real payloads always do.
     sample = sdk_gateway().webhook_testing.sample_notification("subscription_charged_successfully", "s1")
+    with pytest.raises(PayloadError):
+        mapped(source(), form(sample["bt_signature"], sample["bt_payload"]), FORM)
     r = post(client, form(sample["bt_signature"], sample["bt_payload"]))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_production_environment_is_live(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"braintree": {"provider": "braintree", **KEYS, "livemode": "live"}})
-    r = post(client, delivery(xml()))
-    assert (r.json()["status"], r.json()["reason"]) == ("ignored", "livemode_mismatch")
-    live = make_client(sources={"bt-live": {"provider": "braintree", **KEYS, "environment": "production",
-                                            "livemode": "live"}})
-    assert post(live, delivery(xml()), source="bt-live").json()["status"] == "accepted"
+def test_production_environment_is_live(make_flow: Any) -> None:
+    answer = braintree_flow(make_flow, livemode="live").receive(delivery(xml()), FORM)
+    assert (answer["status"], answer["reason"]) == ("ignored", "livemode_mismatch")
+    live = braintree_flow(make_flow, environment="production", livemode="live")
+    assert live.receive(delivery(xml()), FORM)["status"] == "accepted"
 
 
 # -- dedup and `hooktrack send` ---------------------------------------------------------------------
 
 
-def test_retried_notification_is_a_duplicate(client: Any, receiver: Any) -> None:
+def test_retried_notification_is_a_duplicate(make_flow: Any) -> None:
+    flow = braintree_flow(make_flow)
     body = delivery(xml())
-    first = post(client, body)
-    assert post(client, body).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    first = flow.receive(body, FORM)
+    assert flow.receive(body, FORM) == {"status": "duplicate", "eventId": first["eventId"]}
     sdk = sdk_gateway().webhook_testing.sample_notification("subscription_went_active", "s2")
-    once = post(client, form(sdk["bt_signature"], sdk["bt_payload"]))
-    assert once.json()["reason"] == "event_type_not_tracked"
-    assert post(client, form(sdk["bt_signature"], sdk["bt_payload"])).json()["status"] == "duplicate"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    once = flow.receive(form(sdk["bt_signature"], sdk["bt_payload"]), FORM)
+    assert once["reason"] == "event_type_not_tracked"
+    assert flow.receive(form(sdk["bt_signature"], sdk["bt_payload"]), FORM)["status"] == "duplicate"
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
 def test_samples_are_signed_with_the_source_keys_and_sign_needs_them(client: Any, receiver: Any) -> None:

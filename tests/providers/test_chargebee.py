@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, CredentialsError
+from adapter.errors import ConfigError, CredentialsError, PayloadError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.plugin import Source, build_sources, load_providers
 from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.chargebee import ChargebeeProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 PAIR = "hooktrack:Xr4-b1tter-p4ss:with-colon"
 OLD_PAIR = "hooktrack:previous-password"
@@ -121,112 +124,130 @@ def test_sign_for_send_uses_the_first_pair_and_a_forged_secret_is_refused() -> N
         src.provider.verify(b"{}", Headers(src.provider.sign(b"{}", "f0rged", 0, src.ctx)), src.secrets, src.ctx)
 
 
-# -- mapping through the real receiver ------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_first_subscription_invoice_is_a_creation_net_of_tax(client: Any, receiver: Any) -> None:
+def test_a_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("chargebee", "payment_succeeded"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     body = sale.body
     assert sale.headers["idempotency-key"] == "sale:chargebee:inv_1024"
-    assert (body["amount"], body["currency"], body["eventName"]) == (4900, "usd", "Subscription creation")
-    assert body["invoiceId"] == "inv_1024" and body["paymentProcessor"] == "chargebee"
-    assert body["customerExternalId"] == "user_42"  # customer meta_data
-    assert body["clickId"] == "cl_chargebee_checkout"  # the subscription's meta_data before the customer's
-    assert (body["customerEmail"], body["customerName"]) == ("ada@example.com", "Ada Lovelace")
-    assert body["timestamp"] == "2024-04-10T10:36:52.000Z"  # occurred_at
-    meta = body["metadata"]
-    assert meta["subscriptionId"] == "AzZTr5UZk2hNu1I2j" and meta["taxAmount"] == 980
+    assert (body["eventName"], body["invoiceId"]) == ("Subscription creation", "inv_1024")
+    assert body["customerExternalId"] == "user_42"
+    assert body["clickId"] == "cl_chargebee_checkout"
+
+
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Source:
+    return make_source(ChargebeeProvider(), [], name="chargebee", **{"basic_auth": [PAIR], **settings})
+
+
+def chargebee_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(ChargebeeProvider(), [], lambda body: {"Authorization": basic(PAIR)},
+                     **{"basic_auth": [PAIR, OLD_PAIR], **settings})
+
+
+def sale_of(event: dict[str, Any], **settings: Any) -> Sale:
+    sale = one(source(**settings), event)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_first_subscription_invoice_is_a_creation_net_of_tax(make_flow: Any) -> None:
+    event = fixture("chargebee", "payment_succeeded")
+    sale = sale_of(event)
+    assert (sale.kind, sale.amount, sale.currency, sale.invoice_id) == ("subscription", 4900, "usd", "inv_1024")
+    assert sale.external_id == "user_42"  # customer meta_data
+    assert sale.click_id == "cl_chargebee_checkout"  # the subscription's meta_data before the customer's
+    assert (sale.email, sale.name) == ("ada@example.com", "Ada Lovelace")
+    assert parse_event(source(), json.dumps(event).encode(), Headers({})).occurred_at.isoformat() == (
+        "2024-04-10T10:36:52+00:00")
+    meta = sale.metadata
+    assert sale.subscription_id == meta["subscriptionId"] == "AzZTr5UZk2hNu1I2j" and meta["taxAmount"] == 980
     assert meta["firstInvoice"] is True and meta["transactionId"] == "txn_AzZTr5UZk2hQj1I2p"
-    assert meta["providerCustomerId"] == "AzZTr5UZk2gLt1Hxm" and "livemode" not in meta
+    assert sale.provider_customer_id == "AzZTr5UZk2gLt1Hxm"
+    flow = chargebee_flow(make_flow)
+    [stored] = flow.stored(flow.receive(event))
+    assert stored.event_name == "Subscription creation"
 
 
-def test_later_invoices_of_the_subscription_are_renewals(client: Any, receiver: Any) -> None:
-    post(client, fixture("chargebee", "payment_succeeded"))
-    post(client, fixture("chargebee", "payment_succeeded+renewal"))
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert {s.body["invoiceId"]: s.body["eventName"] for s in sales} == {
+def test_later_invoices_of_the_subscription_are_renewals(make_flow: Any) -> None:
+    flow = chargebee_flow(make_flow)
+    flow.receive(fixture("chargebee", "payment_succeeded"))
+    flow.receive(fixture("chargebee", "payment_succeeded+renewal"))
+    assert {s.invoice_id: s.event_name for s in flow.stored()} == {
         "inv_1024": "Subscription creation", "inv_1099": "Subscription renewal"}
 
 
-def test_invoice_of_no_subscription_is_a_purchase(client: Any, receiver: Any) -> None:
-    post(client, fixture("chargebee", "payment_succeeded+one_time"))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["eventName"], sale.body["amount"], sale.body["invoiceId"]) == ("Purchase", 10000, "inv_1130")
-    assert "subscriptionId" not in sale.body["metadata"] and "firstInvoice" not in sale.body["metadata"]
+def test_invoice_of_no_subscription_is_a_purchase() -> None:
+    sale = sale_of(fixture("chargebee", "payment_succeeded+one_time"))
+    assert (sale.kind, sale.amount, sale.invoice_id) == ("purchase", 10000, "inv_1130")
+    assert "subscriptionId" not in sale.metadata and "firstInvoice" not in sale.metadata
 
 
-def test_one_off_charge_on_a_subscription_is_a_purchase(client: Any, receiver: Any) -> None:
-    post(client, payment(recurring=False))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Purchase"
+def test_one_off_charge_on_a_subscription_is_a_purchase() -> None:
+    sale = sale_of(payment(recurring=False))
+    assert sale.kind == "purchase" and sale.subscription_id is None
 
 
-def test_transaction_without_invoice_is_keyed_by_the_transaction(client: Any, receiver: Any) -> None:
+def test_transaction_without_invoice_is_keyed_by_the_transaction() -> None:
     event = fixture("chargebee", "payment_succeeded+one_time")
     del event["content"]["invoice"]
     event["content"]["transaction"]["linked_invoices"] = []
-    post(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["invoiceId"], sale.body["amount"]) == ("txn_AzZTr5UZq1rLd3B8h", 12000)
+    sale = sale_of(event)
+    assert (sale.invoice_id, sale.amount) == ("txn_AzZTr5UZq1rLd3B8h", 12000)
 
 
-def test_a_partial_payment_counts_what_it_applied_to_the_invoice(client: Any, receiver: Any) -> None:
+def test_a_partial_payment_counts_what_it_applied_to_the_invoice() -> None:
     event = payment(total=11760, amount_paid=5880, amount_due=5880, tax=1960)
     event["content"]["transaction"]["amount"] = 8000  # the rest of it paid another invoice
     event["content"]["transaction"]["linked_invoices"][0]["applied_amount"] = 5880
-    post(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == 5880 - 1960
+    assert sale_of(event).amount == 5880 - 1960
 
 
-def test_zero_decimal_currency_amounts_are_taken_as_is(client: Any, receiver: Any) -> None:
+def test_zero_decimal_currency_amounts_are_taken_as_is() -> None:
     event = payment(currency_code="JPY", tax=500)
     event["content"]["transaction"].update(currency_code="JPY", amount=5500)
     event["content"]["transaction"]["linked_invoices"][0]["applied_amount"] = 5500
-    post(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (5000, "jpy")
+    sale = sale_of(event)
+    assert (sale.amount, sale.currency) == (5000, "jpy")
 
 
-def test_customer_created_is_a_sign_up_lead_and_shares_identity_with_the_sale(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("chargebee", "customer_created")).json()["status"] == "accepted"
+def test_customer_created_is_a_sign_up_lead_and_shares_identity_with_the_sale(make_flow: Any) -> None:
+    flow = chargebee_flow(make_flow)
+    assert flow.receive(fixture("chargebee", "customer_created"))["status"] == "accepted"
     sale = fixture("chargebee", "payment_succeeded")
     for obj in (sale["content"]["customer"], sale["content"]["subscription"]):
         obj.pop("meta_data", None)
         obj.pop("cf_click_id", None)
-    post(client, sale)
-    lead, paid = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert (lead.kind, lead.body["eventName"]) == ("lead", "Sign up")
-    assert lead.body["clickId"] == "cl_chargebee_lead"  # custom field cf_click_id
-    assert lead.body["customerExternalId"] == paid.body["customerExternalId"] == "user_42"
-    assert lead.headers["idempotency-key"] == "lead:chargebee:user_42:Sign up"
-    assert paid.body["clickId"] == "cl_chargebee_lead"  # from identity memory
-    assert paid.body["customerEmail"] == "ada@example.com"
+    flow.receive(sale)
+    lead, paid = flow.stored()
+    assert (lead.kind, lead.event_name) == ("lead", "Sign up")
+    assert lead.click_id == "cl_chargebee_lead"  # custom field cf_click_id
+    assert lead.external_id == paid.external_id == "user_42"
+    assert paid.click_id == "cl_chargebee_lead"  # from identity memory
+    assert paid.email == "ada@example.com"
 
 
-def test_custom_fields_count_under_their_key_without_cf_and_exactly(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"chargebee": {"provider": "chargebee", "basic_auth": [PAIR],
-                                                "click_id_keys": ["cf_ref", "click_id"]}})
+def test_custom_fields_count_under_their_key_without_cf_and_exactly() -> None:
     event = fixture("chargebee", "customer_created")
     customer = event["content"]["customer"]
     customer.pop("meta_data")
     customer.update(cf_user_id="user_77", cf_ref="cl_from_cf_ref")
-    post(client, event)
-    [lead] = wait_for(receiver.delivered)
-    assert (lead.body["customerExternalId"], lead.body["clickId"]) == ("user_77", "cl_from_cf_ref")
+    lead = one(source(click_id_keys=["cf_ref", "click_id"]), event)
+    assert (lead.external_id, lead.click_id) == ("user_77", "cl_from_cf_ref")
 
 
-def test_customer_without_ids_is_known_by_its_chargebee_id(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"chargebee": {"provider": "chargebee", "basic_auth": [PAIR],
-                                                "forward_leads_without_click_id": True}})
+def test_customer_without_ids_is_known_by_its_chargebee_id(make_flow: Any) -> None:
     event = fixture("chargebee", "customer_created")
     event["content"]["customer"].pop("meta_data")
     event["content"]["customer"].pop("cf_click_id")
-    post(client, event)
-    [lead] = wait_for(receiver.delivered)
-    assert lead.body["customerExternalId"] == "AzZTr5UZk2gLt1Hxm" and "clickId" not in lead.body
+    flow = chargebee_flow(make_flow, forward_leads_without_click_id=True)
+    [lead] = flow.stored(flow.receive(event))
+    assert (lead.external_id, lead.click_id, lead.state) == ("AzZTr5UZk2gLt1Hxm", None, "pending")
 
 
 @pytest.mark.parametrize(
@@ -239,18 +260,19 @@ def test_customer_without_ids_is_known_by_its_chargebee_id(make_client: Any, rec
         (lambda e: e.update(event_type="payment_refunded"), "event_type_not_tracked"),
     ],
 )
-def test_uncountable_events_are_ignored_with_reasons(client: Any, receiver: Any, change: Any, reason: str) -> None:
+def test_uncountable_events_are_ignored_with_reasons(make_flow: Any, change: Any, reason: str) -> None:
     event = fixture("chargebee", "payment_succeeded")
     change(event)
-    r = post(client, event)
-    assert (r.status_code, r.json()["status"], r.json()["reason"]) == (200, "ignored", reason)
-    time.sleep(0.2)
-    assert receiver.requests == []
+    flow = chargebee_flow(make_flow)
+    answer = flow.receive(event)
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 def test_missing_fields_are_400_malformed(client: Any) -> None:
     event = fixture("chargebee", "payment_succeeded")
     del event["content"]["transaction"]["amount"]
+    with pytest.raises(PayloadError):
+        mapped(source(), event)
     r = post(client, event)
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
@@ -258,35 +280,37 @@ def test_missing_fields_are_400_malformed(client: Any) -> None:
 # -- dedup and ordering ---------------------------------------------------------------------------
 
 
-def test_redelivery_is_a_duplicate_even_with_another_webhook_status(client: Any, receiver: Any) -> None:
+def test_redelivery_is_a_duplicate_even_with_another_webhook_status(make_flow: Any) -> None:
+    flow = chargebee_flow(make_flow)
     event = fixture("chargebee", "payment_succeeded")
-    first = post(client, event)
+    first = flow.receive(event)
     again = copy.deepcopy(event)
     again["webhook_status"] = "re_scheduled"  # Chargebee's retry of the same event
-    assert post(client, again).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    assert flow.receive(again) == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_older_event_for_the_same_invoice_arriving_late_is_out_of_order(client: Any, receiver: Any) -> None:
+def test_older_event_for_the_same_invoice_arriving_late_is_out_of_order(make_flow: Any) -> None:
     # Two payments towards one invoice; Chargebee delivers the later one first.
     newer = payment(event_id="ev_newer")
     older = payment(event_id="ev_older")
     older["occurred_at"] = newer["occurred_at"] - 600
     older["content"]["transaction"]["id"] = "txn_earlier_partial"
-    assert post(client, newer).json()["status"] == "accepted"
-    r = post(client, older)
-    assert (r.json()["status"], r.json()["reason"]) == ("ignored", "out_of_order")
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["metadata"]["transactionId"] == "txn_AzZTr5UZk2hQj1I2p"
+    flow = chargebee_flow(make_flow)
+    assert flow.receive(newer)["status"] == "accepted"
+    answer = flow.receive(older)
+    assert (answer["status"], answer["reason"]) == ("ignored", "out_of_order")
+    [sale] = flow.stored()
+    assert sale.metadata["transactionId"] == "txn_AzZTr5UZk2hQj1I2p"
 
 
-def test_late_renewal_and_late_customer_event_still_count(client: Any, receiver: Any) -> None:
+def test_late_renewal_and_late_customer_event_still_count(make_flow: Any) -> None:
     # Payments are ordered per invoice, not per subscription or customer: an earlier cycle (and the
     # customer_created) delivered after a later cycle are other objects and still count.
-    assert post(client, fixture("chargebee", "payment_succeeded+renewal")).json()["status"] == "accepted"
-    assert post(client, fixture("chargebee", "payment_succeeded")).json()["status"] == "accepted"
-    assert post(client, fixture("chargebee", "customer_created")).json()["status"] == "accepted"
-    got = wait_for(lambda: len(receiver.delivered()) == 3 and receiver.delivered())
-    assert sorted(r.body.get("invoiceId", r.body["eventName"]) for r in got) == ["Sign up", "inv_1024", "inv_1099"]
+    flow = chargebee_flow(make_flow)
+    assert flow.receive(fixture("chargebee", "payment_succeeded+renewal"))["status"] == "accepted"
+    assert flow.receive(fixture("chargebee", "payment_succeeded"))["status"] == "accepted"
+    assert flow.receive(fixture("chargebee", "customer_created"))["status"] == "accepted"
+    got = flow.stored()
+    assert sorted(s.invoice_id or s.event_name for s in got) == ["Sign up", "inv_1024", "inv_1099"]
+    assert all(s.state == "pending" for s in got)

@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.creem import CreemProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "whsec_5uvCSFpjMq3RcwBxRQXqGs"
 OTHER = "whsec_someone_elses_secret_00"
@@ -107,23 +110,47 @@ def test_forged_and_unsigned_webhooks_are_400s_and_not_forwarded(client: Any, re
     assert receiver.requests == []
 
 
-# -- one-time checkouts -------------------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_one_time_checkout_is_a_purchase_excluding_tax(client: Any, receiver: Any) -> None:
+def test_a_checkout_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, fixture("creem", "checkout.completed")).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == "sale:creem:tran_3pUYoC8cDJSSwl1bzL3SwL"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (4900, "eur")  # 5929 paid − 1029 VAT
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == "tran_3pUYoC8cDJSSwl1bzL3SwL"
-    assert body["customerExternalId"] == "user_42" and body["clickId"] == "cl_creem_demo"
-    assert (body["customerEmail"], body["customerName"]) == ("marie@example.com", "Marie Curie")
-    assert body["timestamp"] == "2026-05-03T09:20:59.000Z"  # created_at, epoch ms
-    meta = body["metadata"]
-    assert meta["providerEventId"] == "evt_5WHHcZPv7VS0YUsberIuOz" and meta["taxAmount"] == 1029
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "tran_3pUYoC8cDJSSwl1bzL3SwL"
+    assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_creem_demo"
+
+
+# -- one-time checkouts: parse + map, and the ingest transaction without HTTP ---------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(CreemProvider(), [SECRET], name="creem", **settings)
+
+
+def creem_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(CreemProvider(), [SECRET], lambda body: {"creem-signature": signature(body)}, **settings)
+
+
+def sale_of(data: dict[str, Any]) -> Sale:
+    sale = one(source(), data)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_one_time_checkout_is_a_purchase_excluding_tax() -> None:
+    sale = sale_of(fixture("creem", "checkout.completed"))
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4900, "eur")  # 5929 paid − 1029 VAT
+    assert sale.invoice_id == "tran_3pUYoC8cDJSSwl1bzL3SwL"
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_creem_demo")
+    assert (sale.email, sale.name, sale.provider_customer_id) == (
+        "marie@example.com", "Marie Curie", "cust_1OcIK1GEuVvXZwD19tjq2z")
+    meta = sale.metadata
+    assert meta["taxAmount"] == 1029
     assert meta["orderId"] == "ord_4aDwWXjMLpes4Kj4XqNnUA" and meta["requestId"] == "order_2026_0042"
-    assert meta["livemode"] is False and meta["providerCustomerId"] == "cust_1OcIK1GEuVvXZwD19tjq2z"
+    event = parse_event(source(), BODY, Headers({}))
+    assert (event.id, event.livemode) == ("evt_5WHHcZPv7VS0YUsberIuOz", False)
+    assert event.occurred_at.isoformat() == "2026-05-03T09:20:59+00:00"  # created_at, epoch ms
 
 
 @pytest.mark.parametrize(("order", "expected"), [
@@ -131,54 +158,51 @@ def test_one_time_checkout_is_a_purchase_excluding_tax(client: Any, receiver: An
     ({"amount_paid": None, "amount_due": None, "tax_amount": 1029}, 4900),  # only `amount`: before tax
     ({"currency": "USD", "amount_paid": 1999, "tax_amount": 0}, 1999),
 ])
-def test_amounts_are_after_discount_and_before_tax(client: Any, receiver: Any, order: dict[str, Any],
-                                                   expected: int) -> None:
+def test_amounts_are_after_discount_and_before_tax(order: dict[str, Any], expected: int) -> None:
     data = checkout(**order)
     data["object"]["order"] = {k: v for k, v in data["object"]["order"].items() if v is not None}
-    post(client, data)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == expected
+    assert sale_of(data).amount == expected
 
 
 @pytest.mark.parametrize(("order", "reason"), [({"status": "pending"}, "unpaid"),
                                                ({"amount_paid": 0, "tax_amount": 0}, "zero_amount")])
-def test_uncountable_checkouts_are_ignored_with_reasons(client: Any, receiver: Any, order: dict[str, Any],
-                                                        reason: str) -> None:
-    r = post(client, checkout(**order))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_checkouts_are_ignored_with_reasons(make_flow: Any, order: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), checkout(**order))
+    assert caught.value.reason == reason
+    flow = creem_flow(make_flow)
+    answer = flow.receive(checkout(**order))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        mapped(source(), checkout(amount_paid="59.29"))
     r = post(client, checkout(amount_paid="59.29"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
 @pytest.mark.parametrize("event_type", ["subscription.active", "subscription.canceled", "subscription.update",
                                         "refund.created", "dispute.created"])
-def test_untracked_event_types_are_ignored(client: Any, event_type: str) -> None:
+def test_untracked_event_types_are_ignored(event_type: str) -> None:
     data = fixture("creem", "checkout.completed")
     data["eventType"] = event_type
-    r = post(client, data)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), data) == []
 
 
-def test_redelivery_and_dashboard_resend_are_duplicates(client: Any, receiver: Any) -> None:
+def test_redelivery_and_dashboard_resend_are_duplicates(make_flow: Any) -> None:
+    flow = creem_flow(make_flow)
     data = fixture("creem", "checkout.completed")
-    first = post(client, data)
-    assert post(client, data).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    first = flow.receive(data)
+    assert flow.receive(data) == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
 @pytest.mark.parametrize(("mode", "source_mode", "status"), [("test", "live", "ignored"), ("prod", "live", "accepted"),
                                                             ("sandbox", "test", "accepted"), ("prod", "test", "ignored")])
-def test_mode_is_the_livemode(make_client: Any, mode: str, source_mode: str, status: str) -> None:
-    client = make_client(sources={"creem": {"provider": "creem", "secrets": [SECRET], "livemode": source_mode}})
-    r = post(client, event("checkout.completed", mode=mode))
-    assert r.json()["status"] == status
+def test_mode_is_the_livemode(make_flow: Any, mode: str, source_mode: str, status: str) -> None:
+    answer = creem_flow(make_flow, livemode=source_mode).receive(event("checkout.completed", mode=mode))
+    assert answer["status"] == status
 
 
 # -- subscriptions: checkout.completed + subscription.paid of one payment ------------------------
@@ -188,67 +212,68 @@ PAID = "subscription.paid"
 
 
 @pytest.mark.parametrize("first", [SUB_CHECKOUT, PAID])
-def test_subscription_checkout_and_its_first_payment_are_one_sale(make_client: Any, receiver: Any,
-                                                                   first: str) -> None:
-    client = make_client(sources={"creem": {"provider": "creem", "secrets": [SECRET]}},
-                         forwarder={"fill_window_s": 1})
+def test_subscription_checkout_and_its_first_payment_are_one_sale(make_flow: Any, first: str) -> None:
     second = PAID if first == SUB_CHECKOUT else SUB_CHECKOUT
-    assert post(client, fixture("creem", first)).json()["status"] == "accepted"
-    answer = post(client, fixture("creem", second)).json()
-    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    [sale] = receiver.delivered()
-    body = sale.body
-    assert body["invoiceId"] == "tran_5yMaWzAl3jxuGJMCOrYWwk"  # the transaction both payloads name
-    assert (body["amount"], body["currency"], body["eventName"]) == (1000, "eur", "Subscription creation")
-    assert body["customerExternalId"] == "user_77"  # Creem's `referenceId` metadata key
-    assert body["clickId"] == "cl_creem_sub"
-    assert body["metadata"]["subscriptionId"] == "sub_6pC2lNB6joCRQIZ1aMrTpi"
+    for name in (first, second):
+        sale = sale_of(fixture("creem", name))
+        assert (sale.invoice_id, sale.amount, sale.currency) == ("tran_5yMaWzAl3jxuGJMCOrYWwk", 1000, "eur")
+        assert sale.subscription_id == "sub_6pC2lNB6joCRQIZ1aMrTpi"
+    flow = creem_flow(make_flow)
+    assert flow.receive(fixture("creem", first))["status"] == "accepted"
+    answer = flow.receive(fixture("creem", second))
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    [stored] = flow.stored()
+    assert stored.invoice_id == "tran_5yMaWzAl3jxuGJMCOrYWwk"  # the transaction both payloads name
+    assert stored.event_name == "Subscription creation"
+    assert stored.external_id == "user_77"  # Creem's `referenceId` metadata key
+    assert stored.click_id == "cl_creem_sub"
+    assert stored.metadata["subscriptionId"] == "sub_6pC2lNB6joCRQIZ1aMrTpi"
 
 
-def test_next_paid_cycle_is_a_renewal_known_by_identity_memory(client: Any, receiver: Any) -> None:
-    post(client, fixture("creem", PAID))
-    post(client, fixture("creem", "subscription.paid+renewal"))  # its metadata is null
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
-    assert names == {"tran_5yMaWzAl3jxuGJMCOrYWwk": "Subscription creation",
-                     "tran_6ZeTvMqMkGdAIIjw5aAcnh": "Subscription renewal"}
-    assert {s.body["customerExternalId"] for s in sales} == {"user_77"}
+def test_next_paid_cycle_is_a_renewal_known_by_identity_memory(make_flow: Any) -> None:
+    flow = creem_flow(make_flow)
+    flow.receive(fixture("creem", PAID))
+    flow.receive(fixture("creem", "subscription.paid+renewal"))  # its metadata is null
+    sales = flow.stored()
+    assert {s.invoice_id: s.event_name for s in sales} == {"tran_5yMaWzAl3jxuGJMCOrYWwk": "Subscription creation",
+                                                          "tran_6ZeTvMqMkGdAIIjw5aAcnh": "Subscription renewal"}
+    assert {s.external_id for s in sales} == {"user_77"}
 
 
-def test_subscription_checkout_without_its_transaction_leaves_the_sale_to_subscription_paid(
-        client: Any, receiver: Any) -> None:
+def test_subscription_checkout_without_its_transaction_leaves_the_sale_to_subscription_paid(make_flow: Any) -> None:
     data = fixture("creem", SUB_CHECKOUT)
     del data["object"]["order"]["transaction"]  # the older payload shape
-    r = post(client, data)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "counted_by_subscription_paid"
-    assert post(client, fixture("creem", PAID)).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["invoiceId"] == "tran_5yMaWzAl3jxuGJMCOrYWwk"
+    flow = creem_flow(make_flow)
+    answer = flow.receive(data)
+    assert (answer["status"], answer["reason"]) == ("ignored", "counted_by_subscription_paid")
+    assert flow.receive(fixture("creem", PAID))["status"] == "accepted"
+    [sale] = flow.stored()
+    assert sale.invoice_id == "tran_5yMaWzAl3jxuGJMCOrYWwk"
 
 
-def test_subscription_paid_without_its_transaction_object_uses_the_product_price(client: Any,
-                                                                                receiver: Any) -> None:
+def test_subscription_paid_without_its_transaction_object_uses_the_product_price() -> None:
     data = fixture("creem", PAID)
     del data["object"]["last_transaction"]
-    post(client, data)
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["invoiceId"], sale.body["amount"]) == ("tran_5yMaWzAl3jxuGJMCOrYWwk", 1000)
-    assert sale.body["metadata"]["amountFrom"] == "product_price"
+    sale = sale_of(data)
+    assert (sale.invoice_id, sale.amount) == ("tran_5yMaWzAl3jxuGJMCOrYWwk", 1000)
+    assert sale.metadata["amountFrom"] == "product_price"
 
 
 @pytest.mark.parametrize(("status", "paid", "reason"), [("pending", 1210, "unpaid"), ("declined", 1210, "unpaid"),
                                                         ("paid", 0, "zero_amount")])
-def test_unpaid_or_empty_subscription_payments_are_ignored(client: Any, status: str, paid: int, reason: str) -> None:
+def test_unpaid_or_empty_subscription_payments_are_ignored(status: str, paid: int, reason: str) -> None:
     data = fixture("creem", PAID)
     data["object"]["last_transaction"].update(status=status, amount_paid=paid, tax_amount=0)
-    assert post(client, data).json()["reason"] == reason
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), data)
+    assert caught.value.reason == reason
 
 
-def test_trialing_subscription_is_a_started_trial_lead(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("creem", "subscription.trialing")).json()["status"] == "accepted"
-    [lead] = wait_for(receiver.delivered)
-    assert lead.kind == "lead" and lead.body["eventName"] == "Started Trial"
-    assert (lead.body["customerExternalId"], lead.body["clickId"]) == ("user_99", "cl_creem_trial")
-    assert lead.body["metadata"]["subscriptionId"] == "sub_dxiauR8zZOwULx5QM70wJ"
+def test_trialing_subscription_is_a_started_trial_lead(make_flow: Any) -> None:
+    lead = one(source(), fixture("creem", "subscription.trialing"))
+    assert isinstance(lead, Lead) and lead.kind == "started_trial"
+    assert (lead.external_id, lead.click_id) == ("user_99", "cl_creem_trial")
+    assert lead.metadata["subscriptionId"] == "sub_dxiauR8zZOwULx5QM70wJ"
+    flow = creem_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("creem", "subscription.trialing")))
+    assert (stored.kind, stored.event_name) == ("lead", "Started Trial")

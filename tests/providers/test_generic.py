@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
 from adapter.errors import ConfigError, PayloadError, SignatureError
 from adapter.events import Lead, Sale
+from adapter.ingest import map_event
 from adapter.plugin import Source, build_sources, load_providers
+from adapter.samples import post_sample
 from adapter.settings import load_settings, parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.generic import GenericProvider
@@ -421,7 +422,7 @@ def test_samples_carry_the_id_and_type_headers_a_header_config_reads() -> None:
 
 
 def conversions(src: Source, body: bytes, headers: dict[str, str] | None = None) -> list[Lead | Sale]:
-    return src.provider.map(src.provider.parse(body, Headers(headers or {})), src.ctx)
+    return map_event(src, src.provider.parse(body, Headers(headers or {})))
 
 
 def test_a_captured_payment_is_a_sale_with_its_identity_hints() -> None:

@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.lemonsqueezy import LemonSqueezyProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "ls-signing-secret-7f3a9c"  # Lemon Squeezy secrets are 6 to 40 characters of the merchant's choice
 OTHER = "someone-elses-secret"
@@ -93,35 +96,57 @@ def test_forged_webhook_is_a_400_and_not_forwarded(client: Any, receiver: Any) -
     assert receiver.requests == []
 
 
-# -- mapping through the real receiver ----------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_paid_order_is_a_purchase_excluding_tax(client: Any, receiver: Any) -> None:
+def test_a_paid_order_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("lemonsqueezy", "order_created"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == "sale:lemonsqueezy:e0a87257-7481-4163-984b-1e85f6851d7d"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (800, "eur")  # 1000 − 200 discount; 960 total − 160 tax
-    assert body["eventName"] == "Purchase"
-    assert body["invoiceId"] == "e0a87257-7481-4163-984b-1e85f6851d7d"  # the order's identifier
-    assert body["customerExternalId"] == "user_77"
-    assert body["clickId"] == "cl_lemon_order"  # `dub_click_id` in meta.custom_data
-    assert (body["customerEmail"], body["customerName"]) == ("grace@example.com", "Grace Hopper")
-    assert body["paymentProcessor"] == "lemonsqueezy"
-    assert body["timestamp"] == "2026-05-03T16:20:59.000Z"
-    meta = body["metadata"]
-    assert meta["providerEventId"] == "order_created:8241268"
-    assert (meta["orderId"], meta["orderNumber"], meta["taxAmount"]) == ("8241268", 3625083, 160)
-    assert meta["livemode"] is False and meta["providerCustomerId"] == "8640795"
+    assert sale.body["eventName"] == "Purchase"
+    assert sale.body["invoiceId"] == "e0a87257-7481-4163-984b-1e85f6851d7d"
+    assert sale.body["customerExternalId"] == "user_77" and sale.body["clickId"] == "cl_lemon_order"
+
+
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(LemonSqueezyProvider(), [SECRET], name="lemonsqueezy", **settings)
+
+
+def lemon_flow(make_flow: Any, **settings: Any) -> Any:
+    def sign(body: bytes) -> dict[str, str]:
+        return {"X-Signature": signature(body), "X-Event-Name": json.loads(body)["meta"]["event_name"]}
+
+    return make_flow(LemonSqueezyProvider(), [SECRET], sign, **settings)
+
+
+def sale_of(data: dict[str, Any]) -> Sale:
+    sale = one(source(), data)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_paid_order_is_a_purchase_excluding_tax() -> None:
+    sale = sale_of(fixture("lemonsqueezy", "order_created"))
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 800, "eur")  # 1000 − 200 discount; 960 − 160 tax
+    assert sale.invoice_id == "e0a87257-7481-4163-984b-1e85f6851d7d"  # the order's identifier
+    assert sale.external_id == "user_77"
+    assert sale.click_id == "cl_lemon_order"  # `dub_click_id` in meta.custom_data
+    assert (sale.email, sale.name, sale.provider_customer_id) == ("grace@example.com", "Grace Hopper", "8640795")
+    assert sale.timestamp is not None and sale.timestamp.isoformat() == "2026-05-03T16:20:59+00:00"
+    assert (sale.metadata["orderId"], sale.metadata["orderNumber"], sale.metadata["taxAmount"]) == (
+        "8241268", 3625083, 160)
+    event = parse_event(source(), BODY, Headers({}))
+    assert (event.id, event.livemode) == ("order_created:8241268", False)
 
 
 @pytest.mark.parametrize(("currency", "total", "tax", "expected"), [("JPY", 5500, 500, 5000), ("USD", 1199, 200, 999)])
-def test_amounts_are_exact_in_the_orders_own_currency(client: Any, receiver: Any, currency: str, total: int,
-                                                      tax: int, expected: int) -> None:
-    post(client, event("order_created", currency=currency, total=total, tax=tax, total_usd=99999, tax_usd=1))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+def test_amounts_are_exact_in_the_orders_own_currency(currency: str, total: int, tax: int, expected: int) -> None:
+    sale = sale_of(event("order_created", currency=currency, total=total, tax=tax, total_usd=99999, tax_usd=1))
+    assert (sale.amount, sale.currency) == (expected, currency.lower())
 
 
 @pytest.mark.parametrize(
@@ -134,45 +159,46 @@ def test_amounts_are_exact_in_the_orders_own_currency(client: Any, receiver: Any
         ("subscription_payment_success", {"urls": {}}, "counted_by_order"),
     ],
 )
-def test_uncountable_events_are_ignored_with_reasons(client: Any, receiver: Any, name: str,
-                                                     change: dict[str, Any], reason: str) -> None:
-    r = post(client, event(name, **change))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_events_are_ignored_with_reasons(make_flow: Any, name: str, change: dict[str, Any],
+                                                     reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event(name, **change))
+    assert caught.value.reason == reason
+    flow = lemon_flow(make_flow)
+    answer = flow.receive(event(name, **change))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize("event_name", ["subscription_created", "subscription_updated", "order_refunded",
                                         "subscription_payment_failed", "license_key_created"])
-def test_untracked_event_types_are_ignored(client: Any, event_name: str) -> None:
+def test_untracked_event_types_are_ignored(event_name: str) -> None:
     data = fixture("lemonsqueezy", "order_created")
     data["meta"]["event_name"] = event_name
-    r = post(client, data)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), data) == []
 
 
-def test_redelivery_is_a_duplicate(client: Any, receiver: Any) -> None:
+def test_redelivery_is_a_duplicate(make_flow: Any) -> None:
+    flow = lemon_flow(make_flow)
     data = fixture("lemonsqueezy", "order_created")
-    first = post(client, data)
+    first = flow.receive(data)
     data["meta"]["webhook_id"] = "b2c24961-0000-4000-8000-000000000000"  # a resend from the dashboard
-    assert post(client, data).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    assert flow.receive(data) == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
 def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        mapped(source(), event("order_created", total="9.60"))
     r = post(client, event("order_created", total="9.60"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
 @pytest.mark.parametrize(("mode", "status"), [("live", "ignored"), ("test", "accepted"), ("any", "accepted")])
-def test_test_mode_events_follow_the_livemode_filter(make_client: Any, mode: str, status: str) -> None:
-    client = make_client(sources={"lemonsqueezy": {"provider": "lemonsqueezy", "secrets": [SECRET], "livemode": mode}})
-    r = post(client, fixture("lemonsqueezy", "order_created"))  # meta.test_mode = true
-    assert r.json()["status"] == status
+def test_test_mode_events_follow_the_livemode_filter(make_flow: Any, mode: str, status: str) -> None:
+    answer = lemon_flow(make_flow, livemode=mode).receive(fixture("lemonsqueezy", "order_created"))  # test_mode
+    assert answer["status"] == status
     if status == "ignored":
-        assert r.json()["reason"] == "livemode_mismatch"
+        assert answer["reason"] == "livemode_mismatch"
 
 
 # -- a new subscription: order_created + the initial subscription_payment_success -------------
@@ -182,55 +208,57 @@ INITIAL = "subscription_payment_success"
 
 
 @pytest.mark.parametrize("first", [ORDER, INITIAL])
-def test_new_subscription_order_and_initial_invoice_are_one_sale(client: Any, receiver: Any, first: str) -> None:
+def test_new_subscription_order_and_initial_invoice_are_one_sale(make_flow: Any, first: str) -> None:
     second = INITIAL if first == ORDER else ORDER
-    assert post(client, fixture("lemonsqueezy", first)).json()["status"] == "accepted"
-    answer = post(client, fixture("lemonsqueezy", second)).json()
-    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    [sale] = receiver.delivered()
-    assert sale.body["invoiceId"] == "c98d8c12-fe3e-4ba4-8c60-bfd44eee071f"
-    assert sale.headers["idempotency-key"] == "sale:lemonsqueezy:c98d8c12-fe3e-4ba4-8c60-bfd44eee071f"
-    assert (sale.body["amount"], sale.body["currency"]) == (4000, "eur")
-    assert sale.body["customerExternalId"] == "user_88" and sale.body["clickId"] == "cl_lemon_sub"
+    for name in (first, second):
+        sale = sale_of(fixture("lemonsqueezy", name))
+        assert (sale.invoice_id, sale.amount, sale.currency) == ("c98d8c12-fe3e-4ba4-8c60-bfd44eee071f", 4000, "eur")
+    flow = lemon_flow(make_flow)
+    assert flow.receive(fixture("lemonsqueezy", first))["status"] == "accepted"
+    answer = flow.receive(fixture("lemonsqueezy", second))
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    [stored] = flow.stored()
+    assert stored.invoice_id == "c98d8c12-fe3e-4ba4-8c60-bfd44eee071f"
+    assert (stored.external_id, stored.click_id) == ("user_88", "cl_lemon_sub")
 
 
-def test_invoice_first_names_creation_and_the_next_invoice_renewal(client: Any, receiver: Any) -> None:
-    post(client, fixture("lemonsqueezy", INITIAL))
-    post(client, fixture("lemonsqueezy", ORDER))
-    post(client, fixture("lemonsqueezy", "subscription_payment_success+renewal"))
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
-    assert names == {"c98d8c12-fe3e-4ba4-8c60-bfd44eee071f": "Subscription creation",
-                     "subscription_invoice_7301145": "Subscription renewal"}
-    assert all(s.body["metadata"]["subscriptionId"] == "2119572" for s in sales)
+def test_invoice_first_names_creation_and_the_next_invoice_renewal(make_flow: Any) -> None:
+    flow = lemon_flow(make_flow)
+    flow.receive(fixture("lemonsqueezy", INITIAL))
+    flow.receive(fixture("lemonsqueezy", ORDER))
+    flow.receive(fixture("lemonsqueezy", "subscription_payment_success+renewal"))
+    sales = flow.stored()
+    assert {s.invoice_id: s.event_name for s in sales} == {
+        "c98d8c12-fe3e-4ba4-8c60-bfd44eee071f": "Subscription creation",
+        "subscription_invoice_7301145": "Subscription renewal"}
+    assert all(s.metadata["subscriptionId"] == "2119572" for s in sales)
 
 
-def test_order_first_still_names_the_subscription_creation(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"lemonsqueezy": {"provider": "lemonsqueezy", "secrets": [SECRET]}},
-                         forwarder={"fill_window_s": 1})  # the order's Sale waits for its companion
-    post(client, fixture("lemonsqueezy", ORDER))
-    post(client, fixture("lemonsqueezy", INITIAL))
-    post(client, fixture("lemonsqueezy", "subscription_payment_success+renewal"))
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
-    assert names == {"c98d8c12-fe3e-4ba4-8c60-bfd44eee071f": "Subscription creation",
-                     "subscription_invoice_7301145": "Subscription renewal"}
+def test_order_first_still_names_the_subscription_creation(make_flow: Any) -> None:
+    flow = lemon_flow(make_flow)  # the order's Sale is still pending when its companion arrives
+    flow.receive(fixture("lemonsqueezy", ORDER))
+    flow.receive(fixture("lemonsqueezy", INITIAL))
+    flow.receive(fixture("lemonsqueezy", "subscription_payment_success+renewal"))
+    assert {s.invoice_id: s.event_name for s in flow.stored()} == {
+        "c98d8c12-fe3e-4ba4-8c60-bfd44eee071f": "Subscription creation",
+        "subscription_invoice_7301145": "Subscription renewal"}
 
 
-def test_updated_billing_reason_is_a_subscription_update(client: Any, receiver: Any) -> None:
-    post(client, event("subscription_payment_success+renewal", billing_reason="updated"))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Subscription update"
-    assert sale.body["invoiceId"] == "subscription_invoice_7301145"
-    assert sale.body["metadata"]["billingReason"] == "updated"
+def test_updated_billing_reason_is_a_subscription_update(make_flow: Any) -> None:
+    data = event("subscription_payment_success+renewal", billing_reason="updated")
+    sale = sale_of(data)
+    assert (sale.kind, sale.invoice_id, sale.metadata["billingReason"]) == (
+        "subscription_update", "subscription_invoice_7301145", "updated")
+    flow = lemon_flow(make_flow)
+    [stored] = flow.stored(flow.receive(data))
+    assert stored.event_name == "Subscription update"
 
 
-def test_event_name_comes_from_the_signed_body_not_the_header(client: Any, receiver: Any) -> None:
+def test_event_name_comes_from_the_signed_body_not_the_header(make_flow: Any) -> None:
     body = json.dumps(fixture("lemonsqueezy", "order_created")).encode()
-    r = client.post("/webhooks/lemonsqueezy", content=body,
-                    headers={"X-Signature": signature(body), "X-Event-Name": "order_refunded"})
-    assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["metadata"]["providerEventType"] == "order_created"
+    assert parse_event(source(), body, Headers({"X-Event-Name": "order_refunded"})).type == "order_created"
+    flow = lemon_flow(make_flow)
+    answer = flow.receive(body, {"X-Signature": signature(body), "X-Event-Name": "order_refunded"})
+    assert answer["status"] == "accepted"
+    [stored] = flow.stored(answer)
+    assert stored.metadata["providerEventType"] == "order_created"

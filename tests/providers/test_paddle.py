@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.paddle import PaddleProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "pdl_ntfset_01jr2k0a1b2c3d4e5f6g7h8j9k_Yc3Xq9vTn2LmR8sKp4Wz6Hb1Jd5Fg7Ae"
 OTHER = "pdl_ntfset_01jr2k0a1b2c3d4e5f6g7h8j9k_someone-elses-secret-000000"
@@ -135,27 +138,41 @@ def test_forged_webhook_is_not_forwarded(client: Any, receiver: Any) -> None:
     assert receiver.requests == []
 
 
-# -- mapping through the real receiver ----------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_one_time_transaction_is_a_purchase_after_discount_and_tax(client: Any, receiver: Any) -> None:
+def test_a_transaction_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("paddle", "transaction.completed"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.kind == "sale"
     assert sale.headers["idempotency-key"] == "sale:paddle:txn_01hv8wptq8987qeep44cyrewp9"
     body = sale.body
-    assert (body["amount"], body["currency"]) == (8000, "usd")  # 10000 − 2000 discount; 9600 total − 1600 tax
     assert body["eventName"] == "Purchase"
     assert body["invoiceId"] == "txn_01hv8wptq8987qeep44cyrewp9"
     assert body["customerExternalId"] == "user_42"
     assert body["clickId"] == "cl_paddle_txn"
-    assert body["paymentProcessor"] == "paddle"
-    assert body["timestamp"] == "2024-04-12T10:18:50.100Z"
-    meta = body["metadata"]
-    assert meta["taxAmount"] == 1600 and meta["providerCustomerId"] == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
-    assert meta["providerEventId"] == "evt_01hv8x2e3f4g5h6j7k8m9n0p1q"
-    assert "livemode" not in meta  # Paddle bodies carry no live/test flag
+
+
+# -- mapping: parse + map, no HTTP ----------------------------------------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(PaddleProvider(), [SECRET], name="paddle", **settings)
+
+
+def test_one_time_transaction_is_a_purchase_after_discount_and_tax() -> None:
+    sale = one(source(), fixture("paddle", "transaction.completed"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 8000, "usd")  # 10000 − 2000 discount; 9600 − 1600 tax
+    assert sale.invoice_id == "txn_01hv8wptq8987qeep44cyrewp9" and sale.subscription_id is None
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_paddle_txn")
+    assert sale.provider_customer_id == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
+    assert sale.timestamp is None  # the event's occurred_at is the conversion's time
+    assert parse_event(source(), BODY, Headers({})).occurred_at.isoformat(timespec="milliseconds") == (
+        "2024-04-12T10:18:50.100+00:00")
+    assert sale.metadata["taxAmount"] == 1600
+    assert parse_event(source(), BODY, Headers({})).livemode is None  # Paddle bodies carry no live/test flag
 
 
 def _txn(name: str = "transaction.completed+subscription", event_id: str = "evt_x", **changes: Any) -> dict[str, Any]:
@@ -165,23 +182,30 @@ def _txn(name: str = "transaction.completed+subscription", event_id: str = "evt_
     return event
 
 
-def test_subscription_transactions_are_creation_then_renewal(client: Any, receiver: Any) -> None:
-    assert post(client, _txn(event_id="evt_first")).json()["status"] == "accepted"
+def paddle_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(PaddleProvider(), [SECRET], lambda body: {"Paddle-Signature": header(body)}, **settings)
+
+
+def test_subscription_transactions_are_creation_then_renewal(make_flow: Any) -> None:
+    flow = paddle_flow(make_flow)
+    assert flow.receive(_txn(event_id="evt_first"))["status"] == "accepted"
     renewal = _txn(event_id="evt_second", id="txn_01hv8renewal000000000000000", origin="subscription_recurring")
-    assert post(client, renewal).json()["status"] == "accepted"
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: (s.body["eventName"], s.body["amount"], s.body["currency"]) for s in sales}
-    assert names == {"txn_01hv8x2mfd5p3r4t6v8w0y2z4a": ("Subscription creation", 3000, "eur"),
-                     "txn_01hv8renewal000000000000000": ("Subscription renewal", 3000, "eur")}
-    assert sales[0].body["metadata"]["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
+    assert flow.receive(renewal)["status"] == "accepted"
+    names = {s.invoice_id: s.event_name for s in flow.stored()}
+    assert names == {"txn_01hv8x2mfd5p3r4t6v8w0y2z4a": "Subscription creation",
+                     "txn_01hv8renewal000000000000000": "Subscription renewal"}
+    first = one(source(), _txn())
+    assert isinstance(first, Sale) and (first.kind, first.amount, first.currency) == ("subscription", 3000, "eur")
+    assert first.subscription_id == first.metadata["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
 
 
 @pytest.mark.parametrize("origin", ["subscription_update", "subscription_charge"])
-def test_mid_cycle_charges_are_subscription_updates(client: Any, receiver: Any, origin: str) -> None:
-    post(client, _txn(origin=origin))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Subscription update"
-    assert sale.body["metadata"]["origin"] == origin
+def test_mid_cycle_charges_are_subscription_updates(make_flow: Any, origin: str) -> None:
+    sale = one(source(), _txn(origin=origin))
+    assert isinstance(sale, Sale) and sale.kind == "subscription_update" and sale.metadata["origin"] == origin
+    flow = paddle_flow(make_flow)
+    [stored] = flow.stored(flow.receive(_txn(origin=origin)))
+    assert stored.event_name == "Subscription update"
 
 
 @pytest.mark.parametrize(
@@ -197,17 +221,15 @@ def test_mid_cycle_charges_are_subscription_updates(client: Any, receiver: Any, 
                  "grand_total": "3000", "grand_total_tax": None}, 1000),
     ],
 )
-def test_amounts_are_exact_minor_units_excluding_tax(client: Any, receiver: Any, currency: str,
-                                                     totals: dict[str, Any], expected: int) -> None:
+def test_amounts_are_exact_minor_units_excluding_tax(currency: str, totals: dict[str, Any], expected: int) -> None:
     event = fixture("paddle", "transaction.completed")
     event["data"]["currency_code"] = currency
     target = event["data"]["details"]["totals"]
     target.update({**totals, "currency_code": currency})
     for key in [k for k, v in totals.items() if v is None]:
         del target[key]
-    post(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+    sale = one(source(), event)
+    assert isinstance(sale, Sale) and (sale.amount, sale.currency) == (expected, currency.lower())
 
 
 @pytest.mark.parametrize(
@@ -218,82 +240,85 @@ def test_amounts_are_exact_minor_units_excluding_tax(client: Any, receiver: Any,
         ({"status": "billed"}, "unpaid"),
     ],
 )
-def test_uncountable_transactions_are_ignored_with_reasons(client: Any, receiver: Any,
-                                                           change: dict[str, Any], reason: str) -> None:
-    r = post(client, _txn("transaction.completed", **change))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_transactions_are_ignored_with_reasons(make_flow: Any, change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), _txn("transaction.completed", **change))
+    assert caught.value.reason == reason
+    flow = paddle_flow(make_flow)
+    answer = flow.receive(_txn("transaction.completed", **change))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize("event_type", ["transaction.paid", "customer.updated", "subscription.activated"])
-def test_untracked_event_types_are_ignored(client: Any, event_type: str) -> None:
+def test_untracked_event_types_are_ignored(event_type: str) -> None:
     event = fixture("paddle", "transaction.completed")
     event["event_type"] = event_type
-    r = post(client, event)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), event) == []
 
 
 def test_amount_that_is_not_minor_units_is_a_400(client: Any) -> None:
     event = fixture("paddle", "transaction.completed")
     event["data"]["details"]["totals"]["total"] = "96.00"
+    with pytest.raises(PayloadError):
+        mapped(source(), event)
     r = post(client, event)
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_redelivery_and_other_destinations_copy_are_duplicates(client: Any, receiver: Any) -> None:
+def test_redelivery_and_other_destinations_copy_are_duplicates(make_flow: Any) -> None:
+    flow = paddle_flow(make_flow)
     event = fixture("paddle", "transaction.completed")
-    first = post(client, event)
-    assert post(client, event).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    first = flow.receive(event)
+    assert flow.receive(event) == {"status": "duplicate", "eventId": first["eventId"]}
     # A second notification destination gets the same event_id under another notification_id.
     event["notification_id"] = "ntf_01hv8xotherdestination000000"
-    assert post(client, event).json()["status"] == "duplicate"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    assert flow.receive(event)["status"] == "duplicate"
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_customer_created_then_transaction_share_identity(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("paddle", "customer.created")).json()["status"] == "accepted"
+def test_customer_created_then_transaction_share_identity(make_flow: Any) -> None:
+    flow = paddle_flow(make_flow)
+    assert flow.receive(fixture("paddle", "customer.created"))["status"] == "accepted"
     sale = _txn(custom_data=None)  # a transaction carries only customer_id: no email, no user id
-    assert post(client, sale).json()["status"] == "accepted"
-    lead, paid = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+    assert flow.receive(sale)["status"] == "accepted"
+    lead, paid = flow.stored()
     assert (lead.kind, paid.kind) == ("lead", "sale")
-    assert lead.body["eventName"] == "Sign up" and lead.body["clickId"] == "cl_paddle_lead"
-    assert lead.headers["idempotency-key"] == "lead:paddle:user_42:Sign up"
-    assert paid.body["customerExternalId"] == lead.body["customerExternalId"] == "user_42"
-    assert paid.body["customerEmail"] == "jo@example.com" and paid.body["customerName"] == "Jo Brown"
-    assert paid.body["clickId"] == "cl_paddle_lead"  # remembered from the Lead
+    assert lead.event_name == "Sign up" and lead.click_id == "cl_paddle_lead"
+    assert paid.external_id == lead.external_id == "user_42"
+    assert paid.email == "jo@example.com" and paid.name == "Jo Brown"
+    assert paid.click_id == "cl_paddle_lead"  # remembered from the Lead
 
 
-def test_customer_without_custom_data_is_known_by_its_paddle_id(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"paddle": {"provider": "paddle", "secrets": [SECRET],
-                                             "forward_leads_without_click_id": True}})
+def test_customer_without_custom_data_is_known_by_its_paddle_id(make_flow: Any) -> None:
+    flow = paddle_flow(make_flow, forward_leads_without_click_id=True)
     customer = fixture("paddle", "customer.created")
     customer["data"]["custom_data"] = None
-    post(client, customer)
-    post(client, _txn(custom_data=None))
-    lead, paid = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert lead.body["customerExternalId"] == paid.body["customerExternalId"] == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
-    assert paid.body["customerEmail"] == "jo@example.com"
+    flow.receive(customer)
+    flow.receive(_txn(custom_data=None))
+    lead, paid = flow.stored()
+    assert lead.external_id == paid.external_id == "ctm_01hv6y1jedq4p1n0yqn5ba3ky4"
+    assert (lead.state, paid.state) == ("pending", "pending")
+    assert paid.email == "jo@example.com"
 
 
-def test_trialing_subscription_is_a_started_trial_lead(client: Any, receiver: Any) -> None:
-    post(client, fixture("paddle", "customer.created"))
-    post(client, fixture("paddle", "subscription.created"))
-    got = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    trial = next(r for r in got if r.body["eventName"] == "Started Trial")
-    assert trial.body["customerExternalId"] == "user_42"  # the subscription has only customer_id
-    assert trial.body["clickId"] == "cl_paddle_trial"
-    assert trial.body["metadata"]["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
+def test_trialing_subscription_is_a_started_trial_lead(make_flow: Any) -> None:
+    lead = one(source(), fixture("paddle", "subscription.created"))
+    assert isinstance(lead, Lead) and lead.kind == "started_trial" and lead.click_id == "cl_paddle_trial"
+    assert lead.metadata["subscriptionId"] == "sub_01hv8x29kz0t586xy6zn1a62ny"
+    flow = paddle_flow(make_flow)
+    flow.receive(fixture("paddle", "customer.created"))
+    [trial] = flow.stored(flow.receive(fixture("paddle", "subscription.created")))
+    assert trial.event_name == "Started Trial"
+    assert trial.external_id == "user_42"  # the subscription has only customer_id
 
 
-def test_active_subscription_created_is_not_a_lead(client: Any) -> None:
+def test_active_subscription_created_is_not_a_lead() -> None:
     event = fixture("paddle", "subscription.created")
     event["data"]["status"] = "active"
-    assert post(client, event).json()["reason"] == "not_trialing"
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event)
+    assert caught.value.reason == "not_trialing"
 
 
-def test_paddle_events_pass_any_livemode_filter(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"paddle": {"provider": "paddle", "secrets": [SECRET], "livemode": "live"}})
-    assert post(client, fixture("paddle", "transaction.completed")).json()["status"] == "accepted"
+def test_paddle_events_pass_any_livemode_filter() -> None:
+    assert len(mapped(source(livemode="live"), fixture("paddle", "transaction.completed"))) == 1

@@ -14,12 +14,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, SignatureError
+from adapter.errors import ConfigError, PayloadError, SignatureError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.plugin import Source
 from adapter.testing import ProviderContract, make_source
 from providers.forms import parse_form
 from providers.paddle_classic import PaddleClassicProvider, php_serialize, signed_data
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> str:
@@ -205,43 +208,68 @@ def test_hooktrack_cannot_sign_paddle_classic_samples() -> None:
         src.provider.sign(body, "", 0, src.ctx)
 
 
-# -- mapping through the real receiver --------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_one_time_payment_is_a_purchase_net_of_tax(client: Any, receiver: Any) -> None:
+def test_a_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, alert("payment_succeeded")).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    body = sale.body
     assert sale.headers["idempotency-key"] == "sale:paddle_classic:8295473-4210584"
-    assert (body["amount"], body["currency"], body["eventName"]) == (4900, "usd", "Purchase")  # 58.80 − 9.80
-    assert (body["clickId"], body["customerExternalId"]) == ("cl_paddle_classic", "user_42")
-    assert (body["customerEmail"], body["customerName"]) == ("ada@example.com", "Ada Lovelace")
-    assert body["timestamp"] == "2024-04-10T10:36:52.000Z" and body["paymentProcessor"] == "paddle_classic"
-    meta = body["metadata"]
-    assert meta["taxAmount"] == 980 and meta["providerEventId"] == "1985231706"
-    assert "subscriptionId" not in meta and "livemode" not in meta
+    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Purchase", "8295473-4210584")
+    assert (sale.body["clickId"], sale.body["customerExternalId"]) == ("cl_paddle_classic", "user_42")
 
 
-def test_subscription_payments_are_creation_then_renewal(client: Any, receiver: Any) -> None:
-    post(client, alert("subscription_payment_succeeded"))
-    post(client, alert("subscription_payment_succeeded+renewal"))
-    first, second = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert (first.body["eventName"], second.body["eventName"]) == ("Subscription creation", "Subscription renewal")
-    assert (first.body["amount"], first.body["currency"]) == (3000, "eur")  # 36.00 − 6.00
-    assert first.body["metadata"]["initialPayment"] is True and second.body["metadata"]["initialPayment"] is False
-    assert second.body["metadata"]["subscriptionId"] == "4418263"
-    assert second.body["metadata"]["providerCustomerId"] == "29103377"
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def source(**settings: Any) -> Any:
+    return make_source(PaddleClassicProvider(), [], name="paddle_classic", **{"public_key": PUBLIC, **settings})
+
+
+def classic_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(PaddleClassicProvider(), [], lambda body: FORM, **{"public_key": PUBLIC, **settings})
+
+
+def sale_of(fields: dict[str, str], **settings: Any) -> Sale:
+    [sale] = mapped(source(**settings), form(fields), FORM)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_one_time_payment_is_a_purchase_net_of_tax() -> None:
+    sale = sale_of(alert("payment_succeeded"))
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4900, "usd")  # 58.80 − 9.80
+    assert sale.invoice_id == "8295473-4210584" and sale.subscription_id is None
+    assert (sale.click_id, sale.external_id) == ("cl_paddle_classic", "user_42")
+    assert (sale.email, sale.name) == ("ada@example.com", "Ada Lovelace")
+    assert sale.metadata["taxAmount"] == 980 and "subscriptionId" not in sale.metadata
+    event = parse_event(source(), form(alert("payment_succeeded")), Headers(FORM))
+    assert (event.id, event.livemode) == ("1985231706", None)
+    assert event.occurred_at.isoformat() == "2024-04-10T10:36:52+00:00"
+
+
+def test_subscription_payments_are_creation_then_renewal(make_flow: Any) -> None:
+    first, second = (sale_of(alert(n)) for n in ("subscription_payment_succeeded",
+                                                 "subscription_payment_succeeded+renewal"))
+    assert (first.amount, first.currency) == (3000, "eur")  # 36.00 − 6.00
+    assert first.metadata["initialPayment"] is True and second.metadata["initialPayment"] is False
+    assert second.subscription_id == second.metadata["subscriptionId"] == "4418263"
+    assert second.provider_customer_id == "29103377"
+    flow = classic_flow(make_flow)
+    flow.receive(form(alert("subscription_payment_succeeded")), FORM)
+    flow.receive(form(alert("subscription_payment_succeeded+renewal")), FORM)
+    assert [s.event_name for s in flow.stored()] == ["Subscription creation", "Subscription renewal"]
 
 
 @pytest.mark.parametrize(
     ("currency", "gross", "tax", "expected"),
     [("JPY", "5500", "500", 5000), ("KWD", "13.575", "1.234", 12341), ("USD", "10", "0", 1000)],
 )
-def test_decimal_strings_are_exact_minor_units(client: Any, receiver: Any, currency: str, gross: str, tax: str,
-                                               expected: int) -> None:
-    post(client, alert("payment_succeeded", currency=currency, sale_gross=gross, payment_tax=tax))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+def test_decimal_strings_are_exact_minor_units(currency: str, gross: str, tax: str, expected: int) -> None:
+    sale = sale_of(alert("payment_succeeded", currency=currency, sale_gross=gross, payment_tax=tax))
+    assert (sale.amount, sale.currency) == (expected, currency.lower())
 
 
 @pytest.mark.parametrize(
@@ -255,13 +283,18 @@ def test_decimal_strings_are_exact_minor_units(client: Any, receiver: Any, curre
         ('{"owner_type":"User","owner_id":1}', None, None),
     ],
 )
-def test_passthrough_as_json_or_plain_string(make_client: Any, receiver: Any, passthrough: str,
-                                             click: str | None, external: str | None) -> None:
-    client = make_client(sources={"paddle_classic": {"provider": "paddle_classic", "public_key": PUBLIC}})
-    post(client, alert("payment_succeeded", passthrough=passthrough))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body.get("clickId") == click
-    assert sale.body["customerExternalId"] == (external or "ada@example.com")  # no user id: the email
+def test_passthrough_as_json_or_plain_string(make_flow: Any, passthrough: str, click: str | None,
+                                             external: str | None) -> None:
+    sale = sale_of(alert("payment_succeeded", passthrough=passthrough))
+    assert (sale.click_id, sale.external_id) == (click, external)
+    flow = classic_flow(make_flow)
+    [stored] = flow.stored(flow.receive(form(alert("payment_succeeded", passthrough=passthrough)), FORM))
+    assert stored.external_id == (external or "ada@example.com")  # no user id: the email
+
+
+def test_the_passthrough_prefix_is_a_source_setting() -> None:
+    sale = sale_of(alert("payment_succeeded", passthrough="ref_cl_9"), client_reference_prefix="ref_")
+    assert (sale.click_id, sale.external_id) == ("cl_9", None)
 
 
 @pytest.mark.parametrize(
@@ -273,28 +306,28 @@ def test_passthrough_as_json_or_plain_string(make_client: Any, receiver: Any, pa
         ("subscription_payment_succeeded", {"alert_name": "subscription_payment_failed"}, "event_type_not_tracked"),
     ],
 )
-def test_uncountable_alerts_are_ignored_with_reasons(client: Any, receiver: Any, name: str, changes: dict[str, str],
+def test_uncountable_alerts_are_ignored_with_reasons(make_flow: Any, name: str, changes: dict[str, str],
                                                      reason: str) -> None:
-    r = post(client, alert(name, **changes))
-    assert (r.status_code, r.json()["status"], r.json()["reason"]) == (200, "ignored", reason)
-    time.sleep(0.2)
-    assert receiver.requests == []
+    flow = classic_flow(make_flow)
+    answer = flow.receive(form(alert(name, **changes)), FORM)
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize("changes", [{"sale_gross": "58.8O"}, {"sale_gross": "58.801"}, {"event_time": "yesterday"},
                                      {"subscription_id": ""}])
 def test_malformed_alerts_are_400(client: Any, changes: dict[str, str]) -> None:
+    with pytest.raises(PayloadError):
+        mapped(source(), form(alert("subscription_payment_succeeded", **changes)), FORM)
     r = post(client, alert("subscription_payment_succeeded", **changes))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_redelivered_alert_is_a_duplicate(client: Any, receiver: Any) -> None:
-    fields = alert("payment_succeeded")
-    first = post(client, fields)
-    assert post(client, fields).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+def test_redelivered_alert_is_a_duplicate(make_flow: Any) -> None:
+    flow = classic_flow(make_flow)
+    body = form(alert("payment_succeeded"))
+    first = flow.receive(body, FORM)
+    assert flow.receive(body, FORM) == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
 def test_fresh_samples_signed_here_are_new_deliveries(client: Any, receiver: Any) -> None:

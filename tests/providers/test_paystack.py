@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.paystack import PaystackProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "sk_test_6b1c0f3d2e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
 OTHER = "sk_test_00000000000000000000someone0else0000"
@@ -107,25 +110,46 @@ def test_forged_and_unsigned_webhooks_are_400s_and_not_forwarded(client: Any, re
     assert receiver.requests == []
 
 
-# -- mapping through the real receiver ----------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_successful_charge_is_a_purchase(client: Any, receiver: Any) -> None:
+def test_a_successful_charge_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("paystack", "charge.success"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == "sale:paystack:re4lyvq3s3"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (4500000, "ngn")  # ₦45,000.00 in kobo; fees not taken off
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == "re4lyvq3s3"
-    assert body["customerExternalId"] == "user_42"
-    assert body["clickId"] == "cl_paystack_demo"  # from metadata.custom_fields[].variable_name
-    assert (body["customerEmail"], body["customerName"]) == ("ada.obi@example.com", "Ada Obi")
-    assert body["timestamp"] == "2026-05-03T16:20:59.000Z"  # paid_at
-    meta = body["metadata"]
-    assert meta["providerEventId"] == "charge.success:re4lyvq3s3"
-    assert meta["providerCustomerId"] == "CUS_1rkzaqsv4rrhqo6" and meta["livemode"] is False
-    assert meta["reference"] == "re4lyvq3s3" and meta["transactionId"] == "4099260516"
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "re4lyvq3s3"
+    assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_paystack_demo"
+
+
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(PaystackProvider(), [SECRET], name="paystack", **settings)
+
+
+def paystack_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(PaystackProvider(), [SECRET], lambda body: {"x-paystack-signature": signature(body)}, **settings)
+
+
+def sale_of(event: dict[str, Any]) -> Sale:
+    sale = one(source(), event)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_successful_charge_is_a_purchase() -> None:
+    sale = sale_of(fixture("paystack", "charge.success"))
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4500000, "ngn")  # ₦45,000.00 in kobo; fees in
+    assert sale.invoice_id == "re4lyvq3s3"
+    assert sale.external_id == "user_42"
+    assert sale.click_id == "cl_paystack_demo"  # from metadata.custom_fields[].variable_name
+    assert (sale.email, sale.name, sale.provider_customer_id) == ("ada.obi@example.com", "Ada Obi", "CUS_1rkzaqsv4rrhqo6")
+    assert sale.timestamp is not None and sale.timestamp.isoformat() == "2026-05-03T16:20:59+00:00"  # paid_at
+    assert sale.metadata["reference"] == "re4lyvq3s3" and sale.metadata["transactionId"] == "4099260516"
+    event = parse_event(source(), BODY, Headers({}))
+    assert (event.id, event.livemode) == ("charge.success:re4lyvq3s3", False)
 
 
 @pytest.mark.parametrize(("metadata", "external", "click"), [
@@ -136,97 +160,106 @@ def test_successful_charge_is_a_purchase(client: Any, receiver: Any) -> None:
     (None, "CUS_1rkzaqsv4rrhqo6", None),
     ("not json", "CUS_1rkzaqsv4rrhqo6", None),
 ])
-def test_metadata_in_every_shape_paystack_sends(client: Any, receiver: Any, metadata: Any, external: str,
+def test_metadata_in_every_shape_paystack_sends(make_flow: Any, metadata: Any, external: str,
                                                 click: str | None) -> None:
-    assert post(client, charge(metadata=metadata)).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["customerExternalId"] == external
-    assert sale.body.get("clickId") == click
+    flow = paystack_flow(make_flow)
+    answer = flow.receive(charge(metadata=metadata))
+    assert answer["status"] == "accepted"
+    [sale] = flow.stored(answer)
+    assert (sale.external_id, sale.click_id) == (external, click)
 
 
-def test_customer_metadata_is_read_after_the_transactions(client: Any, receiver: Any) -> None:
+def test_customer_metadata_is_read_after_the_transactions() -> None:
     event = charge(metadata="")
     event["data"]["customer"]["metadata"] = {"externalId": "user_from_customer", "dub_id": "cl_cust"}
-    post(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["customerExternalId"], sale.body["clickId"]) == ("user_from_customer", "cl_cust")
+    sale = sale_of(event)
+    assert (sale.external_id, sale.click_id) == ("user_from_customer", "cl_cust")
 
 
 @pytest.mark.parametrize(("currency", "amount", "expected"), [("GHS", 12345, 12345), ("ZAR", 9900, 9900),
                                                               ("KES", 150000, 150000), ("XOF", 250000, 2500)])
-def test_amounts_are_converted_to_iso_minor_units(client: Any, receiver: Any, currency: str, amount: int,
-                                                 expected: int) -> None:
-    post(client, charge(currency=currency, amount=amount, requested_amount=amount))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (expected, currency.lower())
+def test_amounts_are_converted_to_iso_minor_units(currency: str, amount: int, expected: int) -> None:
+    sale = sale_of(charge(currency=currency, amount=amount, requested_amount=amount))
+    assert (sale.amount, sale.currency) == (expected, currency.lower())
+
+
+def test_an_amount_sent_as_an_integer_string_is_that_integer() -> None:
+    # Paystack Terminal sends amounts as strings ("5000"); SPEC §8: integer strings are integers.
+    sale = sale_of(charge(currency="GHS", amount="5000", requested_amount="5000"))
+    assert (sale.amount, sale.currency) == (5000, "ghs")
 
 
 def test_a_fraction_of_a_franc_is_a_400_not_a_guess(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        sale_of(charge(currency="XOF", amount=250050, requested_amount=250050))
     r = post(client, charge(currency="XOF", amount=250050, requested_amount=250050))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_charges_the_customer_paid_on_top_are_not_revenue(client: Any, receiver: Any) -> None:
-    post(client, charge(amount=4577500, requested_amount=4500000))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == 4500000 and sale.body["metadata"]["chargedAmount"] == 4577500
+def test_charges_the_customer_paid_on_top_are_not_revenue() -> None:
+    sale = sale_of(charge(amount=4577500, requested_amount=4500000))
+    assert sale.amount == 4500000 and sale.metadata["chargedAmount"] == 4577500
 
 
 @pytest.mark.parametrize(("changes", "reason"), [({"status": "failed"}, "unpaid"),
                                                  ({"status": "abandoned"}, "unpaid"),
                                                  ({"amount": 0, "requested_amount": 0}, "zero_amount")])
-def test_uncountable_charges_are_ignored_with_reasons(client: Any, receiver: Any, changes: dict[str, Any],
-                                                      reason: str) -> None:
-    r = post(client, charge(**changes))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_charges_are_ignored_with_reasons(make_flow: Any, changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        sale_of(charge(**changes))
+    assert caught.value.reason == reason
+    flow = paystack_flow(make_flow)
+    answer = flow.receive(charge(**changes))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize("event_name", ["charge.dispute.create", "transfer.success", "subscription.create",
                                         "invoice.update", "refund.processed"])
-def test_untracked_events_are_ignored(client: Any, event_name: str) -> None:
+def test_untracked_events_are_ignored(event_name: str) -> None:
     event = fixture("paystack", "charge.success")
     event["event"] = event_name
-    r = post(client, event)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), event) == []
 
 
 def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    for amount in ("45000.00", 45000.5, True, "\u0664\u0665"):
+        with pytest.raises(PayloadError):
+            sale_of(charge(amount=amount))
     r = post(client, charge(amount="45000.00"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_redelivery_of_a_reference_is_a_duplicate(client: Any, receiver: Any) -> None:
+def test_redelivery_of_a_reference_is_a_duplicate(make_flow: Any) -> None:
+    flow = paystack_flow(make_flow)
     event = fixture("paystack", "charge.success")
-    first = post(client, event)
-    assert post(client, event).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    first = flow.receive(event)
+    assert flow.receive(event) == {"status": "duplicate", "eventId": first["eventId"]}
     event["data"]["log"] = {"attempts": 2}  # a resend whose body differs: still the same reference
-    assert post(client, event).json()["status"] == "duplicate"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    assert flow.receive(event)["status"] == "duplicate"
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
 @pytest.mark.parametrize(("mode", "status"), [("live", "ignored"), ("test", "accepted"), ("any", "accepted")])
-def test_domain_is_the_livemode(make_client: Any, mode: str, status: str) -> None:
-    client = make_client(sources={"paystack": {"provider": "paystack", "secrets": [SECRET], "livemode": mode}})
-    r = post(client, fixture("paystack", "charge.success"))  # data.domain = "test"
-    assert r.json()["status"] == status
+def test_domain_is_the_livemode(make_flow: Any, mode: str, status: str) -> None:
+    answer = paystack_flow(make_flow, livemode=mode).receive(fixture("paystack", "charge.success"))  # domain test
+    assert answer["status"] == status
     if status == "ignored":
-        assert r.json()["reason"] == "livemode_mismatch"
+        assert answer["reason"] == "livemode_mismatch"
 
 
-def test_plan_charges_are_subscription_creation_then_renewal(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("paystack", "charge.success+subscription")).json()["status"] == "accepted"
+def test_plan_charges_are_subscription_creation_then_renewal(make_flow: Any) -> None:
     renewal = charge("charge.success+subscription", reference="sub_charge_9kq2m4n8", id=4101000001,
                      paid_at="2026-06-04T09:00:09.000Z", metadata=None)
-    assert post(client, renewal).json()["status"] == "accepted"
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: (s.body["eventName"], s.body["amount"], s.body["currency"]) for s in sales}
-    assert names == {"sub_charge_8bvfx2k1": ("Subscription creation", 500000, "ghs"),
-                     "sub_charge_9kq2m4n8": ("Subscription renewal", 500000, "ghs")}
+    for event in (fixture("paystack", "charge.success+subscription"), renewal):
+        sale = sale_of(event)
+        assert (sale.kind, sale.amount, sale.currency) == ("subscription", 500000, "ghs")
+        assert sale.metadata["planCode"] == "PLN_gx2wn530m0i3w3m"
+    flow = paystack_flow(make_flow)
+    assert flow.receive(fixture("paystack", "charge.success+subscription"))["status"] == "accepted"
+    assert flow.receive(renewal)["status"] == "accepted"
+    sales = flow.stored()
+    assert {s.invoice_id: s.event_name for s in sales} == {"sub_charge_8bvfx2k1": "Subscription creation",
+                                                          "sub_charge_9kq2m4n8": "Subscription renewal"}
     # the renewal has no metadata: identity memory keyed by the customer code fills it
-    assert {s.body["customerExternalId"] for s in sales} == {"user_88"}
-    assert {s.body["clickId"] for s in sales} == {"cl_paystack_sub"}
-    assert all(s.body["metadata"]["planCode"] == "PLN_gx2wn530m0i3w3m" for s in sales)
+    assert {s.external_id for s in sales} == {"user_88"}
+    assert {s.click_id for s in sales} == {"cl_paystack_sub"}

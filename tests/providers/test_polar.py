@@ -14,11 +14,14 @@ import pytest
 import standardwebhooks
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
+from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.polar import PolarProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "polar_whs_Jm5Qk3r8TzW2yXv9cL4aN7bF1dH6sG0eUaPo"
 OTHER = "polar_whs_someone_elses_secret_000000000000000"
@@ -175,97 +178,129 @@ def test_unsigned_request_is_a_400_with_code(client: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "missing_signature"
 
 
-# -- mapping ------------------------------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_paid_order_is_a_purchase_after_discount_before_tax(client: Any, receiver: Any) -> None:
+def test_a_paid_order_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("polar", "order.paid"), msg_id="msg_order_1")
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == f"sale:polar:{ORDER_ID}"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (4900, "usd")  # 5900 − 1000 discount; 490 tax excluded
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == ORDER_ID
-    assert body["customerExternalId"] == "user_polar_42"  # customer.external_id
-    assert body["clickId"] == "cl_polar_click"
-    assert body["customerEmail"] == "ada@example.com" and body["customerName"] == "Ada Lovelace"
-    assert body["paymentProcessor"] == "polar"
-    assert body["timestamp"] == "2026-04-10T12:34:56.201Z"
-    meta = body["metadata"]
-    assert meta["providerEventId"] == "msg_order_1" and meta["providerEventType"] == "order.paid"
-    assert meta["taxAmount"] == 490 and meta["billingReason"] == "purchase"
-    assert "livemode" not in meta  # Polar bodies carry no live/test flag
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == ORDER_ID
+    assert sale.body["customerExternalId"] == "user_polar_42" and sale.body["clickId"] == "cl_polar_click"
 
 
-def test_subscription_orders_are_creation_then_renewal(client: Any, receiver: Any) -> None:
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(PolarProvider(), [SECRET], name="polar", **settings)
+
+
+def polar_flow(make_flow: Any) -> Any:
+    return make_flow(PolarProvider(), [SECRET], signed)
+
+
+def conv_of(event: dict[str, Any], msg_id: str = "msg_1") -> Lead | Sale:
+    body = json.dumps(event).encode()
+    return one(source(), body, {"webhook-id": msg_id})
+
+
+def test_paid_order_is_a_purchase_after_discount_before_tax() -> None:
+    sale = conv_of(fixture("polar", "order.paid"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4900, "usd")  # 5900 − 1000 discount; 490 tax
+    assert sale.invoice_id == ORDER_ID
+    assert sale.external_id == "user_polar_42"  # customer.external_id
+    assert sale.click_id == "cl_polar_click"
+    assert (sale.email, sale.name) == ("ada@example.com", "Ada Lovelace")
+    assert sale.metadata["taxAmount"] == 490 and sale.metadata["billingReason"] == "purchase"
+    event = parse_event(source(), BODY, Headers({"webhook-id": "msg_order_1"}))
+    assert (event.id, event.type, event.livemode) == ("msg_order_1", "order.paid", None)  # no live/test flag
+    assert event.occurred_at.isoformat(timespec="milliseconds") == "2026-04-10T12:34:56.201+00:00"
+
+
+def test_subscription_orders_are_creation_then_renewal(make_flow: Any) -> None:
     first = order("order.paid+subscription")
     renewal = order("order.paid+subscription", id="8f0b2d4f-6a8c-4e0a-9c4e-0c2e4a6c8e9f",
                     billing_reason="subscription_cycle", metadata={})
-    assert post(client, first).json()["status"] == "accepted"
-    assert post(client, renewal).json()["status"] == "accepted"
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert [(s.body["eventName"], s.body["amount"]) for s in sales] == [
-        ("Subscription creation", 2900), ("Subscription renewal", 2900)]
-    assert sales[0].body["metadata"]["subscriptionId"] == "a9c1e3f5-7b2d-4f6a-8c0e-5d7f9b1a3c4e"
-    assert sales[0].body["clickId"] == "cl_polar_sub"  # the order's metadata wins over the customer's
-    assert sales[1].body["clickId"] == "cl_polar_click"  # no order metadata: the customer's
+    sales = [conv_of(first), conv_of(renewal)]
+    assert all(isinstance(s, Sale) and s.amount == 2900 for s in sales)
+    assert sales[0].metadata["subscriptionId"] == "a9c1e3f5-7b2d-4f6a-8c0e-5d7f9b1a3c4e"
+    assert sales[0].click_id == "cl_polar_sub"  # the order's metadata wins over the customer's
+    assert sales[1].click_id == "cl_polar_click"  # no order metadata: the customer's
+    flow = polar_flow(make_flow)
+    assert flow.receive(first)["status"] == "accepted"
+    assert flow.receive(renewal)["status"] == "accepted"
+    assert [s.event_name for s in flow.stored()] == ["Subscription creation", "Subscription renewal"]
 
 
-def test_first_cycle_after_a_trial_is_the_subscription_creation(client: Any, receiver: Any) -> None:
-    post(client, order("order.paid+subscription", billing_reason="subscription_cycle"))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Subscription creation"
+def test_first_cycle_after_a_trial_is_the_subscription_creation(make_flow: Any) -> None:
+    flow = polar_flow(make_flow)
+    [sale] = flow.stored(flow.receive(order("order.paid+subscription", billing_reason="subscription_cycle")))
+    assert sale.event_name == "Subscription creation"
 
 
-def test_plan_change_charge_is_a_subscription_update(client: Any, receiver: Any) -> None:
-    post(client, order("order.paid+subscription", billing_reason="subscription_update", net_amount=1250))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["eventName"], sale.body["amount"]) == ("Subscription update", 1250)
+def test_plan_change_charge_is_a_subscription_update(make_flow: Any) -> None:
+    event = order("order.paid+subscription", billing_reason="subscription_update", net_amount=1250)
+    sale = conv_of(event)
+    assert isinstance(sale, Sale) and (sale.kind, sale.amount) == ("subscription_update", 1250)
+    flow = polar_flow(make_flow)
+    [stored] = flow.stored(flow.receive(event))
+    assert stored.event_name == "Subscription update"
 
 
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [({"net_amount": 0}, "zero_amount"), ({"net_amount": -100}, "zero_amount"), ({"paid": False}, "unpaid")],
 )
-def test_uncountable_orders_are_ignored_with_reasons(client: Any, receiver: Any, changes: dict[str, Any],
-                                                     reason: str) -> None:
-    r = post(client, order(**changes))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_orders_are_ignored_with_reasons(make_flow: Any, changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        conv_of(order(**changes))
+    assert caught.value.reason == reason
+    flow = polar_flow(make_flow)
+    answer = flow.receive(order(**changes))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
-@pytest.mark.parametrize("amount", ["4900", 49.0, None, True])
+@pytest.mark.parametrize("amount", ["49.5", 49.5, "\u0664\u0669\u0660\u0660", None, True])
 def test_non_integer_amount_is_400(client: Any, amount: Any) -> None:
+    with pytest.raises(PayloadError):
+        conv_of(order(net_amount=amount))
     r = post(client, order(net_amount=amount))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_untracked_event_type_is_ignored(client: Any) -> None:
+@pytest.mark.parametrize("amount", ["4900", 4900.0])
+def test_an_integral_amount_sent_as_text_or_float_is_that_integer(amount: Any) -> None:
+    sale = conv_of(order(net_amount=amount))
+    assert isinstance(sale, Sale) and sale.amount == 4900
+
+
+def test_untracked_event_type_is_ignored() -> None:
     event = fixture("polar", "order.paid")
     event["type"] = "order.created"
-    r = post(client, event)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), json.dumps(event).encode(), {"webhook-id": "msg_1"}) == []
 
 
-def test_redelivery_with_the_same_webhook_id_is_a_duplicate(client: Any, receiver: Any) -> None:
-    event = fixture("polar", "order.paid")
-    first, second = post(client, event, msg_id="msg_same"), post(client, event, msg_id="msg_same")
-    assert first.json()["status"] == "accepted"
-    assert second.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+def test_redelivery_with_the_same_webhook_id_is_a_duplicate(make_flow: Any) -> None:
+    flow = polar_flow(make_flow)
+    body = json.dumps(fixture("polar", "order.paid")).encode()
+    first = flow.receive(body, signed(body, msg_id="msg_same"))
+    second = flow.receive(body, signed(body, msg_id="msg_same"))
+    assert first["status"] == "accepted"
+    assert second == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_customer_created_is_a_sign_up_lead(client: Any, receiver: Any) -> None:
-    r = post(client, fixture("polar", "customer.created"))
-    assert r.json()["status"] == "accepted"
-    [lead] = wait_for(receiver.delivered)
-    assert lead.kind == "lead" and lead.body["eventName"] == "Sign up"
-    assert lead.headers["idempotency-key"] == "lead:polar:user_polar_42:Sign up"
-    assert lead.body["clickId"] == "cl_polar_click" and lead.body["customerEmail"] == "ada@example.com"
-    assert lead.body["metadata"]["providerCustomerId"] == "8f1d3c2a-5b7e-4f09-9a61-2d4c8e0b7f13"
+def test_customer_created_is_a_sign_up_lead(make_flow: Any) -> None:
+    lead = conv_of(fixture("polar", "customer.created"))
+    assert isinstance(lead, Lead) and lead.kind == "sign_up"
+    assert (lead.click_id, lead.email) == ("cl_polar_click", "ada@example.com")
+    assert lead.provider_customer_id == "8f1d3c2a-5b7e-4f09-9a61-2d4c8e0b7f13"
+    flow = polar_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("polar", "customer.created")))
+    assert (stored.kind, stored.event_name, stored.external_id) == ("lead", "Sign up", "user_polar_42")
 
 
 @pytest.mark.parametrize(
@@ -276,23 +311,24 @@ def test_customer_created_is_a_sign_up_lead(client: Any, receiver: Any) -> None:
         (None, {"dub_id": "cl"}, "8f1d3c2a-5b7e-4f09-9a61-2d4c8e0b7f13"),
     ],
 )
-def test_customer_external_id_then_metadata_then_polar_customer_id(client: Any, receiver: Any, external_id: Any,
+def test_customer_external_id_then_metadata_then_polar_customer_id(make_flow: Any, external_id: Any,
                                                                    metadata: dict[str, str], expected: str) -> None:
     event = fixture("polar", "customer.created")
     event["data"].update(external_id=external_id, metadata=metadata)
-    post(client, event)
-    [lead] = wait_for(receiver.delivered)
-    assert lead.body["customerExternalId"] == expected
+    flow = polar_flow(make_flow)
+    [lead] = flow.stored(flow.receive(event))
+    assert lead.external_id == expected
 
 
-def test_lead_and_later_order_share_the_customer_external_id(client: Any, receiver: Any) -> None:
-    post(client, fixture("polar", "customer.created"))
+def test_lead_and_later_order_share_the_customer_external_id(make_flow: Any) -> None:
+    flow = polar_flow(make_flow)
+    flow.receive(fixture("polar", "customer.created"))
     bare = order(metadata={})
     bare["data"]["customer"].update(external_id=None, metadata={})  # only the Polar customer id
-    post(client, bare)
-    lead, sale = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert lead.body["customerExternalId"] == sale.body["customerExternalId"] == "user_polar_42"
-    assert sale.body["clickId"] == "cl_polar_click"  # from identity memory
+    flow.receive(bare)
+    lead, sale = flow.stored()
+    assert lead.external_id == sale.external_id == "user_polar_42"
+    assert sale.click_id == "cl_polar_click"  # from identity memory
 
 
 # -- `hooktrack send` -----------------------------------------------------------------------------

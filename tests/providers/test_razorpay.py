@@ -11,10 +11,13 @@ import razorpay  # type: ignore[import-untyped]
 from razorpay.errors import SignatureVerificationError  # type: ignore[import-untyped]
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.razorpay import RazorpayProvider
-from tests.conftest import FIXTURES, fixture, wait_for
+from tests.conftest import FIXTURES, fixture, fixture_names, fixture_path, wait_for
+from tests.providers.flow import mapped
 
 SECRET = "rzp_webhook_secret_Zq8sV1mK"
 OTHER = "someone_elses_webhook_secret"
@@ -84,9 +87,9 @@ def test_razorpay_sdk_test_vectors_verify(secret: str, expected: str) -> None:
     assert caught.value.code == "invalid_signature"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "razorpay").glob("*.json")))
+@pytest.mark.parametrize("name", fixture_names("razorpay"))
 def test_razorpays_sdk_accepts_our_signatures_and_we_accept_its(name: str) -> None:
-    body = (FIXTURES / "razorpay" / f"{name}.json").read_bytes()
+    body = fixture_path("razorpay", name).read_bytes()
     ours = signature(body)
     assert SDK.verify_webhook_signature(body.decode(), ours, SECRET) is True
     with pytest.raises(SignatureVerificationError):
@@ -124,90 +127,132 @@ def test_forged_webhook_is_a_400_and_not_forwarded(client: Any, receiver: Any) -
     assert receiver.requests == []
 
 
-# -- mapping through the real receiver ----------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_captured_payment_is_a_purchase_with_notes_identity(client: Any, receiver: Any) -> None:
+def test_a_captured_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("razorpay", "payment.captured"), event_id="Gb5kMCdcAZ8jJ8")
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == "sale:razorpay:pay_DESlfW9H8K9uqM"
-    body = sale.body
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "pay_DESlfW9H8K9uqM"
+    assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_razorpay_demo"
+
+
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(RazorpayProvider(), [SECRET], name="razorpay", **settings)
+
+
+def headers_for(body: bytes, event_id: str | None = "auto") -> dict[str, str]:
+    headers = {"X-Razorpay-Signature": signature(body), "Content-Type": "application/json"}
+    if event_id == "auto":
+        headers.update(RazorpayProvider().sample_headers("", body))
+    elif event_id is not None:
+        headers["X-Razorpay-Event-Id"] = event_id
+    return headers
+
+
+def sale_of(event: dict[str, Any]) -> Sale:
+    body = json.dumps(event).encode()
+    [sale] = mapped(source(), body, headers_for(body))
+    assert isinstance(sale, Sale)
+    return sale
+
+
+class RazorpayFlow:
+    def __init__(self, make_flow: Any) -> None:
+        self.flow = make_flow(RazorpayProvider(), [SECRET], lambda body: {})
+
+    def receive(self, event: dict[str, Any], event_id: str | None = "auto") -> Any:
+        body = json.dumps(event).encode()
+        return self.flow.receive(body, headers_for(body, event_id))
+
+    def stored(self, answer: Any = None) -> Any:
+        return self.flow.stored(answer)
+
+
+def test_captured_payment_is_a_purchase_with_notes_identity() -> None:
+    body = json.dumps(fixture("razorpay", "payment.captured")).encode()
+    [sale] = mapped(source(), body, headers_for(body, "Gb5kMCdcAZ8jJ8"))
+    assert isinstance(sale, Sale)
     # `tax` (900) is the GST on Razorpay's own fee, not sales tax: the amount is what was captured.
-    assert (body["amount"], body["currency"]) == (249900, "inr")
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == "pay_DESlfW9H8K9uqM"
-    assert body["customerExternalId"] == "user_42" and body["clickId"] == "cl_razorpay_demo"
-    assert body["customerEmail"] == "gaurav.kumar@example.com"
-    assert body["paymentProcessor"] == "razorpay"
-    assert body["timestamp"] == "2019-09-05T09:10:06.000Z"  # the event's created_at: the capture
-    meta = body["metadata"]
-    assert meta["providerEventId"] == "Gb5kMCdcAZ8jJ8" and meta["orderId"] == "order_DESlLckIVRkHWj"
-    assert "livemode" not in meta and "subscriptionId" not in meta
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 249900, "inr")
+    assert sale.invoice_id == "pay_DESlfW9H8K9uqM"
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_razorpay_demo")
+    assert sale.email == "gaurav.kumar@example.com" and sale.phone == "+919876543210"  # `contact`: the identifier of last resort
+    event = parse_event(source(), body, Headers(headers_for(body, "Gb5kMCdcAZ8jJ8")))
+    assert event.id == "Gb5kMCdcAZ8jJ8" and event.livemode is None
+    assert event.occurred_at.isoformat() == "2019-09-05T09:10:06+00:00"  # the event's created_at: the capture
+    assert sale.metadata["orderId"] == "order_DESlLckIVRkHWj" and "subscriptionId" not in sale.metadata
 
 
-def test_empty_notes_arrive_as_a_list_and_the_email_identifies(client: Any, receiver: Any) -> None:
-    r = post(client, payment_event(notes=[]))
-    assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["customerExternalId"] == "gaurav.kumar@example.com"
-    assert "clickId" not in sale.body
+def test_empty_notes_arrive_as_a_list_and_the_email_identifies(make_flow: Any) -> None:
+    sale = sale_of(payment_event(notes=[]))
+    assert (sale.external_id, sale.click_id) == (None, None)
+    flow = RazorpayFlow(make_flow)
+    answer = flow.receive(payment_event(notes=[]))
+    assert answer["status"] == "accepted"
+    [stored] = flow.stored(answer)
+    assert (stored.external_id, stored.click_id) == ("gaurav.kumar@example.com", None)
 
 
 @pytest.mark.parametrize(("currency", "amount"), [("JPY", 5000), ("KWD", 12340), ("USD", 1999)])
-def test_amounts_are_exact_iso_minor_units(client: Any, receiver: Any, currency: str, amount: int) -> None:
-    post(client, payment_event(currency=currency, amount=amount))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (amount, currency.lower())
+def test_amounts_are_exact_iso_minor_units(currency: str, amount: int) -> None:
+    sale = sale_of(payment_event(currency=currency, amount=amount))
+    assert (sale.amount, sale.currency) == (amount, currency.lower())
 
 
 @pytest.mark.parametrize(("changes", "reason"), [({"status": "authorized", "captured": False}, "unpaid"),
                                                  ({"status": "failed", "captured": False}, "unpaid"),
                                                  ({"amount": 0}, "zero_amount")])
-def test_uncountable_payments_are_ignored_with_reasons(client: Any, receiver: Any, changes: dict[str, Any],
-                                                       reason: str) -> None:
-    r = post(client, payment_event(**changes))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_payments_are_ignored_with_reasons(make_flow: Any, changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        sale_of(payment_event(**changes))
+    assert caught.value.reason == reason
+    flow = RazorpayFlow(make_flow)
+    answer = flow.receive(payment_event(**changes))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize("event_name", ["payment.authorized", "payment.failed", "order.paid",
                                         "subscription.activated", "refund.processed"])
-def test_untracked_event_types_are_ignored(client: Any, event_name: str) -> None:
+def test_untracked_event_types_are_ignored(event_name: str) -> None:
     event = fixture("razorpay", "payment.captured")
     event["event"] = event_name
-    r = post(client, event)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), event) == []
 
 
 def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        sale_of(payment_event(amount="2499.00"))
     r = post(client, payment_event(amount="2499.00"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-def test_redelivery_with_the_same_event_id_is_a_duplicate(client: Any, receiver: Any) -> None:
+def test_redelivery_with_the_same_event_id_is_a_duplicate(make_flow: Any) -> None:
+    flow = RazorpayFlow(make_flow)
     event = fixture("razorpay", "payment.captured")
-    first = post(client, event, event_id="Gb5kMCdcAZ8jJ8")
-    assert post(client, event, event_id="Gb5kMCdcAZ8jJ8").json() == {
-        "status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    first = flow.receive(event, event_id="Gb5kMCdcAZ8jJ8")
+    assert flow.receive(event, event_id="Gb5kMCdcAZ8jJ8") == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_without_the_event_id_header_the_body_is_the_delivery_key(client: Any, receiver: Any) -> None:
+def test_without_the_event_id_header_the_body_is_the_delivery_key(make_flow: Any) -> None:
     event = fixture("razorpay", "payment.captured")
-    first = post(client, event, event_id=None)
-    assert first.json()["status"] == "accepted"
-    again = post(client, event, event_id=None).json()
-    assert again == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["metadata"]["providerEventId"] == "payment.captured:pay_DESlfW9H8K9uqM:1567674606"
+    body = json.dumps(event).encode()
+    assert parse_event(source(), body, Headers(headers_for(body, None))).id == (
+        "payment.captured:pay_DESlfW9H8K9uqM:1567674606")
+    flow = RazorpayFlow(make_flow)
+    first = flow.receive(event, event_id=None)
+    assert first["status"] == "accepted"
+    assert flow.receive(event, event_id=None) == {"status": "duplicate", "eventId": first["eventId"]}
 
 
-def test_events_pass_any_livemode_filter(make_client: Any) -> None:
-    client = make_client(sources={"razorpay": {"provider": "razorpay", "secrets": [SECRET], "livemode": "live"}})
-    assert post(client, fixture("razorpay", "payment.captured")).json()["status"] == "accepted"
+def test_events_pass_any_livemode_filter() -> None:
+    assert len(mapped(source(livemode="live"), fixture("razorpay", "payment.captured"))) == 1
 
 
 # -- subscriptions: subscription.charged and payment.captured of one payment -------------------
@@ -216,48 +261,48 @@ CHARGED = "subscription.charged"
 CAPTURED = "payment.captured+subscription"
 
 
-def test_subscription_charge_then_its_captured_payment_are_one_sale(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("razorpay", CHARGED)).json()["status"] == "accepted"
-    answer = post(client, fixture("razorpay", CAPTURED)).json()
-    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    [sale] = receiver.delivered()
-    assert sale.headers["idempotency-key"] == "sale:razorpay:pay_DEXFWroJ6LikKT"
-    body = sale.body
-    assert (body["amount"], body["currency"], body["eventName"]) == (99900, "inr", "Subscription creation")
-    assert body["customerExternalId"] == "user_77" and body["clickId"] == "cl_razorpay_sub"  # subscription notes
-    meta = body["metadata"]
-    assert meta["subscriptionId"] == "sub_DEX6xcJ1HSW4CR" and meta["razorpayInvoiceId"] == "inv_DEXFWVuM6pKTxE"
-    assert meta["providerCustomerId"] == "cust_C0WlbKhp3aLA7W"
+def test_subscription_charge_then_its_captured_payment_are_one_sale(make_flow: Any) -> None:
+    charged = sale_of(fixture("razorpay", CHARGED))
+    assert (charged.kind, charged.amount, charged.currency) == ("subscription", 99900, "inr")
+    assert (charged.external_id, charged.click_id) == ("user_77", "cl_razorpay_sub")  # subscription notes
+    assert charged.subscription_id == charged.metadata["subscriptionId"] == "sub_DEX6xcJ1HSW4CR"
+    assert charged.metadata["razorpayInvoiceId"] == "inv_DEXFWVuM6pKTxE"
+    assert charged.provider_customer_id == "cust_C0WlbKhp3aLA7W"
+    flow = RazorpayFlow(make_flow)
+    assert flow.receive(fixture("razorpay", CHARGED))["status"] == "accepted"
+    answer = flow.receive(fixture("razorpay", CAPTURED))
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    [sale] = flow.stored()
+    assert (sale.invoice_id, sale.event_name, sale.external_id) == (
+        "pay_DEXFWroJ6LikKT", "Subscription creation", "user_77")
 
 
-def test_captured_payment_first_is_renamed_by_its_subscription_charge(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"razorpay": {"provider": "razorpay", "secrets": [SECRET]}},
-                         forwarder={"fill_window_s": 1})  # the payment's Sale waits for its companion
-    assert post(client, fixture("razorpay", CAPTURED)).json()["status"] == "accepted"
-    assert post(client, fixture("razorpay", CHARGED)).json()["reason"] == "business_key"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["invoiceId"] == "pay_DEXFWroJ6LikKT"
-    assert sale.body["eventName"] == "Subscription creation"
-    assert sale.body["customerExternalId"] == "user_77"  # filled from the subscription's notes
-    assert sale.body["metadata"]["subscriptionId"] == "sub_DEX6xcJ1HSW4CR"
+def test_captured_payment_first_is_renamed_by_its_subscription_charge(make_flow: Any) -> None:
+    flow = RazorpayFlow(make_flow)  # the payment's Sale is still pending when its companion arrives
+    assert flow.receive(fixture("razorpay", CAPTURED))["status"] == "accepted"
+    assert flow.receive(fixture("razorpay", CHARGED))["reason"] == "business_key"
+    [sale] = flow.stored()
+    assert sale.invoice_id == "pay_DEXFWroJ6LikKT"
+    assert sale.event_name == "Subscription creation"
+    assert sale.external_id == "user_77"  # filled from the subscription's notes
+    assert sale.metadata["subscriptionId"] == "sub_DEX6xcJ1HSW4CR"
 
 
-def test_next_charge_of_the_subscription_is_a_renewal(client: Any, receiver: Any) -> None:
-    post(client, fixture("razorpay", CHARGED))
-    post(client, fixture("razorpay", "subscription.charged+renewal"))
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
+def test_next_charge_of_the_subscription_is_a_renewal(make_flow: Any) -> None:
+    flow = RazorpayFlow(make_flow)
+    flow.receive(fixture("razorpay", CHARGED))
+    flow.receive(fixture("razorpay", "subscription.charged+renewal"))
+    sales = flow.stored()
+    names = {s.invoice_id: s.event_name for s in sales}
     assert names == {"pay_DEXFWroJ6LikKT": "Subscription creation", "pay_DGq5kxAKKKOfb7": "Subscription renewal"}
-    assert {s.body["customerExternalId"] for s in sales} == {"user_77"}
+    assert {s.external_id for s in sales} == {"user_77"}
 
 
-def test_captured_subscription_payment_alone_is_still_counted_once(client: Any, receiver: Any) -> None:
+def test_captured_subscription_payment_alone_is_still_counted_once(make_flow: Any) -> None:
     event = fixture("razorpay", CAPTURED)
-    assert post(client, event).json()["status"] == "accepted"
-    assert post(client, event).json()["status"] == "duplicate"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["customerExternalId"] == "cust_C0WlbKhp3aLA7W"  # no notes: the Razorpay customer id
-    assert sale.body["metadata"]["razorpayInvoiceId"] == "inv_DEXFWVuM6pKTxE"
-
+    flow = RazorpayFlow(make_flow)
+    assert flow.receive(event)["status"] == "accepted"
+    assert flow.receive(event)["status"] == "duplicate"
+    [sale] = flow.stored()
+    assert sale.external_id == "cust_C0WlbKhp3aLA7W"  # no notes: the Razorpay customer id
+    assert sale.metadata["razorpayInvoiceId"] == "inv_DEXFWVuM6pKTxE"

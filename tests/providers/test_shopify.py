@@ -6,17 +6,19 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from typing import Any
 
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.cli import post_sample
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
+from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.shopify import ShopifyProvider
 from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped
 
 SECRET = "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"
 OTHER = "shpss_someone_elses_secret_0000000000"
@@ -160,33 +162,66 @@ def test_test_orders_are_not_live(make_client: Any) -> None:
     assert r.json()["status"] == "ignored" and r.json()["reason"] == "livemode_mismatch"
 
 
-# -- mapping ------------------------------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_paid_order_is_a_purchase_excluding_tax_and_shipping(client: Any, receiver: Any) -> None:
+def test_a_paid_order_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, order())
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.kind == "sale"
     assert sale.headers["idempotency-key"] == f"sale:shopify:{ORDER_ID}"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (4900, "usd")  # $59 − $10 discount; tax and shipping excluded
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == ORDER_ID
-    assert body["customerExternalId"] == "user_shop_42"  # note_attributes (cart attributes)
-    assert body["clickId"] == "cl_shop_click"  # landing_site query string
-    assert body["customerEmail"] == "ada@example.com" and body["customerName"] == "Ada Lovelace"
-    assert body["paymentProcessor"] == "shopify"
-    assert body["metadata"]["providerCustomerId"] == "7423187321066"
-    assert body["metadata"]["taxAmount"] == 540 and body["metadata"]["orderName"] == "#1042"
-    assert body["metadata"]["livemode"] is True
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == ORDER_ID
+    assert sale.body["customerExternalId"] == "user_shop_42"
+    assert sale.body["clickId"] == "cl_shop_click"
 
 
-def test_tax_inclusive_order_excludes_only_the_tax_on_the_items(client: Any, receiver: Any) -> None:
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(ShopifyProvider(), [SECRET], name="shopify", **settings)
+
+
+def shop(payload: dict[str, Any], topic: str = "orders/paid", event_id: str = "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+         **settings: Any) -> list[Lead | Sale]:
+    body = json.dumps(payload).encode()
+    return mapped(source(**settings), body, delivery_headers(body, topic, event_id))
+
+
+def sale_of(payload: dict[str, Any], **settings: Any) -> Sale:
+    [sale] = shop(payload, **settings)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+class ShopFlow:
+    """The ingest transaction for a Shopify source: topic and event id travel in headers."""
+
+    def __init__(self, make_flow: Any) -> None:
+        self.flow = make_flow(ShopifyProvider(), [SECRET], lambda body: {})
+
+    def receive(self, payload: dict[str, Any], topic: str = "orders/paid", **headers: Any) -> Any:
+        body = json.dumps(payload).encode()
+        return self.flow.receive(body, delivery_headers(body, topic, **headers))
+
+
+def test_paid_order_is_a_purchase_excluding_tax_and_shipping() -> None:
+    sale = sale_of(order())
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4900, "usd")  # $59 − $10; tax, shipping excluded
+    assert sale.invoice_id == ORDER_ID
+    assert sale.external_id == "user_shop_42"  # note_attributes (cart attributes)
+    assert sale.click_id == "cl_shop_click"  # landing_site query string
+    assert (sale.email, sale.name, sale.provider_customer_id) == ("ada@example.com", "Ada Lovelace", "7423187321066")
+    assert sale.metadata["taxAmount"] == 540 and sale.metadata["orderName"] == "#1042"
+    assert parse_event(source(), BODY, Headers(delivery_headers(BODY, "orders/paid"))).livemode is True
+
+
+def test_tax_inclusive_order_excludes_only_the_tax_on_the_items() -> None:
     # €50.00 subtotal with VAT included; VAT €8.93 of which €0.95 is on shipping (not in the subtotal).
-    post(client, json.loads(ShopifyProvider().samples()["orders/paid+taxes_included"]))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (4202, "eur")
-    assert sale.body["metadata"]["taxAmount"] == 893 and sale.body["metadata"]["taxesIncluded"] is True
+    sale = sale_of(fixture("shopify", "orders/paid+taxes_included"))
+    assert (sale.amount, sale.currency) == (4202, "eur")
+    assert sale.metadata["taxAmount"] == 893 and sale.metadata["taxesIncluded"] is True
 
 
 @pytest.mark.parametrize(
@@ -199,21 +234,21 @@ def test_tax_inclusive_order_excludes_only_the_tax_on_the_items(client: Any, rec
         ("USD", "49.00", "4.90", True, 4410),
     ],
 )
-def test_amounts_are_exact_in_iso_minor_units(client: Any, receiver: Any, currency: str, subtotal: str,
-                                              tax: str, included: bool, expected: int) -> None:
-    post(client, order(currency=currency, current_subtotal_price=subtotal, current_total_tax=tax,
-                       taxes_included=included, shipping_lines=[]))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == expected and sale.body["currency"] == currency.lower()
+def test_amounts_are_exact_in_iso_minor_units(currency: str, subtotal: str, tax: str, included: bool,
+                                              expected: int) -> None:
+    sale = sale_of(order(currency=currency, current_subtotal_price=subtotal, current_total_tax=tax,
+                         taxes_included=included, shipping_lines=[]))
+    assert (sale.amount, sale.currency) == (expected, currency.lower())
 
 
-def test_shop_currency_is_used_not_the_presentment_currency(client: Any, receiver: Any) -> None:
-    post(client, order(presentment_currency="EUR"))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (4900, "usd")
+def test_shop_currency_is_used_not_the_presentment_currency() -> None:
+    sale = sale_of(order(presentment_currency="EUR"))
+    assert (sale.amount, sale.currency) == (4900, "usd")
 
 
 def test_amount_with_more_decimals_than_the_currency_is_400(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        shop(order(currency="JPY", current_subtotal_price="1000.5"))
     r = post(client, order(currency="JPY", current_subtotal_price="1000.5"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
@@ -227,85 +262,84 @@ def test_amount_with_more_decimals_than_the_currency_is_400(client: Any) -> None
         ({"current_subtotal_price": "5.40", "taxes_included": True, "shipping_lines": []}, "zero_amount"),
     ],
 )
-def test_uncountable_orders_are_ignored_with_reasons(client: Any, receiver: Any, changes: dict[str, Any],
-                                                     reason: str) -> None:
-    r = post(client, order(**changes))
-    assert r.status_code == 200
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_orders_are_ignored_with_reasons(make_flow: Any, changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        shop(order(**changes))
+    assert caught.value.reason == reason
+    flow = ShopFlow(make_flow)
+    answer = flow.receive(order(**changes))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.flow.stored(answer) == []
 
 
-def test_untracked_topic_is_ignored(client: Any) -> None:
-    r = post(client, order(), topic="orders/create")
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+def test_untracked_topic_is_ignored() -> None:
+    assert shop(order(), topic="orders/create") == []
 
 
-def test_redelivery_with_the_same_event_id_is_a_duplicate(client: Any, receiver: Any) -> None:
-    first, second = post(client, order()), post(client, order())
-    assert first.json()["status"] == "accepted"
-    assert second.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+def test_redelivery_with_the_same_event_id_is_a_duplicate(make_flow: Any) -> None:
+    flow = ShopFlow(make_flow)
+    first, second = flow.receive(order()), flow.receive(order())
+    assert first["status"] == "accepted"
+    assert second == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.flow.stored()] == ["pending"]
 
 
-def test_a_second_event_for_the_same_order_is_one_sale(client: Any, receiver: Any) -> None:
-    post(client, order())
-    r = post(client, order(), event_id="5c1b1a8e-0000-4000-8000-000000000002")
-    assert r.json()["status"] == "duplicate" and r.json()["reason"] == "business_key"
+def test_a_second_event_for_the_same_order_is_one_sale(make_flow: Any) -> None:
+    flow = ShopFlow(make_flow)
+    flow.receive(order())
+    answer = flow.receive(order(), event_id="5c1b1a8e-0000-4000-8000-000000000002")
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    assert len(flow.flow.stored()) == 1
 
 
-def test_click_id_from_cart_attributes_and_a_full_landing_url(client: Any, receiver: Any) -> None:
+def test_click_id_from_cart_attributes_and_a_full_landing_url() -> None:
     notes = [{"name": "dub_click_id", "value": "cl_from_cart"}, {"name": "customer_external_id", "value": "u_9"}]
-    post(client, order(note_attributes=notes, landing_site="https://shop.example/?dub_id=cl_from_url"))
-    [sale] = wait_for(receiver.delivered)
+    sale = sale_of(order(note_attributes=notes, landing_site="https://shop.example/?dub_id=cl_from_url"))
     # Key order decides (dub_click_id comes before dub_id in the default click_id_keys).
-    assert sale.body["clickId"] == "cl_from_cart"
-    assert sale.body["customerExternalId"] == "u_9"
+    assert (sale.click_id, sale.external_id) == ("cl_from_cart", "u_9")
 
 
-def test_landing_url_never_supplies_the_customer_id(client: Any, receiver: Any) -> None:
+def test_landing_url_never_supplies_the_customer_id(make_flow: Any) -> None:
     # Anyone can craft a landing URL; only merchant-set attributes name the user.
-    post(client, order(note_attributes=[], landing_site="/?userId=attacker&dub_id=cl_x"))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["clickId"] == "cl_x"
-    assert sale.body["customerExternalId"] == "7423187321066"  # the Shopify customer id
+    payload = order(note_attributes=[], landing_site="/?userId=attacker&dub_id=cl_x")
+    sale = sale_of(payload)
+    assert (sale.click_id, sale.external_id) == ("cl_x", None)
+    flow = ShopFlow(make_flow)
+    [stored] = flow.flow.stored(flow.receive(payload))
+    assert stored.external_id == "7423187321066"  # the Shopify customer id
 
 
-def test_click_id_keys_are_configurable(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"shopify": {"provider": "shopify", "secrets": [SECRET], "click_id_keys": ["ref"]}})
-    post(client, order(landing_site="/?ref=cl_ref&dub_id=cl_default"))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["clickId"] == "cl_ref"
+def test_click_id_keys_are_configurable() -> None:
+    assert sale_of(order(landing_site="/?ref=cl_ref&dub_id=cl_default"), click_id_keys=["ref"]).click_id == "cl_ref"
 
 
-def test_guest_checkout_is_identified_by_email(client: Any, receiver: Any) -> None:
-    post(client, order(customer=None, note_attributes=[]))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["customerExternalId"] == "ada@example.com"
-    assert sale.body["customerName"] == "Ada Lovelace"  # from the billing address
+def test_guest_checkout_is_identified_by_email(make_flow: Any) -> None:
+    payload = order(customer=None, note_attributes=[])
+    sale = sale_of(payload)
+    assert sale.name == "Ada Lovelace"  # from the billing address
+    flow = ShopFlow(make_flow)
+    [stored] = flow.flow.stored(flow.receive(payload))
+    assert stored.external_id == "ada@example.com"
 
 
-def test_customer_created_is_a_sign_up_lead_and_its_order_shares_the_id(client: Any, receiver: Any) -> None:
-    r = post(client, fixture("shopify", "customers/create"), topic="customers/create", event_id="c-1")
-    assert r.json()["status"] == "accepted"
+def test_customer_created_is_a_sign_up_lead_and_its_order_shares_the_id(make_flow: Any) -> None:
+    flow = ShopFlow(make_flow)
+    answer = flow.receive(fixture("shopify", "customers/create"), topic="customers/create", event_id="c-1")
+    assert answer["status"] == "accepted"
     # The order carries only the Shopify customer; identity memory supplies user id and click id.
-    post(client, order(note_attributes=[], landing_site=None))
-    lead, sale = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert lead.kind == "lead" and lead.body["eventName"] == "Sign up"
-    assert lead.headers["idempotency-key"] == "lead:shopify:user_shop_42:Sign up"
-    assert lead.body["clickId"] == "cl_shop_click"  # from the customer's metafields
-    assert lead.body["customerName"] == "Ada Lovelace" and "livemode" not in lead.body["metadata"]
-    assert sale.body["customerExternalId"] == "user_shop_42"
-    assert sale.body["clickId"] == "cl_shop_click"
+    flow.receive(order(note_attributes=[], landing_site=None))
+    lead, sale = flow.flow.stored()
+    assert lead.kind == "lead" and lead.event_name == "Sign up"
+    assert lead.external_id == "user_shop_42"
+    assert lead.click_id == "cl_shop_click"  # from the customer's metafields
+    assert lead.name == "Ada Lovelace" and "livemode" not in lead.metadata
+    assert (sale.external_id, sale.click_id) == ("user_shop_42", "cl_shop_click")
 
 
-def test_customer_without_click_id_is_recorded_not_forwarded(client: Any, receiver: Any) -> None:
+def test_customer_without_click_id_is_recorded_not_forwarded(make_flow: Any) -> None:
     customer = fixture("shopify", "customers/create")
     customer["metafields"] = []
-    r = post(client, customer, topic="customers/create")
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "no_click_id"
+    answer = ShopFlow(make_flow).receive(customer, topic="customers/create")
+    assert (answer["status"], answer["reason"]) == ("ignored", "no_click_id")
 
 
 # -- `hooktrack send` -----------------------------------------------------------------------------

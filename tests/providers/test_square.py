@@ -14,11 +14,14 @@ import pytest
 from square.utils.webhooks_helper import verify_signature as square_verify_signature
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, SignatureError
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
 from adapter.plugin import build_sources, load_providers
 from adapter.testing import ProviderContract, make_source
 from providers.square import SquareProvider
-from tests.conftest import FIXTURES, config, fixture, wait_for
+from tests.conftest import config, fixture, fixture_names, fixture_path, wait_for
+from tests.providers.flow import mapped, one
 
 SECRET = "Ibxx_5AKakO-3qeNVR61Dw"  # the shape of a Square signature key
 OTHER = "MCmhFRxGX82xMwg5FsaoQA"
@@ -89,9 +92,9 @@ def test_square_sdk_test_vector_verifies() -> None:
         assert caught.value.code == "invalid_signature"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "square").glob("*.json")))
+@pytest.mark.parametrize("name", fixture_names("square"))
 def test_squares_sdk_accepts_our_signatures(name: str) -> None:
-    body = (FIXTURES / "square" / f"{name}.json").read_bytes()
+    body = fixture_path("square", name).read_bytes()
     assert square_verify_signature(request_body=body.decode(), signature_header=signature(body),
                                    signature_key=SECRET, notification_url=URL)
     assert not square_verify_signature(request_body=body.decode(), signature_header=signature(body, OTHER),
@@ -158,42 +161,69 @@ def test_notification_url_is_required_and_checked_at_startup(tmp_path: Path, set
     assert "sources.square" in str(caught.value) and needle in str(caught.value)
 
 
-# -- mapping through the real receiver ----------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_completed_payment_is_a_purchase_whose_amount_includes_tax(client: Any, receiver: Any) -> None:
+def test_a_completed_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     assert sale.headers["idempotency-key"] == "sale:square:hYy9pRFVxpDsO1FB05SunFWUe9JZY"
-    body = sale.body
-    assert (body["amount"], body["currency"]) == (5400, "usd")  # amount_money: tax in, the $5 tip out
-    assert body["eventName"] == "Purchase" and body["invoiceId"] == "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
-    assert body["clickId"] == "cl_square_demo"  # reference_id "dub_id_cl_square_demo"
-    assert body["customerExternalId"] == "user_42"  # "userId=user_42" in the payment note
-    assert body["customerEmail"] == "jenny.smith@example.com"
-    assert body["timestamp"] == "2026-05-03T16:20:53.012Z"
-    meta = body["metadata"]
-    assert meta["amountIncludesTax"] is True and meta["tipAmount"] == 500
-    assert meta["providerEventId"] == "13b867cf-db3d-4b1c-90b6-2f32a9d78124"
-    assert meta["providerCustomerId"] == "A0AP25A6ZH1YA7QXW4LQS0AXXW" and "livemode" not in meta
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
+    assert sale.body["clickId"] == "cl_square_demo" and sale.body["customerExternalId"] == "user_42"
 
 
-def test_payment_created_completed_and_its_update_are_one_sale(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("square", "payment.created")).json()["status"] == "accepted"
-    answer = post(client, fixture("square", "payment.updated")).json()
-    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.delivered()) == 1
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
 
 
-def test_refund_sends_payment_updated_again_and_it_is_still_one_sale(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    answer = post(client, fixture("square", "payment.updated+refunded")).json()  # still COMPLETED
-    assert answer["status"] == "duplicate" and answer["reason"] == "business_key"
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1 and sale.body["amount"] == 5400
+def source(**settings: Any) -> Any:
+    return make_source(SquareProvider(), [SECRET], name="square", **{"notification_url": URL, **settings})
+
+
+def square_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(SquareProvider(), [SECRET], lambda body: {"x-square-hmacsha256-signature": signature(body)},
+                     **{"notification_url": URL, **settings})
+
+
+def sale_of(event: dict[str, Any]) -> Sale:
+    sale = one(source(), event)
+    assert isinstance(sale, Sale)
+    return sale
+
+
+def test_completed_payment_is_a_purchase_whose_amount_includes_tax() -> None:
+    sale = sale_of(fixture("square", "payment.updated"))
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 5400, "usd")  # amount_money: tax in, tip out
+    assert sale.invoice_id == "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
+    assert sale.click_id == "cl_square_demo"  # reference_id "dub_id_cl_square_demo"
+    assert sale.external_id == "user_42"  # "userId=user_42" in the payment note
+    assert sale.email == "jenny.smith@example.com"
+    assert sale.provider_customer_id == "A0AP25A6ZH1YA7QXW4LQS0AXXW"
+    assert sale.metadata["amountIncludesTax"] is True and sale.metadata["tipAmount"] == 500
+    event = parse_event(source(), BODY, Headers({}))
+    assert (event.id, event.livemode) == ("13b867cf-db3d-4b1c-90b6-2f32a9d78124", None)
+    assert event.occurred_at.isoformat(timespec="milliseconds") == "2026-05-03T16:20:53.012+00:00"
+
+
+def test_a_payment_reference_without_the_prefix_is_not_an_identity() -> None:
+    sale = sale_of(payment_event(reference_id="ORDER-1042", note=None))
+    assert (sale.click_id, sale.external_id) == (None, None)
+
+
+def test_payment_created_completed_and_its_update_are_one_sale(make_flow: Any) -> None:
+    flow = square_flow(make_flow)
+    assert flow.receive(fixture("square", "payment.created"))["status"] == "accepted"
+    answer = flow.receive(fixture("square", "payment.updated"))
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    assert len(flow.stored()) == 1
+
+
+def test_refund_sends_payment_updated_again_and_it_is_still_one_sale(make_flow: Any) -> None:
+    flow = square_flow(make_flow)
+    assert flow.receive(fixture("square", "payment.updated"))["status"] == "accepted"
+    answer = flow.receive(fixture("square", "payment.updated+refunded"))  # still COMPLETED
+    assert (answer["status"], answer["reason"]) == ("duplicate", "business_key")
+    assert len(flow.stored()) == 1
+    assert sale_of(fixture("square", "payment.updated+refunded")).amount == 5400
 
 
 @pytest.mark.parametrize(("name", "changes", "reason"), [
@@ -202,77 +232,78 @@ def test_refund_sends_payment_updated_again_and_it_is_still_one_sale(client: Any
     ("payment.updated", {"status": "FAILED"}, "unpaid"),
     ("payment.updated", {"amount_money": {"amount": 0, "currency": "USD"}}, "zero_amount"),
 ])
-def test_uncountable_payments_are_ignored_with_reasons(client: Any, receiver: Any, name: str,
-                                                       changes: dict[str, Any], reason: str) -> None:
-    r = post(client, payment_event(name, **changes))
-    assert r.status_code == 200 and r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+def test_uncountable_payments_are_ignored_with_reasons(make_flow: Any, name: str, changes: dict[str, Any],
+                                                       reason: str) -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), payment_event(name, **changes))
+    assert caught.value.reason == reason
+    flow = square_flow(make_flow)
+    answer = flow.receive(payment_event(name, **changes))
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
 @pytest.mark.parametrize(("currency", "amount"), [("JPY", 1500), ("GBP", 1999), ("EUR", 5)])
-def test_amounts_are_exact_minor_units(client: Any, receiver: Any, currency: str, amount: int) -> None:
-    post(client, payment_event(amount_money={"amount": amount, "currency": currency}))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (amount, currency.lower())
+def test_amounts_are_exact_minor_units(currency: str, amount: int) -> None:
+    sale = sale_of(payment_event(amount_money={"amount": amount, "currency": currency}))
+    assert (sale.amount, sale.currency) == (amount, currency.lower())
 
 
 def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
+    with pytest.raises(PayloadError):
+        mapped(source(), payment_event(amount_money={"amount": "54.00", "currency": "USD"}))
     r = post(client, payment_event(amount_money={"amount": "54.00", "currency": "USD"}))
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
 @pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "order.updated",
                                         "invoice.payment_made", "customer.updated"])
-def test_untracked_event_types_are_ignored(client: Any, event_type: str) -> None:
+def test_untracked_event_types_are_ignored(event_type: str) -> None:
     event = fixture("square", "payment.updated")
     event["type"] = event_type
-    r = post(client, event)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), event) == []
 
 
-def test_redelivery_of_an_event_id_is_a_duplicate(client: Any, receiver: Any) -> None:
+def test_redelivery_of_an_event_id_is_a_duplicate(make_flow: Any) -> None:
+    flow = square_flow(make_flow)
     event = fixture("square", "payment.updated")
-    first = post(client, event)
-    assert post(client, event).json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
+    first = flow.receive(event)
+    assert flow.receive(event) == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_nanosecond_timestamps_parse(client: Any, receiver: Any) -> None:
+def test_nanosecond_timestamps_parse() -> None:
     event = fixture("square", "payment.updated")
     event["created_at"] = "2022-07-13T20:30:59.037339943Z"
-    assert post(client, event).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["timestamp"] == "2022-07-13T20:30:59.037Z"
+    parsed = parse_event(source(), json.dumps(event).encode(), Headers({}))
+    assert parsed.occurred_at.isoformat(timespec="milliseconds") == "2022-07-13T20:30:59.037+00:00"
 
 
-def test_events_pass_any_livemode_filter(make_client: Any) -> None:
-    client = make_client(sources={"square": {"provider": "square", "secrets": [SECRET], "notification_url": URL,
-                                             "livemode": "live"}})
-    assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
+def test_events_pass_any_livemode_filter() -> None:
+    assert len(mapped(source(livemode="live"), fixture("square", "payment.updated"))) == 1
 
 
-def test_customer_created_is_a_lead_and_its_payments_share_identity(client: Any, receiver: Any) -> None:
-    assert post(client, fixture("square", "customer.created")).json()["status"] == "accepted"
+def test_customer_created_is_a_lead_and_its_payments_share_identity(make_flow: Any) -> None:
+    lead = one(source(), fixture("square", "customer.created"))
+    assert isinstance(lead, Lead) and lead.click_id == "cl_square_lead"  # note "clickId=..."
+    assert (lead.external_id, lead.name) == ("user_42", "Jenny Smith")  # the customer's reference_id
+    assert lead.phone == "+1-212-555-4240"
+    flow = square_flow(make_flow)
+    assert flow.receive(fixture("square", "customer.created"))["status"] == "accepted"
     bare = payment_event(note=None, reference_id=None, buyer_email_address=None)  # only customer_id
-    assert post(client, bare).json()["status"] == "accepted"
-    lead, sale = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert (lead.kind, sale.kind) == ("lead", "sale")
-    assert lead.body["eventName"] == "Sign up" and lead.body["clickId"] == "cl_square_lead"  # note "clickId=..."
-    assert lead.body["customerExternalId"] == "user_42"  # the customer's reference_id
-    assert lead.body["customerName"] == "Jenny Smith"
-    assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_square_lead"
-    assert sale.body["customerEmail"] == "jenny.smith@example.com"
+    assert flow.receive(bare)["status"] == "accepted"
+    stored_lead, sale = flow.stored()
+    assert (stored_lead.kind, sale.kind) == ("lead", "sale")
+    assert stored_lead.event_name == "Sign up"
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_square_lead")
+    assert sale.email == "jenny.smith@example.com"
 
 
-def test_customer_reference_with_the_click_prefix_is_a_click_id(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"square": {"provider": "square", "secrets": [SECRET], "notification_url": URL,
-                                             "forward_leads_without_click_id": True}})
+def test_customer_reference_with_the_click_prefix_is_a_click_id(make_flow: Any) -> None:
     event = fixture("square", "customer.created")
     event["data"]["object"]["customer"].update(reference_id="dub_id_cl_from_ref", note=None)
-    post(client, event)
-    [lead] = wait_for(receiver.delivered)
-    assert lead.body["clickId"] == "cl_from_ref"
-    assert lead.body["customerExternalId"] == "A0AP25A6ZH1YA7QXW4LQS0AXXW"  # no user id: Square's customer id
+    lead = one(source(), event)
+    assert (lead.click_id, lead.external_id) == ("cl_from_ref", None)
+    assert one(source(client_reference_prefix="ref_"), event).external_id == "dub_id_cl_from_ref"
+    flow = square_flow(make_flow, forward_leads_without_click_id=True)
+    [stored] = flow.stored(flow.receive(event))
+    assert stored.external_id == "A0AP25A6ZH1YA7QXW4LQS0AXXW"  # no user id: Square's customer id

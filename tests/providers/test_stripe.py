@@ -11,10 +11,13 @@ import pytest
 import stripe
 from starlette.datastructures import Headers
 
-from adapter.errors import SignatureError
+from adapter.errors import Ignore, SignatureError
+from adapter.events import Lead, Sale
+from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.stripe import StripeProvider
 from tests.conftest import STRIPE_SECRET, fixture, post_stripe, wait_for
+from tests.providers.flow import mapped, one
 
 
 class TestStripeContract(ProviderContract):
@@ -150,10 +153,10 @@ def test_forged_webhook_is_not_stored_or_forwarded(client: Any, receiver: Any) -
     assert receiver.requests == []
 
 
-# -- mapping ----------------------------------------------------------------------------------
+# -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
 
 
-def test_one_time_checkout_is_a_purchase_excluding_tax(client: Any, receiver: Any) -> None:
+def test_one_time_checkout_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post_stripe(client, fixture("stripe", "checkout.session.completed"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
@@ -161,47 +164,10 @@ def test_one_time_checkout_is_a_purchase_excluding_tax(client: Any, receiver: An
     assert sale.headers["idempotency-key"] == "sale:stripe:pi_3PaymentIntent01"
     assert sale.headers["authorization"] == "Bearer test_key"
     body = sale.body
-    assert body["amount"] == 4900 and body["currency"] == "usd"
     assert body["eventName"] == "Purchase"
     assert body["invoiceId"] == "pi_3PaymentIntent01"
     assert body["customerExternalId"] == "user_42"
     assert body["clickId"] == "cl_click_pay"
-    assert body["customerEmail"] == "ada@example.com" and body["customerName"] == "Ada Lovelace"
-    assert body["paymentProcessor"] == "stripe"
-    assert body["timestamp"] == "2026-04-10T12:34:56.000Z"
-    assert body["metadata"]["taxAmount"] == 490
-    assert body["metadata"]["livemode"] is False
-    assert body["metadata"]["providerEventId"] == "evt_1CheckoutPayment"
-
-
-def test_redelivery_is_a_duplicate_and_forwards_one_sale(client: Any, receiver: Any) -> None:
-    event = fixture("stripe", "checkout.session.completed")
-    first, second = post_stripe(client, event), post_stripe(client, event)
-    assert first.json()["status"] == "accepted"
-    assert second.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    assert len(receiver.requests) == 1
-
-
-@pytest.mark.parametrize("order", ["checkout_first", "invoice_first"])
-def test_subscription_checkout_and_first_invoice_are_one_sale(make_client: Any, receiver: Any, order: str) -> None:
-    client = make_client(forwarder={"fill_window_s": 1})
-    checkout = fixture("stripe", "checkout.session.completed+subscription")
-    invoice = fixture("stripe", "invoice.paid")
-    events = [checkout, invoice] if order == "checkout_first" else [invoice, checkout]
-    first, second = (post_stripe(client, e) for e in events)
-    assert first.json()["status"] == "accepted"
-    assert second.json()["status"] == "duplicate"
-    assert second.json()["reason"] == "business_key"
-    wait_for(receiver.delivered)
-    time.sleep(0.3)
-    [sale] = receiver.delivered()
-    assert sale.body["invoiceId"] == "in_1SUBFIRST"
-    assert sale.body["eventName"] == "Subscription creation"
-    assert sale.body["amount"] == 2900
-    assert sale.body["clickId"] == "cl_click_sub"  # the invoice lacks it; the checkout supplies it
-    assert sale.body["customerExternalId"] == "user_43"
 
 
 def test_later_event_fills_a_retrying_sales_missing_click_id(make_client: Any, receiver: Any) -> None:
@@ -215,59 +181,110 @@ def test_later_event_fills_a_retrying_sales_missing_click_id(make_client: Any, r
     assert sale.body["clickId"] == "cl_click_sub"
 
 
-def test_renewal_is_a_second_sale(client: Any, receiver: Any) -> None:
-    post_stripe(client, fixture("stripe", "invoice.paid"))
+# -- mapping: parse + map, and the ingest transaction without HTTP --------------------------------
+
+
+def source(**settings: Any) -> Any:
+    return make_source(StripeProvider(), [STRIPE_SECRET], name="stripe", **settings)
+
+
+def stripe_flow(make_flow: Any, **settings: Any) -> Any:
+    return make_flow(StripeProvider(), [STRIPE_SECRET], lambda body: {"Stripe-Signature": signature(body)},
+                     **settings)
+
+
+def test_one_time_checkout_is_a_purchase_excluding_tax() -> None:
+    sale = one(source(), fixture("stripe", "checkout.session.completed"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.currency) == ("purchase", 4900, "usd")
+    assert sale.invoice_id == "pi_3PaymentIntent01"
+    assert (sale.external_id, sale.click_id) == ("user_42", "cl_click_pay")
+    assert (sale.email, sale.name) == ("ada@example.com", "Ada Lovelace")
+    assert sale.metadata["taxAmount"] == 490
+    event = parse_event(source(), BODY, Headers({}))
+    assert (event.id, event.livemode) == ("evt_1CheckoutPayment", False)
+    assert event.occurred_at.isoformat() == "2026-04-10T12:34:56+00:00"
+
+
+def test_redelivery_is_a_duplicate_and_stores_one_sale(make_flow: Any) -> None:
+    flow = stripe_flow(make_flow)
+    event = fixture("stripe", "checkout.session.completed")
+    first, second = flow.receive(event), flow.receive(event)
+    assert first["status"] == "accepted"
+    assert second == {"status": "duplicate", "eventId": first["eventId"]}
+    assert [s.state for s in flow.stored()] == ["pending"]
+
+
+@pytest.mark.parametrize("order", ["checkout_first", "invoice_first"])
+def test_subscription_checkout_and_first_invoice_are_one_sale(make_flow: Any, order: str) -> None:
+    flow = stripe_flow(make_flow)
+    checkout = fixture("stripe", "checkout.session.completed+subscription")
+    invoice = fixture("stripe", "invoice.paid")
+    events = [checkout, invoice] if order == "checkout_first" else [invoice, checkout]
+    first, second = (flow.receive(e) for e in events)
+    assert first["status"] == "accepted"
+    assert (second["status"], second["reason"]) == ("duplicate", "business_key")
+    [sale] = flow.stored()
+    assert sale.invoice_id == "in_1SUBFIRST"
+    assert sale.event_name == "Subscription creation"
+    assert sale.click_id == "cl_click_sub"  # the invoice lacks it; the checkout supplies it
+    assert sale.external_id == "user_43"
+    assert all(isinstance(c, Sale) and c.amount == 2900 for e in events for c in mapped(source(), e))
+
+
+def test_renewal_is_a_second_sale(make_flow: Any) -> None:
+    flow = stripe_flow(make_flow)
+    flow.receive(fixture("stripe", "invoice.paid"))
     renewal = fixture("stripe", "invoice.paid")
     renewal["id"] = "evt_renewal"
     renewal["data"]["object"].update(id="in_1SUBSECOND", billing_reason="subscription_cycle")
-    assert post_stripe(client, renewal).json()["status"] == "accepted"
-    sales = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    names = {s.body["invoiceId"]: s.body["eventName"] for s in sales}
+    assert flow.receive(renewal)["status"] == "accepted"
+    names = {s.invoice_id: s.event_name for s in flow.stored()}
     assert names == {"in_1SUBFIRST": "Subscription creation", "in_1SUBSECOND": "Subscription renewal"}
 
 
-def test_trials_first_paid_cycle_is_the_subscription_creation(client: Any, receiver: Any) -> None:
+def test_trials_first_paid_cycle_is_the_subscription_creation(make_flow: Any) -> None:
     trial_end = fixture("stripe", "invoice.paid")
     trial_end["data"]["object"]["billing_reason"] = "subscription_cycle"
-    post_stripe(client, trial_end)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Subscription creation"
+    flow = stripe_flow(make_flow)
+    [sale] = flow.stored(flow.receive(trial_end))
+    assert sale.event_name == "Subscription creation"
 
 
-def test_legacy_invoice_shape_reads_subscription_and_its_metadata(client: Any, receiver: Any) -> None:
-    r = post_stripe(client, fixture("stripe", "invoice.paid+legacy"))
-    assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == 5000  # 5500 total − 500 tax
-    assert sale.body["metadata"]["subscriptionId"] == "sub_1LEGACY"
-    assert sale.body["customerExternalId"] == "user_legacy"
-    assert sale.body["clickId"] == "cl_legacy"
+def test_legacy_invoice_shape_reads_subscription_and_its_metadata() -> None:
+    sale = one(source(), fixture("stripe", "invoice.paid+legacy"))
+    assert isinstance(sale, Sale)
+    assert sale.amount == 5000  # 5500 total − 500 tax
+    assert sale.subscription_id == sale.metadata["subscriptionId"] == "sub_1LEGACY"
+    assert (sale.external_id, sale.click_id) == ("user_legacy", "cl_legacy")
 
 
-def test_subscription_update_invoice_is_named_update(client: Any, receiver: Any) -> None:
+def test_subscription_update_invoice_is_named_update(make_flow: Any) -> None:
     event = fixture("stripe", "invoice.paid")
     event["data"]["object"]["billing_reason"] = "subscription_update"
-    post_stripe(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Subscription update"
+    sale = one(source(), event)
+    assert isinstance(sale, Sale) and sale.kind == "subscription_update"
+    flow = stripe_flow(make_flow)
+    [stored] = flow.stored(flow.receive(event))
+    assert stored.event_name == "Subscription update"
 
 
-def test_credit_reduced_invoice_amount_excludes_tax(client: Any, receiver: Any) -> None:
+def test_credit_reduced_invoice_amount_excludes_tax() -> None:
     event = fixture("stripe", "invoice.paid")
     # $50 + $5 tax due, a $20 credit paid part: $35 charged, of which $5 is tax.
     event["data"]["object"].update(total=5500, total_excluding_tax=5000, amount_paid=3500, amount_due=3500)
-    post_stripe(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == 3000
-    assert sale.body["metadata"]["taxAmount"] == 500
+    sale = one(source(), event)
+    assert isinstance(sale, Sale) and sale.amount == 3000 and sale.metadata["taxAmount"] == 500
 
 
-def test_non_subscription_invoice_is_a_purchase(client: Any, receiver: Any) -> None:
+def test_non_subscription_invoice_is_a_purchase(make_flow: Any) -> None:
     event = fixture("stripe", "invoice.paid")
     event["data"]["object"].update(parent=None, billing_reason="manual")
-    post_stripe(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Purchase"
+    sale = one(source(), event)
+    assert isinstance(sale, Sale) and sale.kind == "purchase" and sale.subscription_id is None
+    flow = stripe_flow(make_flow)
+    [stored] = flow.stored(flow.receive(event))
+    assert stored.event_name == "Purchase"
 
 
 @pytest.mark.parametrize(
@@ -279,107 +296,111 @@ def test_non_subscription_invoice_is_a_purchase(client: Any, receiver: Any) -> N
         ("invoice.paid", {"total": 0, "total_excluding_tax": 0, "amount_paid": 0}, "zero_amount"),
     ],
 )
-def test_uncountable_events_are_ignored_with_reasons(client: Any, receiver: Any, name: str,
-                                                     change: dict[str, Any], reason: str) -> None:
+def test_uncountable_events_are_ignored_with_reasons(make_flow: Any, name: str, change: dict[str, Any],
+                                                     reason: str) -> None:
     event = fixture("stripe", name)
     event["data"]["object"].update(change)
-    r = post_stripe(client, event)
-    assert r.status_code == 200
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == reason
-    time.sleep(0.2)
-    assert receiver.requests == []
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event)
+    assert caught.value.reason == reason
+    flow = stripe_flow(make_flow)
+    answer = flow.receive(event)
+    assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
-def test_untracked_event_type_is_ignored(client: Any) -> None:
+def test_untracked_event_type_is_ignored(make_flow: Any) -> None:
     event = fixture("stripe", "customer.created")
     event["type"] = "customer.updated"
-    assert post_stripe(client, event).json()["reason"] == "event_type_not_tracked"
+    assert mapped(source(), event) == []
+    assert stripe_flow(make_flow).receive(event)["reason"] == "event_type_not_tracked"
 
 
-def test_async_payment_succeeded_is_a_sale(client: Any, receiver: Any) -> None:
-    post_stripe(client, fixture("stripe", "checkout.session.async_payment_succeeded"))
-    [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["currency"]) == (10000, "eur")
-    assert sale.body["invoiceId"] == "pi_3AsyncBankDebit"
+def test_async_payment_succeeded_is_a_sale() -> None:
+    sale = one(source(), fixture("stripe", "checkout.session.async_payment_succeeded"))
+    assert isinstance(sale, Sale)
+    assert (sale.amount, sale.currency, sale.invoice_id) == (10000, "eur", "pi_3AsyncBankDebit")
 
 
 @pytest.mark.parametrize(
     ("currency", "total", "tax", "expected"),
     [("jpy", 5500, 500, 5000), ("kwd", 12340, 1230, 11110), ("mga", 5000, 0, 500000), ("isk", 990000, 0, 9900)],
 )
-def test_amounts_are_exact_in_iso_minor_units(client: Any, receiver: Any, currency: str, total: int,
-                                              tax: int, expected: int) -> None:
+def test_amounts_are_exact_in_iso_minor_units(currency: str, total: int, tax: int, expected: int) -> None:
     event = fixture("stripe", "checkout.session.completed")
     event["data"]["object"].update(currency=currency, amount_total=total)
     event["data"]["object"]["total_details"]["amount_tax"] = tax
-    post_stripe(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["amount"] == expected and sale.body["currency"] == currency
+    sale = one(source(), event)
+    assert isinstance(sale, Sale) and (sale.amount, sale.currency) == (expected, currency)
 
 
-def test_lead_then_invoice_share_the_customer_external_id(client: Any, receiver: Any) -> None:
-    lead = fixture("stripe", "customer.created")
-    assert post_stripe(client, lead).json()["status"] == "accepted"
-    invoice = fixture("stripe", "invoice.paid")  # carries only customer: cus_SUB01
-    post_stripe(client, invoice)
-    got = wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
-    assert [r.kind for r in got] == ["lead", "sale"]
-    assert got[0].body["customerExternalId"] == got[1].body["customerExternalId"] == "user_43"
-    assert got[0].body["eventName"] == "Sign up"
-    assert got[0].headers["idempotency-key"] == "lead:stripe:user_43:Sign up"
-    assert got[1].body["clickId"] == "cl_click_lead"  # from identity memory
+def test_lead_then_invoice_share_the_customer_external_id(make_flow: Any) -> None:
+    flow = stripe_flow(make_flow)
+    assert flow.receive(fixture("stripe", "customer.created"))["status"] == "accepted"
+    flow.receive(fixture("stripe", "invoice.paid"))  # carries only customer: cus_SUB01
+    lead, sale = flow.stored()
+    assert (lead.kind, sale.kind) == ("lead", "sale")
+    assert lead.external_id == sale.external_id == "user_43"
+    assert lead.event_name == "Sign up"
+    assert sale.click_id == "cl_click_lead"  # from identity memory
 
 
-def test_trialing_subscription_is_a_started_trial_lead(client: Any, receiver: Any) -> None:
-    post_stripe(client, fixture("stripe", "customer.subscription.created"))
-    [lead] = wait_for(receiver.delivered)
-    assert lead.body["eventName"] == "Started Trial"
-    assert lead.body["customerExternalId"] == "user_trial"
+def test_trialing_subscription_is_a_started_trial_lead(make_flow: Any) -> None:
+    lead = one(source(), fixture("stripe", "customer.subscription.created"))
+    assert isinstance(lead, Lead) and lead.kind == "started_trial" and lead.external_id == "user_trial"
+    flow = stripe_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("stripe", "customer.subscription.created")))
+    assert (stored.event_name, stored.external_id) == ("Started Trial", "user_trial")
     active = fixture("stripe", "customer.subscription.created")
     active["id"] = "evt_active"
     active["data"]["object"]["status"] = "active"
-    assert post_stripe(client, active).json()["reason"] == "not_trialing"
+    assert flow.receive(active)["reason"] == "not_trialing"
 
 
-def test_lead_without_click_id_is_recorded_not_forwarded(client: Any, receiver: Any) -> None:
+def test_lead_without_click_id_is_recorded_not_forwarded(make_flow: Any) -> None:
     lead = fixture("stripe", "customer.created")
     del lead["data"]["object"]["metadata"]["dubClickId"]
-    r = post_stripe(client, lead)
-    assert r.json()["status"] == "ignored" and r.json()["reason"] == "no_click_id"
-    time.sleep(0.2)
-    assert receiver.requests == []
+    flow = stripe_flow(make_flow)
+    answer = flow.receive(lead)
+    assert (answer["status"], answer["reason"]) == ("ignored", "no_click_id")
+    [stored] = flow.stored(answer)
+    assert (stored.state, stored.reason) == ("skipped", "no_click_id")
 
 
-def test_sale_without_any_identifier_is_not_forwarded(client: Any, receiver: Any) -> None:
+def test_sale_without_any_identifier_is_not_forwarded(make_flow: Any) -> None:
     event = fixture("stripe", "checkout.session.completed")
     obj = event["data"]["object"]
     obj.update(customer=None, metadata={}, client_reference_id=None)
     obj["customer_details"]["email"] = None
-    r = post_stripe(client, event)
-    assert r.json() == {"status": "ignored", "eventId": r.json()["eventId"], "reason": "no_identifier"}
+    flow = stripe_flow(make_flow)
+    answer = flow.receive(event)
+    assert answer == {"status": "ignored", "eventId": answer["eventId"], "reason": "no_identifier"}
+    [stored] = flow.stored(answer)
+    assert (stored.state, stored.reason) == ("skipped", "no_identifier")
 
 
 @pytest.mark.parametrize(("mode", "forwarded"), [("live", False), ("test", True), ("any", True)])
-def test_livemode_filter(make_client: Any, receiver: Any, mode: str, forwarded: bool) -> None:
-    client = make_client(sources={"stripe": {"provider": "stripe", "secrets": [STRIPE_SECRET], "livemode": mode}})
-    r = post_stripe(client, fixture("stripe", "checkout.session.completed"))  # a test-mode event
-    assert (r.json()["status"] == "accepted") is forwarded
+def test_livemode_filter(make_flow: Any, mode: str, forwarded: bool) -> None:
+    answer = stripe_flow(make_flow, livemode=mode).receive(fixture("stripe", "checkout.session.completed"))
+    assert (answer["status"] == "accepted") is forwarded  # a test-mode event
     if not forwarded:
-        assert r.json()["reason"] == "livemode_mismatch"
+        assert answer["reason"] == "livemode_mismatch"
 
 
-def test_event_names_are_configurable_per_source(make_client: Any, receiver: Any) -> None:
-    client = make_client(sources={"stripe": {"provider": "stripe", "secrets": [STRIPE_SECRET],
-                                             "event_names": {"purchase": "Order"}}})
-    post_stripe(client, fixture("stripe", "checkout.session.completed"))
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["eventName"] == "Order"
+def test_event_names_are_configurable_per_source(make_flow: Any) -> None:
+    flow = stripe_flow(make_flow, event_names={"purchase": "Order"})
+    [sale] = flow.stored(flow.receive(fixture("stripe", "checkout.session.completed")))
+    assert sale.event_name == "Order"
 
 
-def test_plain_client_reference_id_is_the_customer_external_id(client: Any, receiver: Any) -> None:
+def test_plain_client_reference_id_is_the_customer_external_id() -> None:
     event = copy.deepcopy(fixture("stripe", "checkout.session.completed"))
     event["data"]["object"].update(client_reference_id="app_user_9", metadata={"clickId": "cl_meta"})
-    post_stripe(client, event)
-    [sale] = wait_for(receiver.delivered)
-    assert sale.body["customerExternalId"] == "app_user_9"
-    assert sale.body["clickId"] == "cl_meta"
+    sale = one(source(), event)
+    assert (sale.external_id, sale.click_id) == ("app_user_9", "cl_meta")
+
+
+def test_client_reference_prefix_is_a_stripe_source_setting() -> None:
+    event = copy.deepcopy(fixture("stripe", "checkout.session.completed"))
+    event["data"]["object"].update(client_reference_id="ref_cl_9", metadata={"userId": "user_9"})
+    assert one(source(client_reference_prefix="ref_"), event).click_id == "cl_9"
+    assert one(source(), event).click_id is None and one(source(), event).external_id == "user_9"

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
 from adapter.plugin import Headers, Provider, SourceContext
+from adapter.samples import SamplesMixin
 
 __all__ = ["AcmePayProvider"]
 
 
-class AcmePayProvider(Provider):
+class AcmePayProvider(SamplesMixin, Provider):
     """AcmePay: `Acme-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
     name = "acmepay"
@@ -67,9 +67,9 @@ class AcmePayProvider(Provider):
         if event.type == "customer.created":
             customer = event.data["customer"]
             meta = customer.get("metadata")
+            # Say where identity lives; hooktrack reads the source's click/customer id keys from it.
             return [Lead(provider_customer_id=customer["id"], email=customer.get("email"),
-                         external_id=first_key(ctx.customer_id_keys, meta),
-                         click_id=first_key(ctx.click_id_keys, meta))]
+                         metadata_sources=(meta,))]
         if event.type != "payment.paid":
             return []
         payment = event.data["payment"]
@@ -80,5 +80,4 @@ class AcmePayProvider(Provider):
         meta, customer = payment.get("metadata"), payment.get("customer") or {}
         return [Sale(amount=amount, currency=currency, invoice_id=payment["id"],
                      provider_customer_id=customer.get("id"), email=customer.get("email"),
-                     external_id=first_key(ctx.customer_id_keys, meta),
-                     click_id=first_key(ctx.click_id_keys, meta))]
+                     metadata_sources=(meta,))]

@@ -6,6 +6,7 @@ import json
 
 from hooktrack_acmepay import AcmePayProvider
 
+from adapter.ingest import map_event
 from adapter.testing import ProviderContract, make_source
 
 
@@ -18,7 +19,8 @@ def test_paid_payment_is_a_sale_without_tax() -> None:
     provider = AcmePayProvider()
     src = make_source(provider, ["acme_test_secret"])
     body = provider.sample("payment.paid", unique="1", now=1775824496)
-    [sale] = provider.map(provider.parse(body, {}), src.ctx)
+    # map_event is what hooktrack runs: the provider's map, then the source's id keys applied.
+    [sale] = map_event(src, provider.parse(body, {}))
     assert (sale.amount, sale.currency, sale.invoice_id) == (4410, "eur", "pay_1")
     assert (sale.external_id, sale.click_id) == ("user_42", "cl_acme")
     assert json.loads(body)["id"] == "evt_1"
