@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
+from adapter.destinations.dub import DubDestination
 from adapter.events import Lead, Sale
 from adapter.ingest import Ingestor, map_event, parse_event
 from adapter.journal import conversions_of
 from adapter.plugin import Provider, Source
+from adapter.settings import TrackingSettings
 from adapter.store import open_store
 from adapter.testing import make_source
 
@@ -68,7 +70,8 @@ class Flow:
         self.loop = asyncio.new_event_loop()
         self.store = open_store(f"sqlite:///{db}")
         self.loop.run_until_complete(self.store.open())
-        self.ingestor = Ingestor(self.store)
+        self.destination = DubDestination(TrackingSettings(url="http://127.0.0.1:9", api_key="dub_test"))
+        self.ingestor = Ingestor(self.store, self.destination)
 
     def receive(self, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None,
                 query: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -84,9 +87,9 @@ class Flow:
         """The conversions of the event `answer` names (every stored conversion without one)."""
         def read(tx: Any) -> list[dict[str, Any]]:
             if answer is not None:
-                return conversions_of(tx, answer["eventId"])
+                return conversions_of(tx, answer["eventId"], self.destination)
             ids = [row[0] for row in tx.all("SELECT id FROM events WHERE status != 'duplicate' ORDER BY id")]
-            return [c for event_id in ids for c in conversions_of(tx, event_id)]
+            return [c for event_id in ids for c in conversions_of(tx, event_id, self.destination)]
 
         rows = self.loop.run_until_complete(self.store.read(read))
         return [_stored(row) for row in rows]
@@ -97,7 +100,7 @@ class Flow:
 
 
 def _stored(row: dict[str, Any]) -> Stored:
-    payload = row["payload"]
+    payload = row["payload"]  # the body the dub destination renders of the stored conversion
     return Stored(
         kind=row["kind"], event_name=row["event_name"], external_id=row["customer_external_id"],
         click_id=payload.get("clickId"), email=payload.get("customerEmail"), name=payload.get("customerName"),

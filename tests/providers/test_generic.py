@@ -476,7 +476,8 @@ def test_checkout_com_payment_captured_end_to_end(client: Any, receiver: Any) ->
     assert (body["amount"], body["currency"], body["eventName"]) == (4900, "eur", "Purchase")
     assert (body["customerExternalId"], body["clickId"]) == ("user_42", "cl_cko_42")
     assert (body["customerEmail"], body["customerName"]) == ("ada@example.com", "Ada Lovelace")
-    assert (body["paymentProcessor"], body["timestamp"]) == ("generic", "2026-04-10T12:34:56.357Z")
+    assert (body["paymentProcessor"], body["timestamp"]) == ("custom", "2026-04-10T12:34:56.357Z")
+    assert body["metadata"]["provider"] == "generic"
     meta = body["metadata"]
     assert meta["providerEventId"] == "evt_fkfqht6yonme7bk7jawrgzbbxq"
     assert meta["providerEventType"] == "payment_captured"
