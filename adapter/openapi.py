@@ -30,15 +30,22 @@ _CONVERSION = {
     "type": "object",
     "properties": {
         "id": {"type": "integer"}, "event_id": {"type": "integer"},
-        "kind": {"enum": ["lead", "sale"]}, "event_name": {"type": "string"},
-        "customer_external_id": {"type": ["string", "null"]}, "idempotency_key": {"type": "string"},
-        "state": {"enum": ["pending", "delivered", "dead", "skipped"]},
-        "reason": {"type": ["string", "null"], "description": "`no_click_id`, `no_identifier`, `http_422`, "
-                   "`max_attempts`, ..."},
+        "kind": {"enum": ["lead", "sale", "refund"]}, "event_name": {"type": "string"},
+        "customer_external_id": {"type": ["string", "null"]},
+        "idempotency_key": {"type": "string", "description": "The header sent (journey only)."},
+        "destination": {"type": ["string", "null"], "description": "The destination of this delivery (`dub`)."},
+        "state": {"enum": ["pending", "delivered", "unattributed", "dead", "skipped"]},
+        "reason": {"type": ["string", "null"], "description": "`no_click_id`, `no_identifier`, "
+                   "`invalid_for_destination`, `customer_not_found`, `click_not_found`, `http_422`, "
+                   "`max_attempts`, `duplicate_at_api`, ..."},
+        "detail": {"type": ["string", "null"], "description": "The destination rules that mended or refused "
+                   "this conversion (`customerName is at most 100 characters (mended)`)."},
+        "record": {"type": "object", "description": "The conversion as hooktrack keeps it, destination-neutral "
+                   "(journey only)."},
         "reason_text": {"type": ["string", "null"], "description": "The reason in one sentence."},
         "attempts": {"type": "integer"}, "next_attempt_at": {"type": "integer"},
         "delivered_at": {"type": ["integer", "null"]}, "last_status": {"type": ["integer", "null"]},
-        "payload": {"type": "object", "description": "The body sent to the tracking API (journey only)."},
+        "payload": {"type": "object", "description": "The body the destination sends (journey only)."},
         "attempts_log": {"type": "array", "description": "Every delivery attempt (journey only).",
                          "items": {"$ref": "#/components/schemas/Attempt"}},
     },
@@ -87,6 +94,8 @@ _STATS = {
         "outbox": {"type": "object", "description": "Now, whatever `since` says.", "properties": {
             "pending": {"type": "integer"}, "dead": {"type": "integer"},
             "oldest_pending_age_s": {"type": ["number", "null"]}}},
+        "destinations": {"type": "array", "description": "Destinations that were ever paused, and whether "
+                         "they are now (`paused_reason` null: sending).", "items": {"type": "object"}},
         "configured_sources": {"type": "object", "description": "Source name → provider.",
                                "additionalProperties": {"type": "string"}},
     },

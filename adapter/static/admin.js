@@ -125,6 +125,10 @@ async function refreshCounts(first) {
   setCount("pending", stats.outbox.pending);
   setCount("dead", stats.outbox.dead);
   setCount("oldest", age(stats.outbox.oldest_pending_age_s));
+  const paused = (stats.destinations || []).filter((d) => d.paused_reason);
+  $("#paused").hidden = !paused.length;
+  $("#paused").textContent = paused.map((d) => `Sending to ${d.name} is paused: ${d.paused_reason}. `
+    + "Nothing is dead-lettered; one probe goes out every pause_probe_s and sending resumes by itself.").join(" ");
   const replayAll = $("#replay-all");
   replayAll.hidden = !stats.outbox.dead;
   if (!replayAll.dataset.confirm) replayAll.textContent = `Replay all ${stats.outbox.dead} dead`;

@@ -186,3 +186,19 @@ def test_integers_over_2_63_are_a_client_error_not_a_500(admin: TestClient, meth
     r = admin.request(method, path, headers=AUTH, json=body)
     assert r.status_code == status, r.text
     assert admin.get("/admin/api/events/9223372036854775807", headers=AUTH).status_code == 404
+
+
+def test_stats_say_why_the_destination_is_paused(make_client: Callable[..., TestClient],
+                                                  receiver: TrackingReceiver) -> None:
+    """A refused key pauses the destination (SPEC §7); the admin API (and so the page) says why."""
+    receiver.forbidden_keys.add("test_key")
+    admin = make_client(admin={"token": TOKEN}, forwarder={"pause_probe_s": 30})
+    post_stripe(admin, fixture("stripe", "checkout.session.completed"))
+
+    def paused() -> list[dict[str, Any]]:
+        found = admin.get("/admin/api/stats", headers=AUTH).json()["destinations"]
+        return [d for d in found if d["paused_reason"]]
+
+    [dub] = wait_for(paused)
+    assert dub["name"] == "dub" and dub["paused_reason"].startswith("http_403")
+    assert admin.get("/admin/api/stats", headers=AUTH).json()["outbox"]["dead"] == 0
