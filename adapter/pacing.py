@@ -20,6 +20,15 @@ __all__ = ["Pacer"]
 
 MIN_WINDOW_S = 1.0
 MAX_WINDOW_S = 3600.0
+HEADROOM = 0.97
+"""The pace is this share of the API's limit, so that the catch-up allowed after a pause
+(below) never takes a window over the limit."""
+CATCH_UP_S = 0.5
+"""A request may go out up to this long (at most 3% of the window) after its slot, when the
+forwarder was busy elsewhere (recording a batch, claiming the next): idle time is not lost."""
+_WINDOWS_S = (3600, 900, 600, 300, 120, 60, 30, 20, 15, 10, 5, 2, 1)
+"""Window lengths an Upstash limiter is commonly given; its windows end at multiples of their
+length, so the first `X-RateLimit-Reset` already rules most of them out."""
 
 
 class Pacer:
@@ -45,9 +54,11 @@ class Pacer:
         """Wait for this request's turn."""
         while True:
             now = self._clock()
-            at = max(now, self._next, self._blocked_until)
+            interval = self.interval_s()
+            self._next = max(self._next, now - min(CATCH_UP_S, 0.03 * self.window_s))
+            at = max(self._next, self._blocked_until)
             if at <= now:
-                self._next = now + self.interval_s()
+                self._next = at + interval
                 return
             await asyncio.sleep(at - now)
 
@@ -69,10 +80,20 @@ class Pacer:
         if self._learned_window is not None:
             self.window_s = self._learned_window
         elif info.reset_at_ms is not None:
-            # The current window ends at the reset, so the window is at least that long.
-            self.window_s = max(self.window_s, min(MAX_WINDOW_S, (info.reset_at_ms - at_ms) / 1000))
+            self.window_s = _first_guess(info.reset_at_ms, at_ms, self.window_s)
         if info.limit is not None and info.limit > 0:
             self.limit = info.limit
-            self.api_interval = self.window_s / info.limit
+            self.api_interval = self.window_s / (info.limit * HEADROOM)
         if info.remaining is not None and info.remaining <= 0:
             self.block(self.api_interval)
+
+
+def _first_guess(reset_ms: int, now_ms: int, assumed: float) -> float:
+    """The window before a reset has moved: at least the time left to the reset, and a length
+    the reset is a multiple of (Upstash windows end at multiples of their length); never more
+    than the destination's documented window, unless the reset is further away than that."""
+    least = max(MIN_WINDOW_S, (reset_ms - now_ms) / 1000)
+    if least > assumed:
+        return min(MAX_WINDOW_S, least)
+    fitting = [w for w in _WINDOWS_S if least <= w <= assumed and reset_ms % (w * 1000) == 0]
+    return float(max(fitting)) if fitting else assumed
