@@ -43,7 +43,7 @@ class Pacer:
         self._clock = clock
         self._last_reset: int | None = None
         self._learned_window: float | None = None
-        self._next = 0.0
+        self._next = clock()
         self._blocked_until = 0.0
 
     def interval_s(self) -> float:
