@@ -4,6 +4,7 @@ the window learned from `X-RateLimit-Reset`, a 429 blocking every request."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from adapter.destinations import RateInfo
 from adapter.pacing import HEADROOM, Pacer
@@ -52,7 +53,7 @@ def test_requests_are_spaced_at_the_limit_never_in_a_burst() -> None:
     # A 60 s window (Dub's minute) ending at a multiple of 60 s.
     pacer.learn(RateInfo(600, 599, 1_020_000), at_ms=1_000_000)
     times = _sends(pacer, clock, 11)
-    gaps = {round(b - a, 6) for a, b in zip(times, times[1:], strict=False)}
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(times)}
     assert gaps == {round(60 / (600 * HEADROOM), 6)}  # ~0.103 s: 97% of 10 requests/s
 
 
