@@ -1,4 +1,5 @@
-"""The core's modules import each other without cycles (counting imports inside functions)."""
+"""The core's modules import each other without cycles (counting imports inside functions;
+not those under `if TYPE_CHECKING:`, which never run)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ def _graph() -> dict[str, set[str]]:
     for path in sorted(ADAPTER.rglob("*.py")):
         module = ".".join(path.relative_to(ADAPTER.parent).with_suffix("").parts).removesuffix(".__init__")
         found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                       for stmt in block.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module)
             elif isinstance(node, ast.Import):

@@ -9,7 +9,6 @@ errors (`[/]` made `hooktrack events` crash with MarkupError) nor ANSI/OSC seque
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from adapter.records import Conversion
 from adapter.render import events_table, journey_view, safe
 from tests.reliability.sources import FUZZ
 
@@ -45,14 +45,22 @@ def _db(tmp_path: Path, strings: list[str]) -> Path:
                 "reason, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ("shopify", "shopify", text, text, 1_760_000_000_000 + i, "accepted", text, text),
             ).lastrowid
+            record = Conversion(kind="sale", source="shopify", provider="shopify", event_name=text, occurred_at=0,
+                                customer_external_id=text, name=text, amount=100, currency="usd", invoice_id=text,
+                                metadata={"note": text})
             conv_id = conn.execute(
-                "INSERT INTO conversions (event_id, source, kind, event_name, business_key, idempotency_key, "
-                "payload, state, reason, next_attempt_at, created_at, updated_at) "
-                "VALUES (?, 'shopify', 'sale', ?, ?, ?, ?, 'dead', ?, 0, 0, 0)",
-                (event_id, text, f"k{i}", text, json.dumps({"eventName": text}), text),
+                "INSERT INTO conversions (event_id, source, kind, event_name, business_key, customer_external_id, "
+                "record, created_at, updated_at) VALUES (?, 'shopify', 'sale', ?, ?, ?, ?, 0, 0)",
+                (event_id, text, f"k{i}", text, record.to_json()),
             ).lastrowid
-            conn.execute("INSERT INTO attempts (conversion_id, attempted_at, status_code, latency_ms, outcome, "
-                         "error, response_excerpt) VALUES (?, 0, NULL, 1, ?, ?, ?)", (conv_id, text, text, text))
+            delivery_id = conn.execute(
+                "INSERT INTO deliveries (conversion_id, destination, state, reason, detail, next_attempt_at, "
+                "window_until, created_at, updated_at) VALUES (?, 'dub', 'dead', ?, ?, 0, 0, 0, 0)",
+                (conv_id, text, text),
+            ).lastrowid
+            conn.execute("INSERT INTO attempts (conversion_id, delivery_id, attempted_at, status_code, latency_ms, "
+                         "outcome, error, response_excerpt) VALUES (?, ?, 0, NULL, 1, ?, ?, ?)",
+                         (conv_id, delivery_id, text, text, text))
     return config
 
 

@@ -104,8 +104,14 @@ def test_identical_replay_is_a_duplicate_not_a_second_conversion(replayable: tup
             assert again.json()["eventId"] == first.json()["eventId"]
     wait_for(lambda: _pending(tmp_path) == 0)
     time.sleep(0.3)
-    copies = {key: len(sent) for key, sent in receiver.by_key().items()}
-    assert all(n == 1 for n in copies.values()), copies
+    # Sent once each; the only repeat is a Sale Dub answered `sale: null`, tried again within
+    # the attribution window. Whatever Dub counted, it counted once.
+    counted = {s.invoice_id for s in receiver.counted_sales()}
+    for key, sent in receiver.by_key().items():
+        if len(sent) > 1:
+            assert all(r.kind == "sale" and r.body["invoiceId"] not in counted for r in sent), key
+    invoices = [s.invoice_id for s in receiver.counted_sales()]
+    assert len(invoices) == len(set(invoices)), invoices
 
 
 def _crossed_forms(captured: bytes, other: bytes) -> list[bytes]:
@@ -124,4 +130,6 @@ def _pending(tmp_path: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "hooktrack.db") as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'").fetchone()[0])
+        # Not yet sent at all: a Sale Dub did not count yet stays pending within its window.
+        return int(conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending' "
+                                "AND last_status IS NULL").fetchone()[0])
