@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.settings import Settings, SourceSettings
+from adapter.signing import Scheme
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -76,7 +77,8 @@ class SourceContext:
 class Provider:
     """Base class of provider plugins: verify, then parse, then map.
 
-    Subclasses set `name` and implement the three steps:
+    Subclasses set `name`, declare their signature `scheme` (or override `verify`) and
+    implement the three steps:
 
     - `verify(body, headers, secrets, ctx)` checks authenticity on the raw bytes, before any
       parsing, with `hmac.compare_digest`, trying every configured secret and checking
@@ -99,6 +101,8 @@ class Provider:
     """
 
     name: ClassVar[str] = ""
+    scheme: ClassVar[Scheme | None] = None
+    """How the sender signs (`adapter.signing`); `verify`, `sign`, `check_secrets` use it by default."""
     requires_secrets: ClassVar[bool] = True
     """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
     settings_model: ClassVar[type[BaseModel] | None] = None
@@ -114,10 +118,14 @@ class Provider:
 
     def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
         """Raise `ValueError` with a reason if a configured secret can never verify (bad base64,
-        wrong prefix); the core turns it into a startup `ConfigError`. Accepts all by default."""
+        wrong prefix); the core turns it into a startup `ConfigError`. By default the scheme's check."""
+        if self.scheme is not None:
+            self.scheme.check_secrets(secrets)
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        raise NotImplementedError
+        if self.scheme is None:
+            raise NotImplementedError(f"{self.name} declares no signature scheme and does not override verify")
+        self.scheme.verify(body, headers, secrets, ctx.settings.tolerance_s)
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         raise NotImplementedError
@@ -127,7 +135,9 @@ class Provider:
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """Headers that make `body` verify with `secret`; NotImplementedError if we cannot sign."""
-        raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
+        if self.scheme is None:
+            raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
+        return self.scheme.sign(body, secret, timestamp)
 
     def samples(self) -> dict[str, bytes]:
         """Built-in sample bodies by sample name (usually the event type)."""

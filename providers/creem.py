@@ -35,8 +35,8 @@ from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
-from adapter.plugin import Headers, SourceContext
-from providers.bodyhmac import BodyHmacProvider
+from adapter.plugin import Headers, Provider, SourceContext
+from adapter.signing import BodyHmac
 
 __all__ = ["CreemProvider"]
 
@@ -80,11 +80,11 @@ def _net(obj: dict[str, Any]) -> tuple[int, int]:
 
 
 
-class CreemProvider(BodyHmacProvider):
+class CreemProvider(Provider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"
-    signature_header = "creem-signature"
+    scheme = BodyHmac(header="creem-signature")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["id"] = f"evt_{unique}"

@@ -25,8 +25,8 @@ from typing import Any
 from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind, parse_time
-from adapter.plugin import Headers, SourceContext
-from providers.bodyhmac import BodyHmacProvider
+from adapter.plugin import Headers, Provider, SourceContext
+from adapter.signing import BodyHmac
 
 __all__ = ["LemonSqueezyProvider"]
 
@@ -60,11 +60,11 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LemonSqueezyProvider(BodyHmacProvider):
+class LemonSqueezyProvider(Provider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"
-    signature_header = "X-Signature"
+    scheme = BodyHmac(header="X-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `X-Event-Name` header every delivery carries."""

@@ -34,8 +34,8 @@ from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import rescale
-from adapter.plugin import Headers, SourceContext
-from providers.bodyhmac import BodyHmacProvider
+from adapter.plugin import Headers, Provider, SourceContext
+from adapter.signing import BodyHmac
 
 __all__ = ["PaystackProvider"]
 
@@ -84,12 +84,11 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class PaystackProvider(BodyHmacProvider):
+class PaystackProvider(Provider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
-    signature_header = "x-paystack-signature"
-    digest = "sha512"
+    scheme = BodyHmac(header="x-paystack-signature", digest="sha512")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         txn = _dict(data.get("data"))

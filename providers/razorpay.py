@@ -34,8 +34,8 @@ from typing import Any
 from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
-from adapter.plugin import Headers, SourceContext
-from providers.bodyhmac import BodyHmacProvider
+from adapter.plugin import Headers, Provider, SourceContext
+from adapter.signing import BodyHmac
 
 __all__ = ["RazorpayProvider"]
 
@@ -64,11 +64,11 @@ def _body_key(data: dict[str, Any], event: str) -> str:
 
 
 
-class RazorpayProvider(BodyHmacProvider):
+class RazorpayProvider(Provider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"
-    signature_header = "X-Razorpay-Signature"
+    scheme = BodyHmac(header="X-Razorpay-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `x-razorpay-event-id` a delivery carries, derived from the sample's body

@@ -32,8 +32,8 @@ from adapter.attribution import first_key
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, parse_time
 from adapter.money import to_minor
-from adapter.plugin import Headers, SourceContext
-from providers.bodyhmac import BodyHmacProvider
+from adapter.plugin import Headers, Provider, SourceContext
+from adapter.signing import BodyHmac
 
 __all__ = ["ShopifyProvider"]
 
@@ -99,12 +99,11 @@ def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:
     return total
 
 
-class ShopifyProvider(BodyHmacProvider):
+class ShopifyProvider(Provider):
     """Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body (no timestamp)."""
 
     name = "shopify"
-    signature_header = "X-Shopify-Hmac-Sha256"
-    encoding = "base64"
+    scheme = BodyHmac(header="X-Shopify-Hmac-Sha256", encoding="base64")
 
     def samples(self) -> dict[str, bytes]:
         """Samples by topic (`orders/paid`): `samples/shopify/orders/paid.json` and so on."""
