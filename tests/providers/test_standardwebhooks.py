@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 
 from adapter.errors import PayloadError, SignatureError
 from adapter.signing import StandardWebhooks
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.standardwebhooks import StandardWebhooksProvider, message_id
 from tests.conftest import fixture, wait_for
 
@@ -77,6 +77,10 @@ class TestStandardWebhooksContract(ProviderContract):
 
     def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
         return sw_headers(body, secret, timestamp)
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, vector_headers(), VECTOR_SECRET,
+                       where="standard-webhooks libraries' test_sign_function")]
 
 
 def verify(body: bytes, headers: dict[str, str], secrets: list[str] | None = None, **settings: Any) -> None:
