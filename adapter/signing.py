@@ -188,6 +188,7 @@ class BodyHmac(Scheme):
     `separator` splits a header listing several signatures (" ": any whitespace; None: one).
     `signed` is what is signed, `{body}` with literal text around it (Square: URL + body).
     `hint` is added to the no-match message (where to look when a genuine delivery fails).
+    `lenient` also accepts base64 signatures unpadded or URL-safe.
     Nothing here is dated: delivery dedup is what keeps a replay from counting twice.
     """
 
@@ -199,6 +200,7 @@ class BodyHmac(Scheme):
     key_encoding: KeyEncoding = "utf8"
     signed: str = "{body}"
     hint: str = ""
+    lenient: bool = False
 
     def __post_init__(self) -> None:
         _template(self.signed, False)
@@ -207,7 +209,7 @@ class BodyHmac(Scheme):
         entries = _split(headers.get(self.header) or "", self.separator)
         if not entries:
             raise SignatureError("missing_signature", f"No {self.header} header")
-        given = _signatures(entries, self.prefix, self.encoding, self.header)
+        given = _signatures(entries, self.prefix, self.encoding, self.header, self.lenient)
         self._match(secrets, _render(self.signed, False, body, ""), given, self.digest, self.hint)
 
     def sign(self, body: bytes, secret: str, timestamp: int = 0) -> dict[str, str]:
@@ -226,7 +228,8 @@ class TimestampedHmac(Scheme):
     - its own header (`ts_header`): the signature header then lists only signatures, split on
       `separator` (None: one signature).
     `signed` is a template of `{ts}` (the timestamp text as sent; `{timestamp}` is the same)
-    and `{body}`. `unit` is `s`, `ms` or `any` (see `timestamp_seconds`). The signature is
+    and `{body}`. `unit` is `s`, `ms` or `any` (see `timestamp_seconds`); `lenient` as in
+    `BodyHmac`. The signature is
     checked first, then freshness (stale_timestamp only for a genuine signature, like Stripe).
     """
 
@@ -241,6 +244,7 @@ class TimestampedHmac(Scheme):
     encoding: Encoding = "hex"
     prefix: str = ""
     key_encoding: KeyEncoding = "utf8"
+    lenient: bool = False
 
     def __post_init__(self) -> None:
         _template(self.signed, True)
@@ -251,7 +255,7 @@ class TimestampedHmac(Scheme):
 
     def verify(self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], tolerance_s: int) -> None:
         stamp, when, entries = self._read(headers)
-        given = _signatures(entries, self.prefix, self.encoding, self.header)
+        given = _signatures(entries, self.prefix, self.encoding, self.header, self.lenient)
         self._match(secrets, _render(self.signed, True, body, stamp), given, self.digest)
         check_freshness(when, tolerance_s)
 
@@ -348,13 +352,17 @@ def _b64(text: str) -> bytes:
         return b""
 
 
-def _decode(text: str, encoding: Encoding) -> bytes:
-    """A signature's bytes; `b""` (which never matches) when it is not valid hex/base64."""
+def _decode(text: str, encoding: Encoding, lenient: bool = False) -> bytes:
+    """A signature's bytes; `b""` (which never matches) when it is not valid hex/base64.
+
+    Base64 is the padded standard alphabet, as the senders' own libraries compare it;
+    `lenient` also takes it unpadded or URL-safe.
+    """
     if encoding == "hex":
         return bytes.fromhex(text) if _HEX.fullmatch(text) else b""
-    altchars = b"-_" if "-" in text or "_" in text else None  # URL-safe alphabet
+    altchars = b"-_" if lenient and ("-" in text or "_" in text) else None
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+        return base64.b64decode(text + "=" * (-len(text) % 4) if lenient else text, altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
         return b""
 
@@ -368,12 +376,13 @@ def _split(raw: str, separator: str | None) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-def _signatures(entries: Sequence[str], prefix: str, encoding: Encoding, header: str) -> list[bytes]:
+def _signatures(entries: Sequence[str], prefix: str, encoding: Encoding, header: str,
+                lenient: bool = False) -> list[bytes]:
     """The decoded signatures among `entries`; `invalid_signature` when none is one."""
     bare = [entry[len(prefix):] for entry in entries if entry.startswith(prefix)]
     if not bare:
         raise SignatureError("invalid_signature", f"No signature in {header} starts with {prefix!r}")
-    decoded = [_decode(entry, encoding) for entry in bare]
+    decoded = [_decode(entry, encoding, lenient) for entry in bare]
     if not any(decoded):
         raise SignatureError("invalid_signature", f"{header} is not a {encoding} digest")
     return decoded

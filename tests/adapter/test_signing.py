@@ -376,3 +376,16 @@ def test_constant_time_helpers_compare_every_candidate() -> None:
     assert any_pair_equal([b"a", b"b"], [b"c", b"b"]) and not any_pair_equal([b"a"], [b"b", b""])
     assert secret_in("token-2", ["token-1", "token-2"]) and not secret_in("token-3", ["token-1", "token-2"])
     assert not secret_in("", [])
+
+
+def test_base64_signatures_are_compared_in_their_padded_form_unless_lenient() -> None:
+    # The senders' libraries compare the base64 text: an unpadded copy is not their signature.
+    headers = STANDARD.sign(BODY, SECRET, int(time.time()))
+    unpadded = {**headers, "webhook-signature": headers["webhook-signature"].rstrip("=")}
+    assert code_of(STANDARD, unpadded) == "invalid_signature"
+    shopify = BodyHmac(header="X-Shopify-Hmac-Sha256", encoding="base64")
+    mac = shopify.sign(BODY, SECRET)["X-Shopify-Hmac-Sha256"]
+    assert code_of(shopify, {"X-Shopify-Hmac-Sha256": mac.rstrip("=")}) == "invalid_signature"
+    lenient = BodyHmac(header="X-Shopify-Hmac-Sha256", encoding="base64", lenient=True)
+    urlsafe = mac.rstrip("=").replace("+", "-").replace("/", "_")
+    lenient.verify(BODY, Headers({"X-Shopify-Hmac-Sha256": urlsafe}), [SECRET], 0)
