@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import json_object
 from adapter.settings import Settings, SourceSettings
+from adapter.signing import Scheme
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -63,7 +64,8 @@ class SourceContext:
 class Provider:
     """Base class of provider plugins: verify, then parse, then map.
 
-    Subclasses set `name` and implement the three steps (see each method for its contract).
+    Subclasses set `name`, declare their signature `scheme` (or override `verify`) and implement
+    the three steps (see each method for its contract).
     Each configured source gets its own instance; `configure(ctx)` runs once at startup, so a
     provider whose `parse` depends on source settings (where the event id lives, say) reads
     them from `self.ctx`, and `check_secrets` can refuse unusable secrets before serving.
@@ -75,6 +77,8 @@ class Provider:
     """
 
     name: ClassVar[str] = ""
+    scheme: ClassVar[Scheme | None] = None
+    """How the sender signs (`adapter.signing`); `verify`, `sign`, `check_secrets` use it by default."""
     requires_secrets: ClassVar[bool] = True
     """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
     settings_model: ClassVar[type[BaseModel] | None] = None
@@ -88,7 +92,9 @@ class Provider:
 
     def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
         """Raise `ValueError` with a reason if a configured secret can never verify (bad base64,
-        wrong prefix); the core turns it into a startup `ConfigError`. Accepts all by default."""
+        wrong prefix); the core turns it into a startup `ConfigError`. By default the scheme's check."""
+        if self.scheme is not None:
+            self.scheme.check_secrets(secrets)
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
         """Check that `body` comes from the provider; return None if it does, else raise.
@@ -101,7 +107,9 @@ class Provider:
         or `stale_timestamp` (400), or `CredentialsError` (401) for sources authenticated by
         credentials. Messages never contain a secret or the expected signature.
         """
-        raise NotImplementedError
+        if self.scheme is None:
+            raise NotImplementedError(f"{self.name} declares no signature scheme and does not override verify")
+        self.scheme.verify(body, headers, secrets, ctx.settings.tolerance_s)
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The verified delivery as a `ProviderEvent`: the delivery id (the dedup key, the same
@@ -129,7 +137,9 @@ class Provider:
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """Headers that make `body` verify with `secret`; NotImplementedError if we cannot sign."""
-        raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
+        if self.scheme is None:
+            raise NotImplementedError(f"hooktrack cannot sign {self.name} webhooks")
+        return self.scheme.sign(body, secret, timestamp)
 
     @staticmethod
     def json_body(body: bytes) -> dict[str, Any]:

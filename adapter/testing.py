@@ -8,18 +8,34 @@
         secret = "acme_secret"
 
 It checks, for every built-in sample of the provider (or `sample_bodies`): a genuine signature
-verifies, and a forged, tampered, stale (if the scheme has a timestamp) or missing one is
-refused with `SignatureError`; every configured secret is tried; `parse` turns garbage into
-`PayloadError`, never another exception; `map` is deterministic and returns valid Leads and
-Sales, or `[]`, or raises `Ignore`. Override `sign` when `Provider.sign` is not available
-(sign with the provider's SDK or your own helper, never by stubbing `verify`).
+verifies, and a forged or tampered one is refused with `invalid_signature`, a missing one with
+`missing_signature`, a stale one (if the scheme has a timestamp) with `stale_timestamp`; every
+configured secret is tried; a refusal's message never contains the secret or the expected
+signature; `parse` turns garbage into `PayloadError`, never another exception; `map` is
+deterministic and returns valid Leads and Sales, or `[]`, or raises `Ignore`.
+
+Our signer checked only against our verifier proves little: both can share one mistake. Where
+the sender's SDK or docs give something independent, hand it to the contract —
+
+- override `sign` to sign with the provider's SDK (`stripe.WebhookSignature`, `standardwebhooks`,
+  `svix`) or with the recipe its docs give, written out in the test (never by stubbing `verify`);
+- override `vectors()` to return published signed examples (`Vector(body, headers, secret,
+  timestamp=...)`), which must verify (and `Provider.sign` must reproduce when it can);
+- override `reference_verify` with the SDK's verifier when the SDK verifies but cannot sign:
+  `Provider.sign`'s headers must pass it.
+
+`test_signing_is_checked_independently` skips, saying so, when none of the three is given.
+Sources authenticated by credentials set `forged_code`/`missing_code` to `invalid_credentials`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
@@ -32,7 +48,10 @@ from adapter.plugin import Provider, Source, SourceContext
 from adapter.samples import SamplesMixin, samples_of
 from adapter.settings import SourceSettings
 
-__all__ = ["ProviderContract", "make_source"]
+__all__ = ["ProviderContract", "Vector", "make_source"]
+
+_FOREVER = 10**10
+"""A tolerance for published vectors, signed years ago."""
 
 
 def make_source(provider: Provider, secrets: list[str], name: str = "test", **settings: Any) -> Source:
@@ -45,6 +64,26 @@ def make_source(provider: Provider, secrets: list[str], name: str = "test", **se
     return Source(name=name, provider=provider, ctx=ctx, secrets=tuple(secrets))
 
 
+@dataclass(frozen=True)
+class Vector:
+    """A published signing example: `headers` on `body` are genuine under `secret`.
+
+    `timestamp` is when it was signed (Unix seconds), for schemes that `Provider.sign` can
+    reproduce exactly; None when it cannot (a message id the sender chose, decoy signatures).
+    `decoys` are other secrets configured beside it (rotation); `settings` are source settings
+    the example needs (a `notification_url`, say), over the contract's `source_settings`.
+    """
+
+    body: bytes
+    headers: Mapping[str, str]
+    secret: str
+    timestamp: int | None = None
+    decoys: Sequence[str] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    where: str = ""
+    """Where it is published (for the failure message)."""
+
+
 class ProviderContract:
     """Behaviour every provider plugin must have. Set `provider_class` and `secret`."""
 
@@ -55,6 +94,10 @@ class ProviderContract:
     has_timestamp: ClassVar[bool] = True
     """False for schemes that sign only the body (no freshness check possible)."""
     sample_bodies: ClassVar[dict[str, bytes] | None] = None
+    forged_code: ClassVar[str] = "invalid_signature"
+    """The code of a forged or tampered delivery (`invalid_credentials` for credential sources)."""
+    missing_code: ClassVar[str] = "missing_signature"
+    """The code of a delivery without a signature (`invalid_credentials` for credential sources)."""
 
     # -- hooks a subclass may override ---------------------------------------------------
 
@@ -65,6 +108,15 @@ class ProviderContract:
     def extra_headers(self, name: str, body: bytes) -> dict[str, str]:
         provider = self.provider
         return provider.sample_headers(name, body) if isinstance(provider, SamplesMixin) else {}
+
+    def vectors(self) -> Sequence[Vector]:
+        """Published signing examples (see `Vector`); none by default."""
+        return ()
+
+    def reference_verify(self, body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+        """Whether the provider SDK's own verifier accepts `headers` on `body` under `secret`;
+        override where the SDK can verify but not sign. NotImplementedError: there is none."""
+        raise NotImplementedError
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -91,6 +143,17 @@ class ProviderContract:
         src = self.source(secrets)
         src.provider.verify(body, headers, src.secrets, src.ctx)
 
+    def refused(self, body: bytes, headers: StarletteHeaders, secrets: list[str] | None = None) -> SignatureError:
+        """The `SignatureError` verification raises; fails the test when it accepts instead."""
+        with pytest.raises(SignatureError) as caught:
+            self.verify(body, headers, secrets)
+        return caught.value
+
+    def vector_source(self, vector: Vector) -> Source:
+        """A source configured with the vector's secrets and settings, tolerant of its age."""
+        settings = {**self.source_settings, **vector.settings, "tolerance_s": _FOREVER}
+        return make_source(self.provider_class(), [*vector.decoys, vector.secret], **settings)
+
     # -- the contract --------------------------------------------------------------------
 
     def test_name_is_an_entry_point_name(self) -> None:
@@ -103,15 +166,15 @@ class ProviderContract:
 
     def test_forged_signature_is_rejected(self) -> None:
         for name, body in self.bodies().items():
-            with pytest.raises(SignatureError):
-                self.verify(body, self.headers(name, body, secret=self.other_secret))
+            refusal = self.refused(body, self.headers(name, body, secret=self.other_secret))
+            assert refusal.code == self.forged_code, f"{name}: {refusal.code}: {refusal.message}"
 
     def test_tampered_body_is_rejected(self) -> None:
         for name, body in self.bodies().items():
             headers = self.headers(name, body)
             tampered = body.replace(b"0", b"1", 1) if b"0" in body else body + b" "
-            with pytest.raises(SignatureError):
-                self.verify(tampered, headers)
+            refusal = self.refused(tampered, headers)
+            assert refusal.code == self.forged_code, f"{name}: {refusal.code}: {refusal.message}"
 
     def test_stale_timestamp_is_rejected(self) -> None:
         if not self.has_timestamp:
@@ -123,19 +186,59 @@ class ProviderContract:
 
     def test_missing_signature_is_rejected(self) -> None:
         for name, body in self.bodies().items():
-            with pytest.raises(SignatureError):
-                self.verify(body, StarletteHeaders(self.extra_headers(name, body)))
+            refusal = self.refused(body, StarletteHeaders(self.extra_headers(name, body)))
+            assert refusal.code == self.missing_code, f"{name}: {refusal.code}: {refusal.message}"
 
     def test_every_configured_secret_is_tried(self) -> None:
         for name, body in self.bodies().items():
             self.verify(body, self.headers(name, body), secrets=[self.other_secret, self.secret])
 
-    def test_error_messages_never_contain_the_secret(self) -> None:
+    def test_error_messages_never_contain_the_secret_or_the_expected_signature(self) -> None:
         for name, body in self.bodies().items():
+            ts = int(time.time())
+            refusal = self.refused(body, self.headers(name, body, secret=self.other_secret, timestamp=ts))
+            assert self.secret not in str(refusal) and self.secret not in refusal.message
+            expected = self.sign(body, self.secret, ts)  # what verification compared against
+            for token in (t for value in expected.values() for t in re.split(r"[\s,;=|]+", value)):
+                assert len(token) < 16 or token not in refusal.message, f"{name}: the message shows {token!r}"
+
+    def test_published_vectors_verify_and_our_signer_reproduces_them(self) -> None:
+        if not self.vectors():
+            pytest.skip("no published signing example given (`vectors`)")
+        for vector in self.vectors():
+            src = self.vector_source(vector)
+            headers = StarletteHeaders(dict(vector.headers))
+            src.provider.verify(vector.body, headers, src.secrets, src.ctx)
+            for body, secrets in ((vector.body + b" ", src.secrets), (vector.body, (self.other_secret,))):
+                with pytest.raises(SignatureError) as caught:
+                    src.provider.verify(body, headers, secrets, src.ctx)
+                assert caught.value.code == self.forged_code, vector.where
+            if vector.timestamp is not None:
+                signed = src.provider.sign(vector.body, vector.secret, vector.timestamp, src.ctx)
+                ours = {k.lower(): v for k, v in signed.items()}
+                assert {k.lower(): ours.get(k.lower()) for k in vector.headers} == {
+                    k.lower(): v for k, v in vector.headers.items()}, f"our signer differs from {vector.where}"
+
+    def test_our_signatures_pass_the_reference_verifier(self) -> None:
+        for name, body in self.bodies().items():
+            src, ts = self.source(), int(time.time())
             try:
-                self.verify(body + b" ", self.headers(name, body))
-            except SignatureError as exc:
-                assert self.secret not in str(exc)
+                accepted = self.reference_verify(body, src.provider.sign(body, self.secret, ts, src.ctx), self.secret)
+            except NotImplementedError:
+                pytest.skip("no reference verifier given (`reference_verify`)")
+            assert accepted, f"{name}: the provider's own verifier refuses our signature"
+            forged = src.provider.sign(body, self.other_secret, ts, src.ctx)
+            assert not self.reference_verify(body, forged, self.secret), f"{name}: the reference accepts a forgery"
+
+    def test_signing_is_checked_independently(self) -> None:
+        """Passes when the contract signs with something other than `Provider.sign`, or has
+        published vectors, or a reference verifier; otherwise skips, saying why."""
+        own_signer = type(self).sign is ProviderContract.sign
+        no_reference = type(self).reference_verify is ProviderContract.reference_verify
+        if own_signer and not self.vectors() and no_reference:
+            pytest.skip(f"{self.provider_class.__name__}.sign is only checked against its own verify: give the "
+                        "contract the SDK's signer (`sign`), a published example (`vectors`) or the SDK's "
+                        "verifier (`reference_verify`)")
 
     def test_garbage_is_a_payload_error(self) -> None:
         src = self.source()

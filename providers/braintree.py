@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import re
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from adapter.money import to_minor
 from adapter.payload import compact, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
+from adapter.signing import any_pair_equal
 from providers.forms import encode_form, parse_form
 
 __all__ = ["BraintreeProvider", "BraintreeSettings"]
@@ -223,11 +223,9 @@ def _signature_matches(signature: str, payload: str, settings: BraintreeSettings
         macs = [Crypto.sha1_hmac_hash(settings.private_key, p) for p in (payload, payload + "\n")]
     except (UnicodeError, ValueError, TypeError):
         return False
-    for pair in signature.split("&"):
-        public_key, bar, mac = pair.partition("|")
-        if bar and public_key == settings.public_key and any(hmac.compare_digest(m, mac) for m in macs):
-            return True
-    return False
+    given = [mac.encode() for public_key, bar, mac in (pair.partition("|") for pair in signature.split("&"))
+             if bar and public_key == settings.public_key]
+    return any_pair_equal([m.encode() for m in macs], given)
 
 
 def _xml(raw: bytes) -> str:

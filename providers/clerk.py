@@ -1,8 +1,8 @@
 """Clerk: Svix-delivered webhooks (`svix-id`, `svix-timestamp`, `svix-signature`), `whsec_` secret.
 
-Svix is Standard Webhooks under other header names, so verification is delegated to
-`providers.standardwebhooks.verify_headers` after renaming the headers, as svix's own Python
-wrapper delegates to the `standardwebhooks` library (it also accepts `webhook-*` names).
+Svix is Standard Webhooks under other header names, so the scheme is `adapter.signing`'s
+`StandardWebhooks` reading `svix-*` headers (and `webhook-*` ones, as svix's own Python
+wrapper does: it delegates to the `standardwebhooks` library).
 
 Lead: `user.created` → `Sign up`. Email: the address whose id is `primary_email_address_id`;
 name: `first_name last_name`; the Clerk user id (`user_...`) is the provider customer id;
@@ -16,8 +16,6 @@ carry no live/test flag, so `livemode` is None.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
 from typing import Any
 
 from adapter.errors import PayloadError
@@ -25,7 +23,7 @@ from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, epoch_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.standardwebhooks import message_id, secret_key, sign_v1, verify_headers
+from adapter.signing import StandardWebhooks, message_id
 
 __all__ = ["ClerkProvider"]
 
@@ -41,20 +39,7 @@ class ClerkProvider(SamplesMixin, Provider):
     """Clerk via Svix: `svix-signature: v1,<base64>` over `svix-id.svix-timestamp.body`."""
 
     name = "clerk"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Standard Webhooks verification on the Svix headers; raises `SignatureError`."""
-        keys = [k for k in (secret_key(s) for s in secrets) if k]
-        verify_headers(body, _standard(headers), keys, ctx.settings.tolerance_s)
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The Svix headers Clerk would send for `body` at `timestamp` (id derived from body)."""
-        key = secret_key(secret)
-        if key is None:
-            raise ValueError("the secret is not whsec_<base64>")
-        msg_id = message_id(body)
-        mac = base64.b64encode(sign_v1(key, msg_id, str(timestamp), body)).decode()
-        return {"svix-id": msg_id, "svix-timestamp": str(timestamp), "svix-signature": f"v1,{mac}"}
+    scheme = StandardWebhooks(prefixes=("svix", "webhook"))
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         # The svix-id is derived from the body, so a new `timestamp` is a new message.

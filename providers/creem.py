@@ -35,9 +35,9 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
-from adapter.plugin import Headers, SourceContext
+from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.bodyhmac import BodyHmacProvider
+from adapter.signing import BodyHmac
 
 __all__ = ["CreemProvider"]
 
@@ -68,11 +68,11 @@ def _net(obj: dict[str, Any]) -> tuple[int, int]:
     return amount, tax
 
 
-class CreemProvider(SamplesMixin, BodyHmacProvider):
+class CreemProvider(SamplesMixin, Provider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"
-    signature_header = "creem-signature"
+    scheme = BodyHmac(header="creem-signature")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["id"] = f"evt_{unique}"

@@ -28,7 +28,6 @@ Click and user ids: `url_params` (query parameters of the product link the buyer
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -39,6 +38,7 @@ from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import boolean, compact, integer, iso_time, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
+from adapter.signing import secret_in
 from providers.forms import encode_form, parse_form, sample_fields
 
 __all__ = ["GumroadProvider", "GumroadSettings"]
@@ -54,11 +54,6 @@ class GumroadSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seller_id: str = Field(min_length=1)
-
-
-def _same(given: str, expected: str) -> bool:
-    # Digests have equal lengths, so the compare's time says nothing about the expected value.
-    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
 
 
 def _flag(fields: dict[str, str], key: str) -> bool:
@@ -100,17 +95,14 @@ class GumroadProvider(SamplesMixin, Provider):
         token = ctx.query.get("token")
         if not token:
             raise CredentialsError("No ?token= in the webhook URL")
-        matched = False
-        for secret in secrets:  # every secret, so the time taken does not tell which one matched
-            matched |= _same(token, secret)
-        if not matched:
+        if not secret_in(token, secrets):  # every secret compared, in constant time
             raise CredentialsError("The URL token does not match the source's secrets")
         settings: GumroadSettings = ctx.options
         try:
             seller = parse_form(body).get("seller_id")
         except PayloadError:
             seller = None
-        if seller is None or not _same(seller, settings.seller_id):
+        if seller is None or not secret_in(seller, [settings.seller_id]):
             raise CredentialsError("The ping's seller_id is not the source's seller_id")
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:

@@ -25,9 +25,9 @@ from typing import Any
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
-from adapter.plugin import Headers, SourceContext
+from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.bodyhmac import BodyHmacProvider
+from adapter.signing import BodyHmac
 
 __all__ = ["LemonSqueezyProvider"]
 
@@ -48,11 +48,11 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LemonSqueezyProvider(SamplesMixin, BodyHmacProvider):
+class LemonSqueezyProvider(SamplesMixin, Provider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"
-    signature_header = "X-Signature"
+    scheme = BodyHmac(header="X-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `X-Event-Name` header every delivery carries."""

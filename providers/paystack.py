@@ -34,9 +34,9 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import rescale
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
-from adapter.plugin import Headers, SourceContext
+from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.bodyhmac import BodyHmacProvider
+from adapter.signing import BodyHmac
 
 __all__ = ["PaystackProvider"]
 
@@ -72,12 +72,11 @@ def _iso(now: int) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class PaystackProvider(SamplesMixin, BodyHmacProvider):
+class PaystackProvider(SamplesMixin, Provider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
-    signature_header = "x-paystack-signature"
-    digest = "sha512"
+    scheme = BodyHmac(header="x-paystack-signature", digest="sha512")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         txn = mapping(data.get("data"))

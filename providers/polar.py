@@ -21,10 +21,6 @@ order's and the customer's `metadata`; `customer.external_id` is the merchant's 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +29,7 @@ from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.standardwebhooks import sign_v1, verify_headers
+from adapter.signing import StandardWebhooks, message_id
 
 __all__ = ["PolarProvider"]
 
@@ -45,46 +41,12 @@ _KINDS: dict[str, SaleKind] = {
 }
 
 
-def _keys(secret: str) -> list[bytes]:
-    """The secret's UTF-8 bytes, and for a `whsec_<base64>` secret also the decoded bytes."""
-    keys = [secret.encode()]
-    if secret.startswith("whsec_"):
-        encoded = secret.removeprefix("whsec_")
-        try:
-            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if decoded:
-            keys.append(decoded)
-    return keys
-
-
-def _message_id(body: bytes) -> str:
-    """A `webhook-id` for a body hooktrack signs itself (samples): derived from the body, so a
-    redelivery of the same bytes is a duplicate and a refreshed sample is a new message."""
-    return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
-
-
 class PolarProvider(SamplesMixin, Provider):
     """Polar: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`),
     HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
 
     name = "polar"
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Standard Webhooks verification (delegated), keyed by each secret's text bytes.
-
-        Raises `SignatureError`: `missing_signature`, `invalid_signature`, `stale_timestamp`
-        (further than `tolerance_s` from now, either way; checked before the signatures).
-        """
-        keys = [key for secret in secrets for key in _keys(secret)]
-        verify_headers(body, headers, keys, ctx.settings.tolerance_s)
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The three headers Polar would send for `body` at `timestamp` (id derived from body)."""
-        msg_id = _message_id(body)
-        signature = base64.b64encode(sign_v1(secret.encode(), msg_id, str(timestamp), body)).decode()
-        return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{signature}"}
+    scheme = StandardWebhooks(key_encoding="utf8+whsec")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         # The webhook-id is derived from the body, so a new `timestamp` is a new message.
@@ -92,7 +54,7 @@ class PolarProvider(SamplesMixin, Provider):
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The `webhook-id` `sign` uses, so a sample parses on its own (tests, tooling)."""
-        return {"webhook-id": _message_id(body)}
+        return {"webhook-id": message_id(body)}
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by its `webhook-id` header, typed and timed by the body.

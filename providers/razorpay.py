@@ -33,9 +33,9 @@ from typing import Any
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import compact, epoch_time, integer, mapping, text
-from adapter.plugin import Headers, SourceContext
+from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.bodyhmac import BodyHmacProvider
+from adapter.signing import BodyHmac
 
 __all__ = ["RazorpayProvider"]
 
@@ -55,11 +55,11 @@ def _body_key(data: dict[str, Any], event: str) -> str:
     return ":".join([event, *ids, str(data.get("created_at"))])
 
 
-class RazorpayProvider(SamplesMixin, BodyHmacProvider):
+class RazorpayProvider(SamplesMixin, Provider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"
-    signature_header = "X-Razorpay-Signature"
+    scheme = BodyHmac(header="X-Razorpay-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
         """The unsigned `x-razorpay-event-id` a delivery carries, derived from the sample's body

@@ -32,9 +32,9 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.money import to_minor
 from adapter.payload import compact, ident, iso_time, mapping, text
-from adapter.plugin import Headers, SourceContext
+from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.bodyhmac import BodyHmacProvider
+from adapter.signing import BodyHmac
 
 __all__ = ["ShopifyProvider"]
 
@@ -83,12 +83,11 @@ def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:
     return total
 
 
-class ShopifyProvider(SamplesMixin, BodyHmacProvider):
+class ShopifyProvider(SamplesMixin, Provider):
     """Shopify: `X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256 of the raw body (no timestamp)."""
 
     name = "shopify"
-    signature_header = "X-Shopify-Hmac-Sha256"
-    encoding = "base64"
+    scheme = BodyHmac(header="X-Shopify-Hmac-Sha256", encoding="base64")
 
     def samples(self) -> dict[str, bytes]:
         """Samples by topic (`orders/paid`): `samples/shopify/orders/paid.json` and so on."""

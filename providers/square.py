@@ -27,10 +27,6 @@ live/test flag (sandbox and production are separate applications): `livemode` is
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 import uuid
 from collections.abc import Sequence
@@ -41,11 +37,12 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from adapter.attribution import ClientReferenceSettings
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
+from adapter.signing import BodyHmac
 
 __all__ = ["SquareProvider", "SquareSettings"]
 
@@ -83,8 +80,11 @@ def _url(ctx: SourceContext) -> str:
     return ctx.options.notification_url
 
 
-def _digest(url: str, body: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode(), url.encode() + body, hashlib.sha256).digest()
+def _scheme(ctx: SourceContext) -> BodyHmac:
+    """Square's scheme for this source: the notification URL (literal text) before the body."""
+    url = _url(ctx).replace("{", "{{").replace("}", "}}")
+    return BodyHmac(header="x-square-hmacsha256-signature", encoding="base64", signed=url + "{body}",
+                    hint="check the signature key and that notification_url is exactly the subscription's URL")
 
 
 class SquareProvider(SamplesMixin, Provider):
@@ -94,33 +94,17 @@ class SquareProvider(SamplesMixin, Provider):
     settings_model = SquareSettings
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Compare the header with HMAC(signature key, notification_url + body) for every key.
+        """HMAC(signature key, notification_url + body), base64, for every key (`adapter.signing`).
 
         Raises `SignatureError`: `missing_signature` (no header), `invalid_signature` (not
         base64, or no key matches: a wrong key or a `notification_url` that differs from the
         subscription's).
         """
-        header = (headers.get("x-square-hmacsha256-signature") or "").strip()
-        if not header:
-            raise SignatureError("missing_signature", "No x-square-hmacsha256-signature header")
-        try:
-            got = base64.b64decode(header, validate=True)
-        except (binascii.Error, ValueError):
-            raise SignatureError("invalid_signature", "x-square-hmacsha256-signature is not base64") from None
-        url = _url(ctx)
-        matched = False
-        for secret in secrets:  # every key, so the time taken does not tell which one matched
-            matched |= hmac.compare_digest(_digest(url, body, secret), got)
-        if not matched:
-            raise SignatureError(
-                "invalid_signature",
-                "x-square-hmacsha256-signature does not match (check the signature key and that "
-                "notification_url is exactly the subscription's URL)",
-            )
+        _scheme(ctx).verify(body, headers, secrets, ctx.settings.tolerance_s)
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """The header Square would send for this source's `notification_url` (no timestamp)."""
-        return {"x-square-hmacsha256-signature": base64.b64encode(_digest(_url(ctx), body, secret)).decode()}
+        return _scheme(ctx).sign(body, secret, timestamp)
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hooktrack:{unique}"))

@@ -20,108 +20,22 @@ setting (`adapter.rules`); see the README's Standard Webhooks section for Dodo P
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import logging
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from adapter.errors import PayloadError, SignatureError
+from adapter.errors import PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, epoch_time
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import JsonPath, RuleSet, apply_rules, resolve
 from adapter.samples import SamplesMixin
+from adapter.signing import StandardWebhooks, message_id
 
-__all__ = [
-    "StandardWebhooksProvider",
-    "StandardWebhooksSettings",
-    "message_id",
-    "moment",
-    "secret_key",
-    "sign_v1",
-    "verify_headers",
-]
+__all__ = ["StandardWebhooksProvider", "StandardWebhooksSettings", "message_id", "moment"]
 
-log = logging.getLogger("hooktrack.providers.standardwebhooks")
 SecretEncoding = Literal["base64", "utf8"]
-_PREFIX = "whsec_"
-
-
-def secret_key(secret: str, encoding: SecretEncoding = "base64") -> bytes | None:
-    """The HMAC key of a configured secret; None when a `base64` secret does not decode."""
-    if encoding == "utf8":
-        return secret.encode()
-    text = secret.strip().removeprefix(_PREFIX)
-    try:  # the reference libraries accept unpadded base64 too
-        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return key or None
-
-
-def sign_v1(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
-    """The raw HMAC-SHA256 of `{msg_id}.{timestamp}.{body}`."""
-    return hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-
-
-def _signatures(header: str) -> list[bytes]:
-    """The decoded `v1` entries of a signature header; other versions (`v1a`) are skipped.
-
-    An entry that is not base64 stays in the list as `b""`, which never matches: it was sent,
-    so the delivery is `invalid_signature`, not `missing_signature`.
-    """
-    found: list[bytes] = []
-    for entry in header.split():
-        version, _, value = entry.partition(",")
-        if version == "v1" and value:
-            try:
-                found.append(base64.b64decode(value, validate=True))
-            except (binascii.Error, ValueError):
-                found.append(b"")
-    return found
-
-
-def verify_headers(body: bytes, headers: Headers, keys: Sequence[bytes], tolerance_s: int) -> None:
-    """Check a Standard Webhooks delivery on its raw bytes: timestamp first, then signatures.
-
-    Reads `webhook-id`, `webhook-timestamp`, `webhook-signature` from `headers` (Svix senders
-    map their `svix-*` names onto these first). Raises `SignatureError`: `missing_signature`
-    (a header missing, no `v1` entry), `invalid_signature` (a timestamp that is not Unix
-    seconds, no match), `stale_timestamp` (older or newer than `tolerance_s`).
-    """
-    msg_id = headers.get("webhook-id") or ""
-    stamp = (headers.get("webhook-timestamp") or "").strip()
-    header = headers.get("webhook-signature") or ""
-    if not (msg_id and stamp and header):
-        raise SignatureError("missing_signature", "Missing required headers")
-    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
-        raise SignatureError("invalid_signature", "Invalid Signature Headers")
-    age = time.time() - int(stamp)
-    if age > tolerance_s:
-        raise SignatureError("stale_timestamp", "Message timestamp too old")
-    if age < -tolerance_s:
-        raise SignatureError("stale_timestamp", "Message timestamp too new")
-    candidates = _signatures(header)
-    if not candidates:
-        raise SignatureError("missing_signature", "No v1 signatures in the signature header")
-    matched = False
-    for key in keys:  # every pair, so the time taken does not tell which one matched
-        want = sign_v1(key, msg_id, stamp, body)
-        for got in candidates:
-            matched |= hmac.compare_digest(want, got)
-    if not matched:
-        raise SignatureError("invalid_signature", "No matching signature found")
-
-
-def message_id(body: bytes) -> str:
-    """A `webhook-id` for a body hooktrack signs itself (samples): derived from the body, so a
-    redelivery of the same bytes is a duplicate and a refreshed sample is a new message."""
-    return "msg_" + base64.b32encode(hashlib.sha256(body).digest()[:15]).decode().lower()
+_SCHEMES = {"base64": StandardWebhooks(), "utf8": StandardWebhooks(key_encoding="utf8")}
 
 
 moment = any_time
@@ -144,9 +58,10 @@ def _options(ctx: SourceContext) -> StandardWebhooksSettings:
     return ctx.options
 
 
-def _encoding(ctx: SourceContext) -> SecretEncoding:
+def _scheme(ctx: SourceContext) -> StandardWebhooks:
+    """The spec's scheme, keyed as the source's `secret_encoding` says."""
     options = ctx.options
-    return options.secret_encoding if isinstance(options, StandardWebhooksSettings) else "base64"
+    return _SCHEMES[options.secret_encoding if isinstance(options, StandardWebhooksSettings) else "base64"]
 
 
 class StandardWebhooksProvider(SamplesMixin, Provider):
@@ -157,22 +72,20 @@ class StandardWebhooksProvider(SamplesMixin, Provider):
     name = "standardwebhooks"
     settings_model = StandardWebhooksSettings
 
+    def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
+        """Refuse a secret that is not `whsec_<base64>` unless `secret_encoding = "utf8"`."""
+        try:
+            _scheme(ctx).check_secrets(secrets)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; set secret_encoding = \"utf8\" if the sender uses the secret as shown") from None
+
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Verify with every configured secret; raises `SignatureError` (see `verify_headers`)."""
-        keys = [k for k in (secret_key(s, _encoding(ctx)) for s in secrets) if k]
-        if len(keys) < len(secrets):
-            log.warning("source %s: a secret is not whsec_<base64>; set secret_encoding = \"utf8\" "
-                        "if the sender uses the secret as shown", ctx.source)
-        verify_headers(body, headers, keys, ctx.settings.tolerance_s)
+        """Standard Webhooks verification (`adapter.signing.StandardWebhooks`); raises `SignatureError`."""
+        _scheme(ctx).verify(body, headers, secrets, ctx.settings.tolerance_s)
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """The headers a sender would put on `body` at `timestamp` (id derived from the body)."""
-        key = secret_key(secret, _encoding(ctx))
-        if key is None:
-            raise ValueError("the secret is not whsec_<base64>")
-        msg_id = message_id(body)
-        mac = base64.b64encode(sign_v1(key, msg_id, str(timestamp), body)).decode()
-        return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{mac}"}
+        return _scheme(ctx).sign(body, secret, timestamp)
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         # The webhook-id is derived from the body, so a new `timestamp` is a new message.

@@ -9,19 +9,17 @@ Leads: `customer.created` (`Sign up`) and a trialing `customer.subscription.crea
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from adapter.attribution import ClientReferenceSettings
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
+from adapter.signing import TimestampedHmac
 
 __all__ = ["StripeProvider", "StripeSettings"]
 
@@ -56,42 +54,7 @@ class StripeProvider(SamplesMixin, Provider):
 
     name = "stripe"
     settings_model = StripeSettings
-
-    def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        header = headers.get("stripe-signature")
-        if not header:
-            raise SignatureError("missing_signature", "No Stripe-Signature header")
-        timestamp: int | None = None
-        candidates: list[bytes] = []
-        for item in header.split(","):
-            key, _, value = item.strip().partition("=")
-            if key == "t" and value.isdigit():
-                timestamp = int(value)
-            elif key == "v1" and value:
-                candidates.append(value.encode("ascii", "replace"))
-        if timestamp is None:
-            raise SignatureError("invalid_signature", "Unable to extract timestamp from Stripe-Signature")
-        if not candidates:
-            raise SignatureError("missing_signature", "No v1 signatures in Stripe-Signature header")
-        signed = str(timestamp).encode() + b"." + body
-        expected = [
-            hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode() for secret in secrets
-        ]
-        # Every pair is compared so the time taken does not depend on which one matched.
-        matched = False
-        for want in expected:
-            for got in candidates:
-                matched |= hmac.compare_digest(want, got)
-        if not matched:
-            raise SignatureError(
-                "invalid_signature", "No signatures found matching the expected signature for payload"
-            )
-        if abs(time.time() - timestamp) > ctx.settings.tolerance_s:
-            raise SignatureError("stale_timestamp", "Timestamp outside the tolerance zone")
-
-    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
-        return {"Stripe-Signature": f"t={timestamp},v1={mac.hexdigest()}"}
+    scheme = TimestampedHmac(header="Stripe-Signature", ts="t", sig="v1", signed="{ts}.{body}")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         data["id"] = f"evt_{unique}"

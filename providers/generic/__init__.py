@@ -19,21 +19,19 @@ mistake stops hooktrack with a message naming its key. See the README's generic 
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapter.errors import PayloadError, SignatureError
+from adapter.errors import PayloadError
 from adapter.events import Lead, ProviderEvent, Sale
 from adapter.payload import any_time, ident, integer
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.rules import Condition, apply_rules, resolve
 from adapter.samples import SamplesMixin
+from adapter.signing import message_id, secret_keys
 from providers.generic import scheme
 from providers.generic.settings import GenericSettings, Locator
-from providers.standardwebhooks import message_id
 
 __all__ = ["GenericProvider", "GenericSettings", "Locator"]
 
@@ -56,44 +54,23 @@ class GenericProvider(SamplesMixin, Provider):
         for n, secret in enumerate(secrets):
             if secret != secret.strip():
                 raise ValueError(f"secret {n} has leading or trailing whitespace (a stray newline?)")
-            if scheme.key(secret, encoding) is None:
+            if not secret_keys(secret, encoding):
                 raise ValueError(f"secret {n} is not {encoding} (secret_encoding = \"{encoding}\")")
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
-        """Check the signature header on the raw bytes with every secret against every entry.
+        """Check the signature header on the raw bytes with every secret against every entry,
+        with the core scheme the settings describe (`scheme.build`).
 
         Raises `SignatureError`: `missing_signature` (no signature or timestamp header),
         `stale_timestamp` (outside `tolerance_s` either way), `invalid_signature` (a timestamp
         that is not one, no entry with the prefix, no match).
         """
-        options = _options(ctx)
-        header = headers.get(options.signature_header) or ""
-        entries = scheme.entries(header, options)
-        if not entries:
-            raise SignatureError("missing_signature", f"Missing {options.signature_header} header")
-        stamp = scheme.check_time(options, headers, ctx.settings.tolerance_s)
-        candidates = [scheme.decode(e.removeprefix(options.prefix), options.encoding)
-                      for e in entries if e.startswith(options.prefix)]
-        payload = scheme.signed_bytes(options, body, stamp)
-        matched = False
-        for key in (k for k in (scheme.key(s, options.secret_encoding) for s in secrets) if k):
-            want = scheme.mac(options, key, payload)
-            for got in candidates:  # every pair: the time taken does not tell which matched
-                matched |= hmac.compare_digest(want, got)
-        if not matched:
-            raise SignatureError("invalid_signature", f"No signature in {options.signature_header} matches")
+        scheme.build(_options(ctx)).verify(body, headers, secrets, ctx.settings.tolerance_s)
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """The headers a sender configured like this source would put on `body` at `timestamp`."""
         options = _options(ctx)
-        key = scheme.key(secret, options.secret_encoding)
-        if key is None:
-            raise ValueError(f"the secret is not {options.secret_encoding}")
-        mac = scheme.mac(options, key, scheme.signed_bytes(options, body, str(timestamp)))
-        text = mac.hex() if options.encoding == "hex" else base64.b64encode(mac).decode()
-        headers = {options.signature_header: options.prefix + text}
-        if options.timestamp_header:
-            headers[options.timestamp_header] = str(timestamp)
+        headers = scheme.build(options).sign(body, secret, timestamp)
         if options.event_id.header:
             headers[options.event_id.header] = message_id(body)
         return headers

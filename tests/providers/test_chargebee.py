@@ -33,6 +33,7 @@ class TestChargebeeContract(ProviderContract):
     secret = PAIR
     other_secret = WRONG
     has_timestamp = False
+    forged_code = missing_code = "invalid_credentials"
 
     def source(self, secrets: list[str] | None = None) -> Source:
         return make_source(self.provider_class(), [], basic_auth=list(secrets or [self.secret]))

@@ -17,7 +17,7 @@ from svix.webhooks import Webhook
 from adapter.errors import PayloadError, SignatureError
 from adapter.events import Lead
 from adapter.ingest import map_event
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.clerk import ClerkProvider
 from providers.standardwebhooks import message_id
 from tests.conftest import fixture, wait_for
@@ -43,6 +43,9 @@ class TestClerkContract(ProviderContract):
 
     def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
         return svix_headers(body, secret, timestamp)
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, VECTOR, VECTOR_SECRET, where="svix-webhooks python/tests/test_webhooks.py")]
 
 
 def verify(body: bytes, headers: dict[str, str], secrets: list[str] | None = None, **settings: Any) -> None:

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Sale
 from adapter.ingest import parse_event
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.creem import CreemProvider
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
@@ -28,6 +28,10 @@ class TestCreemContract(ProviderContract):
     secret = SECRET
     other_secret = OTHER
     has_timestamp = False
+
+    def vectors(self) -> list[Vector]:  # Creem publishes the recipe but no signed example
+        return [Vector(b"what do ya want for nothing?", {"creem-signature": RFC4231_SHA256}, "Jefe", timestamp=0,
+                       where="RFC 4231 test case 2 (HMAC-SHA256)")]
 
 
 def signature(body: bytes, secret: str = SECRET) -> str:

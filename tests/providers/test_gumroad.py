@@ -34,6 +34,7 @@ class TestGumroadContract(ProviderContract):
     other_secret = "gr_someone_elses_token_000000000000"
     source_settings = {"seller_id": SELLER}
     has_timestamp = False
+    forged_code = missing_code = "invalid_credentials"
 
     def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
         return {URL_TOKEN: GumroadProvider().sample_query(secret)["token"]}

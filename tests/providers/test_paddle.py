@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Sale
 from adapter.ingest import parse_event
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.paddle import PaddleProvider
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
@@ -27,6 +27,12 @@ class TestPaddleContract(ProviderContract):
     provider_class = PaddleProvider
     secret = SECRET
     other_secret = OTHER
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, {"Paddle-Signature": VECTOR_HEADER}, VECTOR_SECRETS[2], decoys=VECTOR_SECRETS[:2],
+                       where="paddle-python-sdk tests/Unit/Notification/test_Verifier.py"),
+                Vector(VECTOR_BODY, {"Paddle-Signature": VECTOR_HEADER.replace("h1=dummy;", "")}, VECTOR_SECRETS[2],
+                       timestamp=1696195954, where="the same, without its decoy h1")]
 
 
 def header(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from starlette.datastructures import Headers
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Sale
 from adapter.ingest import parse_event
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.razorpay import RazorpayProvider
 from tests.conftest import FIXTURES, fixture, fixture_names, fixture_path, wait_for
 from tests.providers.flow import mapped
@@ -29,6 +30,17 @@ class TestRazorpayContract(ProviderContract):
     secret = SECRET
     other_secret = OTHER
     has_timestamp = False
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, {"X-Razorpay-Signature": mac}, secret, timestamp=0,
+                       where="razorpay-python tests/test_client_utility.py, razorpay-ruby test_utility.rb")
+                for secret, mac in VECTORS]
+
+    def reference_verify(self, body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+        try:  # Razorpay's SDK verifies but cannot sign
+            return bool(SDK.verify_webhook_signature(body.decode(), headers["X-Razorpay-Signature"], secret))
+        except SignatureVerificationError:
+            return False
 
 
 def signature(body: bytes, secret: str = SECRET) -> str:

@@ -15,7 +15,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Sale
 from adapter.ingest import parse_event
 from adapter.samples import post_sample
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.shopify import ShopifyProvider
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped
@@ -38,6 +38,10 @@ class TestShopifyContract(ProviderContract):
 
     def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
         return {"X-Shopify-Hmac-Sha256": shopify_hmac(body, secret)}
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, {"X-Shopify-Hmac-Sha256": VECTOR_HMAC}, VECTOR_SECRET, timestamp=0,
+                       where="shopify-api-php tests/Webhooks/RegistryTest.php")]
 
 
 def verify(body: bytes, value: str | None, secrets: list[str] | None = None) -> None:

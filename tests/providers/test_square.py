@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Sale
 from adapter.ingest import parse_event
 from adapter.plugin import build_sources, load_providers
-from adapter.testing import ProviderContract, make_source
+from adapter.testing import ProviderContract, Vector, make_source
 from providers.square import SquareProvider
 from tests.conftest import config, fixture, fixture_names, fixture_path, wait_for
 from tests.providers.flow import mapped, one
@@ -34,6 +35,16 @@ class TestSquareContract(ProviderContract):
     other_secret = OTHER
     source_settings = {"notification_url": URL}
     has_timestamp = False
+
+    def vectors(self) -> list[Vector]:
+        return [Vector(VECTOR_BODY, {"x-square-hmacsha256-signature": VECTOR_HEADER}, VECTOR_KEY, timestamp=0,
+                       settings={"notification_url": VECTOR_URL},
+                       where="square-python-sdk tests/utilities/test_webhooks_helper.py")]
+
+    def reference_verify(self, body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+        # Square's SDK verifies but cannot sign.
+        return bool(square_verify_signature(request_body=body.decode(), signature_header=headers[
+            "x-square-hmacsha256-signature"], signature_key=secret, notification_url=URL))
 
 
 def signature(body: bytes, secret: str = SECRET, url: str = URL) -> str:
