@@ -36,7 +36,7 @@ def test_a_sale_sent_right_after_its_lead_is_counted(client: Any, receiver: Any)
     [lead] = receiver.counted_leads()
     [sale] = receiver.counted_sales()
     assert lead.customer_id == sale.customer_id  # one customer from Lead to Sale
-    assert _conversion(client, r.json()["eventId"])["state"] == "delivered"
+    wait_for(lambda: _conversion(client, r.json()["eventId"])["state"] == "delivered")  # settled after the answer
     assert [q.status for q in receiver.requests] == [200, 200]
 
 
