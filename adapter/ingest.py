@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,7 +25,7 @@ from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.text import body_text
 
-__all__ = ["Ingestor", "Outcome", "checked", "iso_ms", "map_event", "now_ms", "parse_event"]
+__all__ = ["Ingestor", "Outcome", "checked", "map_event", "now_ms", "parse_event"]
 
 log = logging.getLogger("hooktrack.ingest")
 
@@ -34,10 +33,6 @@ log = logging.getLogger("hooktrack.ingest")
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def iso_ms(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and `Z`, as the tracking API wants."""
-    return f"{moment.isoformat(timespec='milliseconds').removesuffix('+00:00')}Z"
 
 
 @dataclass

@@ -70,6 +70,11 @@ def dub_amount(amount: int, currency: str) -> tuple[int, str | None]:
     return int(whole), str(Decimal(amount).scaleb(-iso))
 
 
+def _processor(c: Conversion) -> str:
+    """The source's `payment_processor`, else the provider's own name where Dub knows it."""
+    return c.payment_processor or _PROCESSOR_OF.get(c.provider, "custom")
+
+
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -126,8 +131,7 @@ class DubDestination(Destination):
             problems.append(Problem("currency", "currency is a lowercase ISO 4217 code", "skip"))
         if not c.invoice_id:
             problems.append(Problem("invoice_id", "invoiceId is required (hooktrack dedups sales by it)", "skip"))
-        processor = c.payment_processor or _PROCESSOR_OF.get(c.provider, "custom")
-        if processor not in PAYMENT_PROCESSORS:
+        if _processor(c) not in PAYMENT_PROCESSORS:
             problems.append(Problem("payment_processor", f"paymentProcessor is one of {_PROCESSORS}", "skip"))
         return problems
 
@@ -155,7 +159,7 @@ class DubDestination(Destination):
             amount, _ = dub_amount(c.amount, c.currency)
             body.update(customerExternalId=(c.customer_external_id or "").strip(), amount=amount,
                         currency=c.currency, eventName=c.event_name, invoiceId=self.invoice_id(c),
-                        paymentProcessor=c.payment_processor or _PROCESSOR_OF.get(c.provider, "custom"))
+                        paymentProcessor=_processor(c))
             if c.click_id:
                 body["clickId"] = c.click_id
         if c.name:
