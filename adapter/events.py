@@ -17,7 +17,19 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from adapter.money import normalize_currency
 from adapter.payload import iso_time, utc
 
-__all__ = ["Conversion", "Lead", "LeadKind", "ProviderEvent", "Sale", "SaleKind", "parse_time", "utc"]
+__all__ = [
+    "Conversion",
+    "Lead",
+    "LeadKind",
+    "Mapped",
+    "PaymentLink",
+    "ProviderEvent",
+    "Refund",
+    "Sale",
+    "SaleKind",
+    "parse_time",
+    "utc",
+]
 
 SaleKind = Literal["purchase", "subscription", "subscription_update"]
 """`purchase`: one-time payment; `subscription`: a paid cycle (the core names it creation or
@@ -126,6 +138,55 @@ class Sale(_Hints):
     currency: Currency
     invoice_id: Text
     subscription_id: Text | None = None
+    starts_subscription: bool | None = None
+    """What the provider says about a subscription payment (SPEC §8): True when it starts the
+    subscription (Stripe `billing_reason: subscription_create`, Chargebee `first_invoice`), False
+    for a cycle payment (`subscription_cycle`, Paddle `origin: subscription_recurring`), None when
+    it does not say. The core names the Sale creation or renewal from it and what it has stored."""
+    payment_refs: tuple[Text, ...] = ()
+    """Other ids of this payment that a later refund may name it by (a charge, a payment intent,
+    an order, a transaction), besides `invoice_id`; remembered when the Sale is stored (SPEC §9)."""
+    gross_amount: StrictInt | None = Field(default=None, ge=0)
+    """The amount including tax, in the same minor units, when the provider gives it: a refund
+    whose amount includes tax is scaled by `amount / gross_amount` (SPEC §9)."""
+
+
+class Refund(BaseModel):
+    """Money of a Sale going back: a refund, or a chargeback / lost dispute (SPEC §9).
+
+    `reverses` names the payment it reverses by every id the provider gives (charge, payment
+    intent, invoice, order, transaction); the core finds the Sale through the ids remembered when
+    it was stored (`Sale.invoice_id`, `Sale.payment_refs`) and links learned later
+    (`PaymentLink`). `amount` is minor units of `currency`; None means the whole Sale.
+    `cumulative` says `amount` is the total refunded so far (Stripe `amount_refunded`, Polar and
+    Lemon Squeezy `refunded_amount`): the core applies the difference from what it already
+    applied. `includes_tax`: the amount includes tax, so the core scales it by the Sale's
+    net/gross. `refund_id` is the provider's refund or dispute id (the dedup key when given).
+    """
+
+    model_config = _FROZEN
+
+    reverses: tuple[Text, ...] = Field(min_length=1)
+    amount: StrictInt | None = Field(default=None, ge=0)
+    currency: Currency | None = None
+    cumulative: bool = False
+    includes_tax: bool = False
+    chargeback: bool = False
+    refund_id: Text | None = None
+    timestamp: UtcDatetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PaymentLink(BaseModel):
+    """Ids that name one payment, learned after its Sale (Stripe `invoice_payment.paid` links an
+    invoice to its payment intent): remembered so a later Refund naming any of them finds the
+    Sale. The event is answered `ignored`, `payment_link_recorded` (SPEC §9)."""
+
+    model_config = _FROZEN
+
+    ids: tuple[Text, ...] = Field(min_length=2)
 
 
 Conversion = Lead | Sale
+Mapped = Lead | Sale | Refund | PaymentLink
+"""What `Provider.map` returns a list of."""

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from adapter.attribution import apply_identity_keys
 from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, ProviderEvent, Sale
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
 from adapter.sampling import RejectionSample
@@ -149,13 +149,14 @@ def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
     return event
 
 
-def map_event(source: Source, event: ProviderEvent) -> list[Lead | Sale]:
+def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:
     mode = source.ctx.settings.livemode
     if mode != "any" and event.livemode is not None and event.livemode != (mode == "live"):
         raise Ignore("livemode_mismatch")
     try:
         ctx = source.ctx
-        out = [apply_identity_keys(c, ctx.settings, ctx.options) for c in source.provider.map(event, ctx)]
+        out = [apply_identity_keys(c, ctx.settings, ctx.options) if isinstance(c, (Lead, Sale)) else c
+               for c in source.provider.map(event, ctx)]
     except (Ignore, PayloadError):
         raise
     except ValidationError as exc:
@@ -171,7 +172,7 @@ class _Apply:
     """The ingest transaction for one verified event (runs on the store's writer)."""
 
     def __init__(self, source: Source, event: ProviderEvent, body: bytes, received: int,
-                 conversions: list[Lead | Sale], ignored: str | None, ingestor: Ingestor) -> None:
+                 conversions: list[Mapped], ignored: str | None, ingestor: Ingestor) -> None:
         self.fill_window_ms = ingestor.fill_window_ms
         self.window_ms = ingestor.window_ms
         self.destination = ingestor.destination
@@ -207,7 +208,8 @@ class _Apply:
         if ignored:
             return Outcome("ignored", event_id=event_id, reason=ignored)
         for conversion in self.conversions:
-            self.created.append(self._store_one(tx, event_id, conversion))
+            if isinstance(conversion, (Lead, Sale)):  # Refund and PaymentLink: SPEC §9 (issue 13)
+                self.created.append(self._store_one(tx, event_id, conversion))
         return self._settle(tx, event_id)
 
     def _settle(self, tx: Tx, event_id: int) -> Outcome:

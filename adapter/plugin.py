@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Mapped, ProviderEvent
 from adapter.payload import json_object
 from adapter.settings import Settings, SourceSettings
 from adapter.signing import Scheme
@@ -121,7 +121,7 @@ class Provider:
         """
         raise NotImplementedError
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> Sequence[Mapped]:
         """The conversions an event makes: pure (no I/O, clock or secrets).
 
         `[]` for an event type the provider does not track (`event_type_not_tracked`); raises
@@ -132,6 +132,8 @@ class Provider:
         `email`, `phone`, `name`, and `external_id` / `click_id` only for the provider's own
         fields for them). The core applies the source's key lists (`adapter.attribution`),
         resolves identity with its memory, names creation vs renewal and dedupes (SPEC §2, §3).
+        A refund or lost dispute is a `Refund`; ids learned later for a stored payment are a
+        `PaymentLink`; a cancellation raises `Ignore("cancellation_recorded")` (SPEC §9).
         """
         raise NotImplementedError
 

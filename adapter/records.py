@@ -54,6 +54,22 @@ class Conversion:
     forward_without_click: bool = False
     """The source forwards Leads without a clickId (`forward_leads_without_click_id`)."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A Refund (kind "refund", SPEC §9) carries the Sale it reverses: `amount`/`currency` are
+    # this refund's (tax scaled, never more than the Sale), `invoice_id`/`invoice_unique` and the
+    # identity are the Sale's.
+    reverses: int | None = None
+    """The conversion id of the Sale a Refund reverses."""
+    sale_amount: int | None = None
+    """The reversed Sale's amount, minor units."""
+    refunded: int | None = None
+    """The total refunded of the Sale once this refund applies (≤ `sale_amount`): a destination
+    that sets an absolute remaining amount uses `sale_amount - refunded`."""
+    chargeback: bool = False
+    refund_id: str | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """What the destination asked to remember about the reversed Sale (`Verdict.memo`, such as
+    the commission's sale amount as first read); filled in by the forwarder before `render` and
+    `classify`, never part of the stored record."""
 
     def to_json(self) -> str:
         """Compact JSON of the fields that differ from their defaults, as the store keeps it

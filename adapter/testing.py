@@ -42,7 +42,7 @@ import pytest
 from starlette.datastructures import Headers as StarletteHeaders
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sale
 from adapter.ingest import map_event, parse_event
 from adapter.plugin import Provider, Source, SourceContext
 from adapter.samples import SamplesMixin, samples_of
@@ -254,7 +254,7 @@ class ProviderContract:
             first, second = self._outcome(src, event), self._outcome(src, event)
             assert first == second, f"{name}: map gave different answers for the same event"
             if isinstance(first, list):
-                assert all(isinstance(c, Lead | Sale) for c in first)
+                assert all(isinstance(c, Lead | Sale | Refund | PaymentLink) for c in first)
 
     def test_mangled_payloads_are_payload_errors_not_crashes(self) -> None:
         src = self.source()
@@ -272,7 +272,7 @@ class ProviderContract:
                     map_event(src, parse_event(src, mangled, headers))
 
     @staticmethod
-    def _outcome(src: Source, event: ProviderEvent) -> list[Lead | Sale] | str:
+    def _outcome(src: Source, event: ProviderEvent) -> list[Mapped] | str:
         try:
             return map_event(src, event)
         except Ignore as exc:

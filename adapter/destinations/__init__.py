@@ -118,6 +118,11 @@ class Verdict:
       dead-lettered, one probe goes out every `forwarder.pause_probe_s`.
     - `rate_limited`: the whole destination waits `after_s` (or backs off when None).
     - `follow`: send `next` now, as the next step of the same delivery.
+
+    `memo` (any verdict): small values the destination wants remembered about the Sale a Refund
+    reverses (the commission's sale amount as first read); the forwarder stores them for that
+    Sale and this destination (keys already stored are kept: first write wins) and hands them
+    back as `Conversion.memo` to every later `render`/`classify` of a refund of that Sale.
     """
 
     outcome: Outcome
@@ -125,6 +130,7 @@ class Verdict:
     after_s: float | None = None
     note: str | None = None
     next: Request | None = None
+    memo: Mapping[str, Any] | None = None
 
     @classmethod
     def delivered(cls, note: str | None = None) -> Verdict:
