@@ -61,11 +61,16 @@ class PayloadError(HooktrackError):
 
 
 class Ignore(HooktrackError):
-    """A tracked event that must not count; `reason` is shown in the event log."""
+    """A tracked event that must not count; `reason` is shown in the event log.
 
-    def __init__(self, reason: str) -> None:
+    `trial_of` names a subscription whose zero-amount first payment this is (a trial): the core
+    remembers it, so the subscription's first paid cycle is named its creation (SPEC §8).
+    """
+
+    def __init__(self, reason: str, trial_of: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.trial_of = trial_of
 
 
 class StoreUnavailable(HooktrackError):

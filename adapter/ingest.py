@@ -85,17 +85,18 @@ class Ingestor:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body)
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
+        trial_of: str | None = None
         try:
             conversions, ignored = map_event(source, event), None
         except Ignore as exc:
-            conversions, ignored = [], exc.reason
+            conversions, ignored, trial_of = [], exc.reason, exc.trial_of
         except PayloadError as exc:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body, event)
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
         if ignored is None and not conversions:
             ignored = "event_type_not_tracked"
-        apply = _Apply(source, event, body, received, conversions, ignored, self)
+        apply = _Apply(source, event, body, received, conversions, ignored, self, trial_of)
         outcome = await self.store.transact(apply)
         if self.on_commit is not None and any(c.get("state") == "pending" for c in apply.created):
             self.on_commit()
@@ -172,7 +173,9 @@ class _Apply:
     """The ingest transaction for one verified event (runs on the store's writer)."""
 
     def __init__(self, source: Source, event: ProviderEvent, body: bytes, received: int,
-                 conversions: list[Mapped], ignored: str | None, ingestor: Ingestor) -> None:
+                 conversions: list[Mapped], ignored: str | None, ingestor: Ingestor,
+                 trial_of: str | None = None) -> None:
+        self.trial_of = trial_of
         self.fill_window_ms = ingestor.fill_window_ms
         self.window_ms = ingestor.window_ms
         self.destination = ingestor.destination
@@ -201,6 +204,8 @@ class _Apply:
             tx.insert_event({**row, "dedup_key": None, "status": "duplicate", "reason": None,
                              "duplicate_of": original, "body": None})
             return Outcome("duplicate", event_id=original)
+        if self.trial_of:  # a trial's zero-amount first payment: its first paid cycle is the creation
+            tx.remember_trial(src.name, self.trial_of, self.received)
         ignored = self.ignored
         if not ignored and event.object_key and tx.newer_version_seen(src.name, event.object_key, occurred):
             ignored = "out_of_order"
@@ -236,6 +241,10 @@ class _Apply:
             name = names.started_trial if conv.kind == "started_trial" else names.sign_up
             key = f"lead:{ident.external_id or 'event:' + self.event.id}:{name}"
         held = tx.claim_business_key(src.name, key, now)
+        trial = isinstance(conv, Lead) and conv.kind == "started_trial"
+        trial_of = conv.metadata.get("subscriptionId") if trial else None
+        if isinstance(trial_of, str) and trial_of:
+            tx.remember_trial(src.name, trial_of, now)  # its first paid cycle is the creation
         if isinstance(conv, Sale):
             # Named on both paths: a subscription payment merged into an order-shaped Sale of the
             # same invoice (Lemon Squeezy sends both) still records the subscription's first invoice.
@@ -273,8 +282,24 @@ class _Apply:
             return names.purchase
         if sale.kind == "subscription_update":
             return names.subscription_update
-        first = tx.first_invoice_of(self.source.name, sale.subscription_id, sale.invoice_id, self.received)
-        return names.subscription_creation if first == sale.invoice_id else names.subscription_renewal
+        return names.subscription_creation if self._starts(tx, sale) else names.subscription_renewal
+
+    def _starts(self, tx: Tx, sale: Sale) -> bool:
+        """Creation or renewal (SPEC §8), from the provider's own signal and what is stored: a
+        payment the provider says starts the subscription, a trial's first paid cycle, or (with
+        no signal) the first paid Sale seen for the subscription is its creation."""
+        src, sub = self.source.name, sale.subscription_id
+        assert sub is not None
+        first = tx.subscription_first(src, sub)
+        if not first:  # nothing seen of it, or only its trial ("")
+            # A cycle payment of a subscription hooktrack never saw start (installed on an account
+            # with existing subscribers) is a renewal, remembered so later cycles stay renewals.
+            # A signalled creation, a trial's first paid cycle, or no signal: this is the creation.
+            before_install = sale.starts_subscription is False and first is None
+            tx.record_first_invoice(src, sub, f"before-install:{sale.invoice_id}" if before_install
+                                    else sale.invoice_id, self.received)
+            first = tx.subscription_first(src, sub)  # re-read: a concurrent writer may have won
+        return bool(sale.starts_subscription) or first == sale.invoice_id
 
     def _record(self, kind: ConversionKind, conv: Lead | Sale, ident: Identity, name: str) -> Conversion:
         """The destination-neutral conversion: what it is, with identity resolved."""

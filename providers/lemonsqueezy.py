@@ -140,6 +140,7 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=key,
             subscription_id=subscription,
+            starts_subscription={"initial": True, "renewal": False}.get(str(reason)),
             timestamp=iso_time(attrs.get("created_at")),
             **_hints(attrs, custom),
             metadata=compact(subscriptionId=subscription, billingReason=text(reason),

@@ -35,6 +35,17 @@ __all__ = ["PaddleProvider"]
 _MID_CYCLE_ORIGINS = frozenset({"subscription_update", "subscription_charge"})
 
 
+def _starts(origin: str | None) -> bool | None:
+    """A transaction's `origin` → whether it starts its subscription (SPEC §8): `web` (checkout)
+    and `api` create one, `subscription_recurring` is a renewal (Paddle's transaction object
+    reference, "origin"); anything else says nothing."""
+    if origin in ("web", "api"):
+        return True
+    if origin == "subscription_recurring":
+        return False
+    return None
+
+
 def _minor(totals: dict[str, Any], key: str, default: str | None = None) -> int:
     """An amount string of `totals` ("4900") as an int; PayloadError when absent or not whole."""
     value = integer(totals.get(key, default))
@@ -107,8 +118,9 @@ class PaddleProvider(SamplesMixin, Provider):
         if currency is None:
             raise PayloadError("transaction without `currency_code`")
         amount, tax = _net_and_tax(totals)
-        if amount <= 0:
-            raise Ignore("zero_amount")
+        if amount <= 0:  # a trial's first transaction is one of nothing: remembered as its trial
+            first = _starts(text(txn.get("origin"))) is True
+            raise Ignore("zero_amount", trial_of=text(txn.get("subscription_id")) if first else None)
         subscription = text(txn.get("subscription_id"))
         origin = text(txn.get("origin"))
         kind: SaleKind = "purchase"
@@ -120,6 +132,7 @@ class PaddleProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=txn["id"],
             subscription_id=subscription,
+            starts_subscription=_starts(origin) if subscription else None,
             provider_customer_id=text(txn.get("customer_id")),
             metadata_sources=(mapping(txn.get("custom_data")),),
             metadata=compact(subscriptionId=subscription, origin=origin, taxAmount=tax,

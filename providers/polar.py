@@ -92,8 +92,9 @@ class PolarProvider(SamplesMixin, Provider):
         amount, tax = integer(order.get("net_amount")), integer(order.get("tax_amount", 0))
         if amount is None:
             raise PayloadError(f"order `net_amount` is not an integer: {order.get('net_amount')!r}")
-        if amount <= 0:
-            raise Ignore("zero_amount")
+        if amount <= 0:  # a trial's first order is one of nothing: remembered as its trial
+            first = text(order.get("billing_reason")) == "subscription_create"
+            raise Ignore("zero_amount", trial_of=text(order.get("subscription_id")) if first else None)
         currency, order_id = text(order.get("currency")), text(order.get("id"))
         if currency is None or order_id is None:
             raise PayloadError("order.paid without `id` and `currency`")
@@ -107,6 +108,7 @@ class PolarProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=order_id,
             subscription_id=subscription,
+            starts_subscription={"subscription_create": True, "subscription_cycle": False}.get(reason or ""),
             provider_customer_id=text(customer.get("id")) or text(order.get("customer_id")),
             email=text(customer.get("email")),
             name=text(customer.get("name")) or text(order.get("billing_name")),

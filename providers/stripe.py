@@ -49,6 +49,11 @@ class StripeSettings(ClientReferenceSettings):
     Checkout Session's `client_reference_id` a click id rather than the merchant's user id."""
 
 
+_STARTS = {"subscription_create": True, "subscription_cycle": False}
+"""Invoice `billing_reason` → whether the payment starts its subscription (SPEC §8); other
+reasons (`manual`, `subscription_threshold`, `subscription`) say nothing."""
+
+
 class StripeProvider(SamplesMixin, Provider):
     """Stripe: `Stripe-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
@@ -116,6 +121,7 @@ class StripeProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=object_id(session.get("invoice")) or object_id(session.get("payment_intent")) or session["id"],
             subscription_id=subscription,
+            starts_subscription=True if mode == "subscription" else None,  # a checkout starts it
             provider_customer_id=object_id(session.get("customer")),
             email=text(details.get("email")) or text(session.get("customer_email")),
             name=text(details.get("name")),
@@ -145,8 +151,8 @@ class StripeProvider(SamplesMixin, Provider):
         # Credits and customer balance lower what was paid; tax was still part of what was due.
         net = total - tax if paid == total else max(0, paid - tax)
         amount = rescale(net, _stripe_exponent(currency), currency)
-        if amount <= 0:
-            raise Ignore("zero_amount")
+        if amount <= 0:  # a trial's first invoice is one of nothing: remembered as its trial
+            raise Ignore("zero_amount", trial_of=subscription if reason == "subscription_create" else None)
         paid_at = mapping(invoice.get("status_transitions")).get("paid_at")
         paid_time = epoch_time(paid_at) if isinstance(paid_at, int) else None
         if isinstance(paid_at, int) and paid_time is None:
@@ -157,6 +163,7 @@ class StripeProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=invoice["id"],
             subscription_id=subscription,
+            starts_subscription=_STARTS.get(reason) if isinstance(reason, str) else None,
             provider_customer_id=object_id(invoice.get("customer")),
             email=text(invoice.get("customer_email")),
             name=text(invoice.get("customer_name")),

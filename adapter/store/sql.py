@@ -120,6 +120,32 @@ class Tx(Reports):
         )
         return str(row[0])
 
+    def subscription_first(self, source: str, subscription_id: str) -> str | None:
+        """The first paid invoice recorded for a subscription; `""` when only its trial is known
+        (`remember_trial`), None when hooktrack has seen nothing of it."""
+        row = self.one(
+            "SELECT first_invoice_id FROM subscriptions WHERE source = ? AND subscription_id = ?",
+            (source, subscription_id),
+        )
+        return str(row[0]) if row else None
+
+    def remember_trial(self, source: str, subscription_id: str, now: int) -> None:
+        """Record that a subscription started in trial, before any paid Sale of it."""
+        self.execute(
+            "INSERT INTO subscriptions (source, subscription_id, first_invoice_id, created_at) "
+            "VALUES (?, ?, '', ?) ON CONFLICT (source, subscription_id) DO NOTHING",
+            (source, subscription_id, now),
+        )
+
+    def record_first_invoice(self, source: str, subscription_id: str, invoice_id: str, now: int) -> None:
+        """Record `invoice_id` as the subscription's first paid invoice, over a trial marker."""
+        self.execute(
+            "INSERT INTO subscriptions (source, subscription_id, first_invoice_id, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (source, subscription_id) DO UPDATE "
+            "SET first_invoice_id = excluded.first_invoice_id WHERE subscriptions.first_invoice_id = ''",
+            (source, subscription_id, invoice_id, now),
+        )
+
     # -- identity memory -----------------------------------------------------------------
 
     def identity(self, source: str, key_kind: str, key: str) -> Identity | None:

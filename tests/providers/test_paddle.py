@@ -328,3 +328,24 @@ def test_active_subscription_created_is_not_a_lead() -> None:
 
 def test_paddle_events_pass_any_livemode_filter() -> None:
     assert len(mapped(source(livemode="live"), fixture("paddle", "transaction.completed"))) == 1
+
+
+def test_a_renewal_of_a_subscription_hooktrack_never_saw_is_a_renewal(make_flow: Any) -> None:
+    """SPEC §8: `origin: subscription_recurring` is a renewal even when it is the first payment
+    of the subscription hooktrack sees (installed on an account with existing subscribers)."""
+    flow = paddle_flow(make_flow)
+    renewal = fixture("paddle", "transaction.completed+renewal")
+    assert flow.receive(renewal)["status"] == "accepted"
+    [stored] = flow.stored()
+    assert stored.event_name == "Subscription renewal"
+
+
+def test_a_trials_first_recurring_payment_is_the_creation(make_flow: Any) -> None:
+    flow = paddle_flow(make_flow)
+    trial = fixture("paddle", "subscription.created+trial")
+    flow.receive(trial)
+    first = _txn(event_id="evt_after_trial", origin="subscription_recurring",
+                 subscription_id=trial["data"]["id"])
+    assert flow.receive(first)["status"] == "accepted"
+    [sale] = [s for s in flow.stored() if s.kind == "sale"]
+    assert sale.event_name == "Subscription creation"

@@ -236,9 +236,20 @@ def test_subscription_orders_are_creation_then_renewal(make_flow: Any) -> None:
 
 
 def test_first_cycle_after_a_trial_is_the_subscription_creation(make_flow: Any) -> None:
+    """Polar's trial starts with an order of nothing (`subscription_create`, net 0): hooktrack
+    remembers it, so the first paid `subscription_cycle` is the creation (SPEC §8)."""
     flow = polar_flow(make_flow)
+    trial = order("order.paid+subscription", billing_reason="subscription_create", net_amount=0, tax_amount=0)
+    trial["data"]["id"] = "order_trial_start"
+    assert flow.receive(trial)["reason"] == "zero_amount"
     [sale] = flow.stored(flow.receive(order("order.paid+subscription", billing_reason="subscription_cycle")))
     assert sale.event_name == "Subscription creation"
+
+
+def test_a_cycle_of_a_subscription_never_seen_is_a_renewal(make_flow: Any) -> None:
+    flow = polar_flow(make_flow)
+    [sale] = flow.stored(flow.receive(order("order.paid+subscription", billing_reason="subscription_cycle")))
+    assert sale.event_name == "Subscription renewal"
 
 
 def test_plan_change_charge_is_a_subscription_update(make_flow: Any) -> None:

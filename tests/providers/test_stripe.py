@@ -243,14 +243,6 @@ def test_renewal_is_a_second_sale(make_flow: Any) -> None:
     assert names == {"in_1SUBFIRST": "Subscription creation", "in_1SUBSECOND": "Subscription renewal"}
 
 
-def test_trials_first_paid_cycle_is_the_subscription_creation(make_flow: Any) -> None:
-    trial_end = fixture("stripe", "invoice.paid")
-    trial_end["data"]["object"]["billing_reason"] = "subscription_cycle"
-    flow = stripe_flow(make_flow)
-    [sale] = flow.stored(flow.receive(trial_end))
-    assert sale.event_name == "Subscription creation"
-
-
 def test_legacy_invoice_shape_reads_subscription_and_its_metadata() -> None:
     sale = one(source(), fixture("stripe", "invoice.paid+legacy"))
     assert isinstance(sale, Sale)
@@ -404,3 +396,54 @@ def test_client_reference_prefix_is_a_stripe_source_setting() -> None:
     event["data"]["object"].update(client_reference_id="ref_cl_9", metadata={"userId": "user_9"})
     assert one(source(client_reference_prefix="ref_"), event).click_id == "cl_9"
     assert one(source(), event).click_id is None and one(source(), event).external_id == "user_9"
+
+
+def _invoice(event_id: str, invoice_id: str, reason: str, subscription: str = "sub_demo_grace") -> dict[str, Any]:
+    event = fixture("stripe", "invoice.paid")
+    event["id"] = event_id
+    invoice = event["data"]["object"]
+    invoice.update(id=invoice_id, billing_reason=reason)
+    invoice["parent"]["subscription_details"]["subscription"] = subscription
+    return event
+
+
+def test_a_renewal_of_a_subscription_started_before_install_is_a_renewal(make_flow: Any) -> None:
+    """SPEC §8: `subscription_cycle` of a subscription hooktrack never saw start is not a new
+    subscription, and neither is its next cycle."""
+    flow = stripe_flow(make_flow)
+    for n in (1, 2):
+        assert flow.receive(_invoice(f"evt_cycle_{n}", f"in_cycle_{n}", "subscription_cycle"))["status"] == "accepted"
+    assert {s.invoice_id: s.event_name for s in flow.stored()} == {
+        "in_cycle_1": "Subscription renewal", "in_cycle_2": "Subscription renewal"}
+
+
+def test_a_trials_first_paid_cycle_is_the_subscriptions_creation(make_flow: Any) -> None:
+    """A trialing subscription's first paid invoice says `subscription_cycle`; hooktrack saw the
+    trial start, so that invoice is the creation and the next one a renewal."""
+    flow = stripe_flow(make_flow)
+    trial = fixture("stripe", "customer.subscription.created+trial")
+    subscription = trial["data"]["object"]["id"]
+    flow.receive(trial)
+    for n in (1, 2):
+        flow.receive(_invoice(f"evt_trial_{n}", f"in_trial_{n}", "subscription_cycle", subscription))
+    names = {s.invoice_id: s.event_name for s in flow.stored() if s.kind == "sale"}
+    assert names == {"in_trial_1": "Subscription creation", "in_trial_2": "Subscription renewal"}
+
+
+def test_billing_reason_is_passed_on_as_the_providers_signal() -> None:
+    src = make_source(StripeProvider(), [STRIPE_SECRET])
+    signals = {reason: one(src, _invoice("evt_r", "in_r", reason)) for reason in
+               ("subscription_create", "subscription_cycle", "manual")}
+    assert {r: s.starts_subscription for r, s in signals.items() if isinstance(s, Sale)} == {
+        "subscription_create": True, "subscription_cycle": False, "manual": None}
+
+
+def test_a_zero_amount_first_invoice_marks_a_trial(make_flow: Any) -> None:
+    """A trial's first invoice (`subscription_create`, nothing paid) is ignored but remembered:
+    the first paid cycle is then the creation."""
+    flow = stripe_flow(make_flow)
+    start = _invoice("evt_zero", "in_zero", "subscription_create", "sub_zero_trial")
+    start["data"]["object"].update(total=0, total_excluding_tax=0, amount_paid=0, amount_due=0)
+    assert flow.receive(start)["reason"] == "zero_amount"
+    flow.receive(_invoice("evt_paid", "in_paid", "subscription_cycle", "sub_zero_trial"))
+    assert [s.event_name for s in flow.stored() if s.kind == "sale"] == ["Subscription creation"]
