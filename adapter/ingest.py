@@ -340,20 +340,26 @@ def checked(destination: Destination, record: Conversion) -> tuple[Conversion, s
 
 
 def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
-    """SPEC §2: explicit id, then memory (by provider customer id, then email), then the
-    provider customer id, then the email. Learned values are remembered for later events."""
+    """SPEC §2: explicit id, then memory (by provider customer id, then email, then phone), then
+    the provider customer id, then the email, then the phone. Learned values are remembered for
+    later events. An email (or phone) match never overrides a provider customer id: two
+    customers may share one email (`customer@email.com`), so a conversion that names its own
+    customer is never given what was learned for an email, which may be another customer's."""
     email = conv.email.strip().lower() if conv.email else None
+    phone = conv.phone.strip() if conv.phone else None
     memory = tx.identity(source, "customer", conv.provider_customer_id) if conv.provider_customer_id else None
     by_customer = memory is not None
-    if memory is None and email:
+    if memory is None and email and not conv.provider_customer_id:
         memory = tx.identity(source, "email", email)
+    if memory is None and phone and not conv.provider_customer_id:
+        memory = tx.identity(source, "phone", phone)
     external: str | None
     if conv.external_id:
         external, explicit = conv.external_id, True
     elif memory is not None and memory.external_id:
         external, explicit = memory.external_id, memory.explicit
     else:
-        external, explicit = conv.provider_customer_id or conv.email, False
+        external, explicit = conv.provider_customer_id or conv.email or phone, False
     ident = Identity(
         external_id=external,
         explicit=explicit,
@@ -374,6 +380,8 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
             tx.remember(source, "customer", conv.provider_customer_id, ident, now)
         if email:
             tx.remember(source, "email", email, ident, now)
+        if phone:
+            tx.remember(source, "phone", phone, ident, now)
     return ident
 
 

@@ -447,3 +447,17 @@ def test_a_zero_amount_first_invoice_marks_a_trial(make_flow: Any) -> None:
     assert flow.receive(start)["reason"] == "zero_amount"
     flow.receive(_invoice("evt_paid", "in_paid", "subscription_cycle", "sub_zero_trial"))
     assert [s.event_name for s in flow.stored() if s.kind == "sale"] == ["Subscription creation"]
+
+
+def test_customers_sharing_an_email_stay_two_customers(make_flow: Any) -> None:
+    """SPEC §2: an email match never overrides a different provider customer id."""
+    flow = stripe_flow(make_flow)
+    for n, customer in enumerate(("cus_first", "cus_second")):
+        event = fixture("stripe", "invoice.paid")
+        event["id"] = f"evt_shared_{n}"
+        event["data"]["object"].update(id=f"in_shared_{n}", customer=customer, customer_email="customer@email.com",
+                                       metadata={"userId": "user_first"} if n == 0 else {})
+        event["data"]["object"]["parent"]["subscription_details"].update(metadata={}, subscription=f"sub_{n}")
+        flow.receive(event)
+    assert {s.invoice_id: s.external_id for s in flow.stored()} == {
+        "in_shared_0": "user_first", "in_shared_1": "cus_second"}
