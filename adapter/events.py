@@ -9,7 +9,7 @@ Identity on a conversion is a set of *hints*; the core resolves them into one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
@@ -62,7 +62,10 @@ class ProviderEvent(BaseModel):
 
     id: Text
     type: Text
-    occurred_at: UtcDatetime
+    occurred_at: UtcDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    """When it happened; a provider whose payload has no time leaves it out, and it is the
+    moment of receipt (parse runs as the delivery arrives): a verified event is never refused
+    for a missing optional timestamp."""
     livemode: bool | None = None
     data: dict[str, Any] = Field(default_factory=dict, repr=False)
     object_key: Text | None = None

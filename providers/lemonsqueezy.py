@@ -83,13 +83,11 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
         if not event_name.endswith("_created"):
             first, second = second, first  # the resource's last change is what the event reports
         occurred = iso_time(attrs.get(first)) or iso_time(attrs.get(second))
-        if occurred is None:
-            raise PayloadError("Lemon Squeezy resource without `created_at` or `updated_at`")
         test_mode = meta.get("test_mode", attrs.get("test_mode"))
         return ProviderEvent(
             id=f"{event_name}:{ident(resource['id'])}",
             type=event_name,
-            occurred_at=occurred,
+            occurred_at=occurred or datetime.now(UTC),  # none given: the moment of receipt
             livemode=not test_mode if isinstance(test_mode, bool) else None,
             data=payload,
         )

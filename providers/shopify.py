@@ -119,7 +119,8 @@ class ShopifyProvider(SamplesMixin, Provider):
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by `X-Shopify-Event-Id` (or `X-Shopify-Webhook-Id`), typed by its topic.
 
-        Raises `PayloadError` without a topic, an id, a JSON object body or a time.
+        Raises `PayloadError` without a topic, an id or a JSON object body; without any time
+        (X-Shopify-Triggered-At, `updated_at`, `created_at`) the event is dated at its receipt.
         """
         data = self.json_body(body)
         topic = text(headers.get("x-shopify-topic"))
@@ -130,13 +131,11 @@ class ShopifyProvider(SamplesMixin, Provider):
             raise PayloadError("Shopify webhook without an X-Shopify-Event-Id or X-Shopify-Webhook-Id header")
         occurred = (iso_time(headers.get("x-shopify-triggered-at")) or iso_time(data.get("updated_at"))
                     or iso_time(data.get("created_at")))
-        if occurred is None:
-            raise PayloadError("Shopify webhook without X-Shopify-Triggered-At, `updated_at` or `created_at`")
         test = data.get("test")
         return ProviderEvent(
             id=event_id,
             type=topic,
-            occurred_at=occurred,
+            occurred_at=occurred or datetime.now(UTC),  # none given: the moment of receipt
             livemode=not test if isinstance(test, bool) else None,
             data=data,
         )
