@@ -60,8 +60,9 @@ def apply_identity_keys(conv: C, settings: SourceSettings, options: object = Non
     `settings_model` instance; the default prefix unless that is a `ClientReferenceSettings`).
 
     Pure; a conversion whose provider fields already give both ids comes back unchanged (the
-    same object). Raises pydantic's `ValidationError` when a value found is not a valid id (over
-    500 characters), which the core reports as a malformed payload.
+    same object). Raises pydantic's `ValidationError` when a value found is not a valid id (an
+    empty string), which the core reports as a malformed payload; the length of an id is the
+    destination's rule (`Destination.check`), not a reason to refuse the webhook.
     """
     prefix = (options.client_reference_prefix if isinstance(options, ClientReferenceSettings)
               else DEFAULT_CLIENT_REFERENCE_PREFIX)

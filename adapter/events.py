@@ -44,7 +44,10 @@ parse_time = iso_time
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 Currency = Annotated[str, AfterValidator(normalize_currency)]
-Text = Annotated[str, Field(min_length=1, max_length=500)]
+Text = Annotated[str, Field(min_length=1)]
+"""A non-empty string. No length limit here: a buyer-controlled string (a long landing URL, a
+601-character name) must not turn a verified webhook into a 400; the destination's `check`
+mends or skips what its API would refuse, with the rule in the journey."""
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
