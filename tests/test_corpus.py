@@ -43,11 +43,12 @@ def _find_corpus() -> Path | None:
     return None
 
 
-CORPUS = _find_corpus()
-if CORPUS is None:
+_FOUND = _find_corpus()
+if _FOUND is None:
     pytest.skip("no shared/corpus folder beside the project (../shared/corpus from its root): "
                 "the real-payload corpus is not part of a clone", allow_module_level=True)
-assert CORPUS is not None
+assert _FOUND is not None
+CORPUS: Path = _FOUND
 
 SECRETS = {  # one source per provider, each with a test secret of the provider's own shape
     "stripe": "whsec_test_secret_0123456789abcdef",
