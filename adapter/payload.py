@@ -7,7 +7,8 @@ field was required and raises `PayloadError` with a message naming it.
 
 - `text`: a non-blank string, stripped. `ident`: the same, or an integer id as its decimal text.
 - `object_id`: an id that may arrive expanded (`{"id": ...}`) or as a plain id.
-- `integer`: an int, an integral float or a string of ASCII digits; never a bool or a fraction.
+- `integer`: an int, an integral float or Decimal, or a string of ASCII digits; never a bool or a
+  fraction.
 - `mapping`: a JSON object, else `{}`. `boolean`: `true`/`false`, as JSON or as form text.
 - `iso_time`, `epoch_time`, `any_time`: aware UTC datetimes.
 - `compact`: keyword arguments without the None ones (for conversion metadata).
@@ -21,6 +22,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from adapter.errors import PayloadError
@@ -81,6 +83,8 @@ def integer(value: Any) -> int | None:
         return value
     if isinstance(value, float):
         return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, Decimal):  # a JSON number read with parse_float=Decimal: exact
+        return int(value) if value.is_finite() and value == value.to_integral_value() else None
     if isinstance(value, str):
         digits = value.strip()
         if len(digits) <= _MAX_DIGITS and _INTEGER.fullmatch(digits):

@@ -73,10 +73,6 @@ EXPECTED = _table("EXPECTED.tsv")
 
 PENDING = {
     # file -> why it fails today; strict, so each turns into a failure once its fix lands.
-    "paddle/gosdk-event-transaction-completed-gbp-renewal.json":
-        "creation vs renewal not built (issue 12, SPEC §8): origin subscription_recurring is named "
-        "'Subscription creation' because it is the first Sale seen for its subscription; "
-        "expected 'Subscription renewal'",
     "paystack/docs-charge-success-terminal-string-amount.json":
         "Paystack Terminal amount: the string amount \"5000\" is now read, but its "
         "requested_amount \"200\" (fees null) is taken as fees passed on to the customer, so the "
