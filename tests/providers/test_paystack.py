@@ -205,6 +205,19 @@ def test_charges_the_customer_paid_on_top_are_not_revenue() -> None:
     assert sale.amount == 4500000 and sale.metadata["chargedAmount"] == 4577500
 
 
+@pytest.mark.parametrize(("changes", "expected"), [
+    # Paystack's Terminal sample: "amount": "5000", requested_amount 200, no fees -> the 5000 paid
+    ({"amount": "5000", "requested_amount": 200, "fees": None}, 5000),
+    ({"amount": 4577500, "requested_amount": 4500000, "fees": 1000}, 4577500),  # gap above the fees
+    ({"amount": 4577500, "requested_amount": 4500000, "fees": None}, 4577500),  # no fees to explain it
+    ({"amount": 4500000, "requested_amount": 4577500, "fees": 77500}, 4500000),  # requested above amount
+    ({"amount": "4577500", "requested_amount": "4500000", "fees": "77500"}, 4500000),  # strings alike
+])
+def test_requested_amount_is_the_sale_only_when_the_fees_explain_the_gap(changes: dict[str, Any],
+                                                                         expected: int) -> None:
+    assert sale_of(charge(**changes)).amount == expected
+
+
 @pytest.mark.parametrize(("changes", "reason"), [({"status": "failed"}, "unpaid"),
                                                  ({"status": "abandoned"}, "unpaid"),
                                                  ({"amount": 0, "requested_amount": 0}, "zero_amount")])
