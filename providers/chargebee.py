@@ -84,6 +84,7 @@ class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
     name = "chargebee"
+    invoice_ids = "account"  # invoice ids are per-site sequence numbers (`123`, or a site-chosen prefix)
     requires_secrets = False
     settings_model = ChargebeeSettings
 

@@ -78,6 +78,8 @@ class PaystackProvider(SamplesMixin, Provider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
+    invoice_ids = "account"  # `reference` is chosen by the merchant (`my_reference_3`): unique only per integration
+    tax = "included"  # Paystack reports no tax: the charged amount includes whatever tax the merchant priced in
     scheme = BodyHmac(header="x-paystack-signature", digest="sha512")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
