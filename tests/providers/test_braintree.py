@@ -317,3 +317,9 @@ def test_transaction_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: 
     flow = braintree_flow(make_flow)
     [stored] = flow.stored(flow.receive(delivery(xml()), FORM))
     assert stored.invoice_id == "braintree:7mbb5s1j" and stored.metadata["tax"] == "excluded"
+
+
+def test_a_charge_does_not_claim_to_start_or_continue_a_subscription() -> None:
+    # the notification has no first-payment flag; the core decides creation vs renewal
+    assert sale_of(xml()).starts_subscription is None
+    assert sale_of(xml("subscription_charged_successfully+renewal")).starts_subscription is None

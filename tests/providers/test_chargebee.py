@@ -321,3 +321,18 @@ def test_invoice_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any)
     flow = chargebee_flow(make_flow)
     [stored] = flow.stored(flow.receive(fixture("chargebee", "payment_succeeded")))
     assert stored.invoice_id == "chargebee:inv_1024" and stored.metadata["tax"] == "excluded"
+
+
+@pytest.mark.parametrize(("first", "expected"), [(True, True), (False, False), (None, None)])
+def test_first_invoice_says_whether_the_payment_starts_the_subscription(first: bool | None,
+                                                                        expected: bool | None) -> None:
+    event = fixture("chargebee", "payment_succeeded")
+    if first is None:
+        del event["content"]["invoice"]["first_invoice"]
+    else:
+        event["content"]["invoice"]["first_invoice"] = first
+    assert sale_of(event).starts_subscription is expected
+
+
+def test_a_one_time_invoice_says_nothing_about_a_subscription() -> None:
+    assert sale_of(fixture("chargebee", "payment_succeeded+one_time")).starts_subscription is None
