@@ -86,6 +86,7 @@ class BraintreeProvider(SamplesMixin, Provider):
     """Braintree: `bt_signature` / `bt_payload` form fields, verified by the `braintree` SDK."""
 
     name = "braintree"
+    invoice_ids = "account"  # transaction ids are short per-merchant codes (`f6rnpm`), not globally unique
     requires_secrets = False
     settings_model = BraintreeSettings
     _gateway: Any = None

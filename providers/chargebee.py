@@ -15,7 +15,7 @@ invoice, not their subscription: a late renewal must still count when a later cy
 Sale: `payment_succeeded` — the transaction's `amount` (cents) applied to `content.invoice`,
 minus the invoice's `tax`; `invoiceId` is the invoice id (the transaction id when there is no
 invoice). An invoice with a `subscription_id` is a subscription payment (the core names it
-creation or renewal; `first_invoice` is kept in metadata). Lead: `customer_created`.
+creation or renewal; `first_invoice` is its `starts_subscription` and kept in metadata). Lead: `customer_created`.
 Click and user ids come from `meta_data` and from custom fields: `cf_click_id` counts as the key
 `click_id`, `cf_user_id` as `user_id` (and a configured key `cf_...` matches exactly).
 Chargebee test sites are separate sites, so `livemode` is None. Events of API version v1 are
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Sale, SaleKind
-from adapter.payload import compact, epoch_time, ident, integer, mapping, text
+from adapter.payload import boolean, compact, epoch_time, ident, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import secret_in
@@ -84,6 +84,7 @@ class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
     name = "chargebee"
+    invoice_ids = "account"  # invoice ids are per-site sequence numbers (`123`, or a site-chosen prefix)
     requires_secrets = False
     settings_model = ChargebeeSettings
 
@@ -172,6 +173,8 @@ class ChargebeeProvider(SamplesMixin, Provider):
             currency=currency,
             invoice_id=paid_for,
             subscription_id=subscription_id,
+            # Chargebee says whether the invoice is the subscription's first (SPEC §8); absent → unknown
+            starts_subscription=boolean(invoice.get("first_invoice")) if kind == "subscription" else None,
             provider_customer_id=ident(customer.get("id")) or ident(txn.get("customer_id")),
             email=text(customer.get("email")) or text(billing.get("email")),
             name=_name(customer) or _name(billing),

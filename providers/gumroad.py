@@ -87,6 +87,7 @@ class GumroadProvider(SamplesMixin, Provider):
     """Gumroad Ping: `?token=` in the URL (the source's secrets) plus a `seller_id` check."""
 
     name = "gumroad"
+    invoice_ids = "account"  # SPEC §1 names Gumroad: `sale_id` is Gumroad's per-seller sale id, not a global key
     settings_model = GumroadSettings
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:

@@ -11,7 +11,9 @@ currency (kobo, pesewas, cents); it is converted to ISO 4217 minor units (the sa
 GHS, ZAR, KES, USD; whole francs for XOF and RWF, whose ISO exponent is 0). Paystack reports no
 sales tax on a transaction, so the Sale is the charged amount, tax included where the merchant
 priced it in; `fees` are Paystack's processing fees and are not subtracted. When the customer
-paid those charges on top (`amount` above `requested_amount`), the Sale is `requested_amount`.
+paid those charges on top (`amount` above `requested_amount` by no more than `fees`), the Sale
+is `requested_amount`; any other gap (a Terminal charge whose `requested_amount` is not what was
+paid) leaves the Sale at `amount`.
 A charge of a plan (`data.plan.plan_code`) is a subscription payment; the charge names no
 subscription code, so the subscription is keyed `"<customer_code>:<plan_code>"` (a customer
 holds one subscription per plan), which makes the customer's first paid charge of a plan the
@@ -76,6 +78,8 @@ class PaystackProvider(SamplesMixin, Provider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
+    invoice_ids = "account"  # `reference` is chosen by the merchant (`my_reference_3`): unique only per integration
+    tax = "included"  # Paystack reports no tax: the charged amount includes whatever tax the merchant priced in
     scheme = BodyHmac(header="x-paystack-signature", digest="sha512")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
@@ -127,8 +131,8 @@ class PaystackProvider(SamplesMixin, Provider):
             raise PayloadError(f"Paystack charge `amount` is not an integer: {txn.get('amount')!r}")
         if txn.get("status") != "success":
             raise Ignore("unpaid")
-        requested = integer(txn.get("requested_amount"))
-        if requested is not None and 0 < requested < amount:
+        requested, fees = integer(txn.get("requested_amount")), integer(txn.get("fees"))
+        if requested is not None and fees is not None and 0 < amount - requested <= fees:
             amount, charged = requested, amount  # the customer paid Paystack's charges on top
         else:
             charged = amount

@@ -91,6 +91,7 @@ class SquareProvider(SamplesMixin, Provider):
     """Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 of notification URL + body."""
 
     name = "square"
+    tax = "included"  # a payment has no tax breakdown: `amount_money` includes any sales tax
     settings_model = SquareSettings
 
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:

@@ -185,8 +185,8 @@ def test_environment_must_be_sandbox_or_production(make_client: Any) -> None:
 def test_a_charge_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, delivery(xml())).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    assert sale.headers["idempotency-key"] == "sale:braintree:7mbb5s1j"
-    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Subscription creation", "7mbb5s1j")
+    assert sale.headers["idempotency-key"] == "sale:braintree:braintree:7mbb5s1j"
+    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Subscription creation", "braintree:7mbb5s1j")
     assert (sale.body["clickId"], sale.body["customerExternalId"]) == ("cl_braintree", "user_42")
 
 
@@ -230,8 +230,8 @@ def test_next_cycle_is_a_renewal_of_its_own_transaction(make_flow: Any) -> None:
     flow.receive(delivery(xml()), FORM)
     flow.receive(delivery(xml("subscription_charged_successfully+renewal")), FORM)
     first, second = flow.stored()
-    assert (first.invoice_id, first.event_name) == ("7mbb5s1j", "Subscription creation")
-    assert (second.invoice_id, second.event_name) == ("k4hzyc3t", "Subscription renewal")
+    assert (first.invoice_id, first.event_name) == ("braintree:7mbb5s1j", "Subscription creation")
+    assert (second.invoice_id, second.event_name) == ("braintree:k4hzyc3t", "Subscription renewal")
 
 
 def test_tax_amount_is_taken_off_and_zero_decimal_currencies_are_exact() -> None:
@@ -311,3 +311,15 @@ def test_gateway_is_built_from_the_settings() -> None:
     config = gateway(src.ctx.options).config
     assert (config.merchant_id, config.public_key, config.environment) == (
         MERCHANT, PUBLIC, braintree.Environment.Production)
+
+
+def test_transaction_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any) -> None:
+    flow = braintree_flow(make_flow)
+    [stored] = flow.stored(flow.receive(delivery(xml()), FORM))
+    assert stored.invoice_id == "braintree:7mbb5s1j" and stored.metadata["tax"] == "excluded"
+
+
+def test_a_charge_does_not_claim_to_start_or_continue_a_subscription() -> None:
+    # the notification has no first-payment flag; the core decides creation vs renewal
+    assert sale_of(xml()).starts_subscription is None
+    assert sale_of(xml("subscription_charged_successfully+renewal")).starts_subscription is None

@@ -133,8 +133,8 @@ def test_a_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: An
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
     body = sale.body
-    assert sale.headers["idempotency-key"] == "sale:chargebee:inv_1024"
-    assert (body["eventName"], body["invoiceId"]) == ("Subscription creation", "inv_1024")
+    assert sale.headers["idempotency-key"] == "sale:chargebee:chargebee:inv_1024"
+    assert (body["eventName"], body["invoiceId"]) == ("Subscription creation", "chargebee:inv_1024")
     assert body["customerExternalId"] == "user_42"
     assert body["clickId"] == "cl_chargebee_checkout"
 
@@ -180,7 +180,7 @@ def test_later_invoices_of_the_subscription_are_renewals(make_flow: Any) -> None
     flow.receive(fixture("chargebee", "payment_succeeded"))
     flow.receive(fixture("chargebee", "payment_succeeded+renewal"))
     assert {s.invoice_id: s.event_name for s in flow.stored()} == {
-        "inv_1024": "Subscription creation", "inv_1099": "Subscription renewal"}
+        "chargebee:inv_1024": "Subscription creation", "chargebee:inv_1099": "Subscription renewal"}
 
 
 def test_invoice_of_no_subscription_is_a_purchase() -> None:
@@ -313,5 +313,26 @@ def test_late_renewal_and_late_customer_event_still_count(make_flow: Any) -> Non
     assert flow.receive(fixture("chargebee", "payment_succeeded"))["status"] == "accepted"
     assert flow.receive(fixture("chargebee", "customer_created"))["status"] == "accepted"
     got = flow.stored()
-    assert sorted(s.invoice_id or s.event_name for s in got) == ["Sign up", "inv_1024", "inv_1099"]
+    assert sorted(s.invoice_id or s.event_name for s in got) == ["Sign up", "chargebee:inv_1024", "chargebee:inv_1099"]
     assert all(s.state == "pending" for s in got)
+
+
+def test_invoice_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any) -> None:
+    flow = chargebee_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("chargebee", "payment_succeeded")))
+    assert stored.invoice_id == "chargebee:inv_1024" and stored.metadata["tax"] == "excluded"
+
+
+@pytest.mark.parametrize(("first", "expected"), [(True, True), (False, False), (None, None)])
+def test_first_invoice_says_whether_the_payment_starts_the_subscription(first: bool | None,
+                                                                        expected: bool | None) -> None:
+    event = fixture("chargebee", "payment_succeeded")
+    if first is None:
+        del event["content"]["invoice"]["first_invoice"]
+    else:
+        event["content"]["invoice"]["first_invoice"] = first
+    assert sale_of(event).starts_subscription is expected
+
+
+def test_a_one_time_invoice_says_nothing_about_a_subscription() -> None:
+    assert sale_of(fixture("chargebee", "payment_succeeded+one_time")).starts_subscription is None

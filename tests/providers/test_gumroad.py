@@ -116,8 +116,8 @@ def test_a_sale_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) 
     r = post(client, sale())
     assert r.json()["status"] == "accepted"
     [got] = wait_for(receiver.delivered)
-    assert got.headers["idempotency-key"] == "sale:gumroad:FO8TXN-dvxYabdavG97Y-Q=="
-    assert (got.body["eventName"], got.body["invoiceId"]) == ("Purchase", "FO8TXN-dvxYabdavG97Y-Q==")
+    assert got.headers["idempotency-key"] == "sale:gumroad:gumroad:FO8TXN-dvxYabdavG97Y-Q=="
+    assert (got.body["eventName"], got.body["invoiceId"]) == ("Purchase", "gumroad:FO8TXN-dvxYabdavG97Y-Q==")
     assert got.body["clickId"] == "cl_gumroad_sale" and got.body["customerExternalId"] == "user_42"
 
 
@@ -271,3 +271,9 @@ def test_hooktrack_send_puts_the_token_in_the_url(client: Any, receiver: Any) ->
     sample = sorted(src.provider.samples())[0]
     assert post_sample(src, sample, "", client=client).json()["status"] in ("accepted", "ignored")
     assert post_sample(src, sample, "", secret="not-the-token", client=client).status_code == 401
+
+
+def test_sale_ids_are_qualified_by_source_and_price_is_net_of_tax(make_flow: Any) -> None:
+    flow = GumroadFlow(make_flow)
+    [stored] = flow.stored(flow.receive(sale()))
+    assert stored.invoice_id == "gumroad:FO8TXN-dvxYabdavG97Y-Q==" and stored.metadata["tax"] == "excluded"

@@ -214,8 +214,8 @@ def test_hooktrack_cannot_sign_paddle_classic_samples() -> None:
 def test_a_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, alert("payment_succeeded")).json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    assert sale.headers["idempotency-key"] == "sale:paddle_classic:8295473-4210584"
-    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Purchase", "8295473-4210584")
+    assert sale.headers["idempotency-key"] == "sale:paddle_classic:paddle_classic:8295473-4210584"
+    assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Purchase", "paddle_classic:8295473-4210584")
     assert (sale.body["clickId"], sale.body["customerExternalId"]) == ("cl_paddle_classic", "user_42")
 
 
@@ -336,3 +336,9 @@ def test_fresh_samples_signed_here_are_new_deliveries(client: Any, receiver: Any
         fields = parse_form(provider.sample("payment_succeeded", unique=unique, now=int(time.time())))
         assert post(client, fields).json()["status"] == "accepted"
     assert len(wait_for(lambda: len(receiver.delivered()) == 2 and receiver.delivered())) == 2
+
+
+def test_order_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any) -> None:
+    flow = classic_flow(make_flow)
+    [stored] = flow.stored(flow.receive(form(alert("payment_succeeded")), FORM))
+    assert stored.invoice_id == "paddle_classic:8295473-4210584" and stored.metadata["tax"] == "excluded"

@@ -121,8 +121,8 @@ def test_a_successful_charge_reaches_the_tracking_api_end_to_end(client: Any, re
     r = post(client, fixture("paystack", "charge.success"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    assert sale.headers["idempotency-key"] == "sale:paystack:re4lyvq3s3"
-    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "re4lyvq3s3"
+    assert sale.headers["idempotency-key"] == "sale:paystack:paystack:re4lyvq3s3"
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "paystack:re4lyvq3s3"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_paystack_demo"
 
 
@@ -205,6 +205,19 @@ def test_charges_the_customer_paid_on_top_are_not_revenue() -> None:
     assert sale.amount == 4500000 and sale.metadata["chargedAmount"] == 4577500
 
 
+@pytest.mark.parametrize(("changes", "expected"), [
+    # Paystack's Terminal sample: "amount": "5000", requested_amount 200, no fees -> the 5000 paid
+    ({"amount": "5000", "requested_amount": 200, "fees": None}, 5000),
+    ({"amount": 4577500, "requested_amount": 4500000, "fees": 1000}, 4577500),  # gap above the fees
+    ({"amount": 4577500, "requested_amount": 4500000, "fees": None}, 4577500),  # no fees to explain it
+    ({"amount": 4500000, "requested_amount": 4577500, "fees": 77500}, 4500000),  # requested above amount
+    ({"amount": "4577500", "requested_amount": "4500000", "fees": "77500"}, 4500000),  # strings alike
+])
+def test_requested_amount_is_the_sale_only_when_the_fees_explain_the_gap(changes: dict[str, Any],
+                                                                         expected: int) -> None:
+    assert sale_of(charge(**changes)).amount == expected
+
+
 @pytest.mark.parametrize(("changes", "reason"), [({"status": "failed"}, "unpaid"),
                                                  ({"status": "abandoned"}, "unpaid"),
                                                  ({"amount": 0, "requested_amount": 0}, "zero_amount")])
@@ -262,8 +275,15 @@ def test_plan_charges_are_subscription_creation_then_renewal(make_flow: Any) -> 
     assert flow.receive(fixture("paystack", "charge.success+subscription"))["status"] == "accepted"
     assert flow.receive(renewal)["status"] == "accepted"
     sales = flow.stored()
-    assert {s.invoice_id: s.event_name for s in sales} == {"sub_charge_8bvfx2k1": "Subscription creation",
-                                                          "sub_charge_9kq2m4n8": "Subscription renewal"}
+    assert {s.invoice_id: s.event_name for s in sales} == {"paystack:sub_charge_8bvfx2k1": "Subscription creation",
+                                                          "paystack:sub_charge_9kq2m4n8": "Subscription renewal"}
     # the renewal has no metadata: identity memory keyed by the customer code fills it
     assert {s.external_id for s in sales} == {"user_88"}
     assert {s.click_id for s in sales} == {"cl_paystack_sub"}
+
+
+def test_references_are_qualified_by_source_and_tax_is_included(make_flow: Any) -> None:
+    # merchant-chosen references are unique per integration only; Paystack reports no tax
+    flow = paystack_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("paystack", "charge.success")))
+    assert stored.invoice_id == "paystack:re4lyvq3s3" and stored.metadata["tax"] == "included"

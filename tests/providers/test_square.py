@@ -318,3 +318,9 @@ def test_customer_reference_with_the_click_prefix_is_a_click_id(make_flow: Any) 
     flow = square_flow(make_flow, forward_leads_without_click_id=True)
     [stored] = flow.stored(flow.receive(event))
     assert stored.external_id == "A0AP25A6ZH1YA7QXW4LQS0AXXW"  # no user id: Square's customer id
+
+
+def test_payment_ids_are_global_and_tax_is_included(make_flow: Any) -> None:
+    flow = square_flow(make_flow)
+    [stored] = flow.stored(flow.receive(fixture("square", "payment.updated")))
+    assert stored.invoice_id == "hYy9pRFVxpDsO1FB05SunFWUe9JZY" and stored.metadata["tax"] == "included"
