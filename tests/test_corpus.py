@@ -73,10 +73,6 @@ EXPECTED = _table("EXPECTED.tsv")
 
 PENDING = {
     # file -> why it fails today; strict, so each turns into a failure once its fix lands.
-    "paystack/docs-charge-success-terminal-string-amount.json":
-        "Paystack Terminal amount: the string amount \"5000\" is now read, but its "
-        "requested_amount \"200\" (fees null) is taken as fees passed on to the customer, so the "
-        "Sale is 200 ngn; expected 5000 ngn",
     "stripe/supabase-invoice-payment-paid.json":
         "payment links not built (SPEC §9): invoice_payment.paid is ignored as "
         "event_type_not_tracked; expected ignored:payment_link_recorded",

@@ -121,8 +121,8 @@ def test_a_successful_charge_reaches_the_tracking_api_end_to_end(client: Any, re
     r = post(client, fixture("paystack", "charge.success"))
     assert r.json()["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    assert sale.headers["idempotency-key"] == "sale:paystack:paystack:re4lyvq3s3"
-    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "paystack:re4lyvq3s3"
+    assert sale.headers["idempotency-key"] == "sale:paystack:re4lyvq3s3"
+    assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "re4lyvq3s3"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_paystack_demo"
 
 
@@ -275,15 +275,15 @@ def test_plan_charges_are_subscription_creation_then_renewal(make_flow: Any) -> 
     assert flow.receive(fixture("paystack", "charge.success+subscription"))["status"] == "accepted"
     assert flow.receive(renewal)["status"] == "accepted"
     sales = flow.stored()
-    assert {s.invoice_id: s.event_name for s in sales} == {"paystack:sub_charge_8bvfx2k1": "Subscription creation",
-                                                          "paystack:sub_charge_9kq2m4n8": "Subscription renewal"}
+    assert {s.invoice_id: s.event_name for s in sales} == {"sub_charge_8bvfx2k1": "Subscription creation",
+                                                          "sub_charge_9kq2m4n8": "Subscription renewal"}
     # the renewal has no metadata: identity memory keyed by the customer code fills it
     assert {s.external_id for s in sales} == {"user_88"}
     assert {s.click_id for s in sales} == {"cl_paystack_sub"}
 
 
-def test_references_are_qualified_by_source_and_tax_is_included(make_flow: Any) -> None:
-    # merchant-chosen references are unique per integration only; Paystack reports no tax
+def test_references_are_sent_as_is_and_tax_is_included(make_flow: Any) -> None:
+    # references are unique per integration and sent unqualified (EXPECTED.tsv); Paystack reports no tax
     flow = paystack_flow(make_flow)
     [stored] = flow.stored(flow.receive(fixture("paystack", "charge.success")))
-    assert stored.invoice_id == "paystack:re4lyvq3s3" and stored.metadata["tax"] == "included"
+    assert stored.invoice_id == "re4lyvq3s3" and stored.metadata["tax"] == "included"
