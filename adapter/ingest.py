@@ -19,7 +19,6 @@ from adapter.attribution import apply_identity_keys
 from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Mapped, ProviderEvent, Sale
-from adapter.metrics import observe_provider_error
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
 from adapter.sampling import RejectionSample
@@ -145,7 +144,6 @@ def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
     # datetime.fromtimestamp raises OverflowError or OSError for out-of-range times: bad input too.
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError,
             RecursionError) as exc:
-        _provider_error(source, "parse", exc)
         raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
     if not isinstance(event, ProviderEvent):
         raise PayloadError(f"{source.ctx.provider}.parse returned {type(event).__name__}, not a ProviderEvent")
@@ -167,19 +165,8 @@ def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:
         where = ".".join(str(p) for p in first["loc"])
         raise PayloadError(f"{event.type}: invalid {where}: {first['msg']}") from exc
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError) as exc:
-        _provider_error(source, "map", exc)
         raise PayloadError(f"{event.type} is missing or has invalid fields ({type(exc).__name__}: {exc})") from exc
     return list(out)
-
-
-def _provider_error(source: Source, step: str, exc: BaseException) -> None:
-    """A provider raised something other than `PayloadError`/`Ignore`: the delivery is still
-    answered 400 `malformed_payload` with its body kept (for `hooktrack reprocess` once fixed),
-    but it may be a bug rather than bad input, so it is logged at error level with the traceback
-    and counted (`hooktrack_provider_errors_total`)."""
-    observe_provider_error(source.name, source.ctx.provider)
-    log.error("provider %s raised %s in %s", source.ctx.provider, type(exc).__name__, step,
-              exc_info=exc, extra={"source": source.name})
 
 
 class _Apply:

@@ -39,14 +39,7 @@ from starlette.responses import Response
 from adapter.journal import outbox_gauges
 from adapter.store import Store, Tx
 
-__all__ = [
-    "REGISTRY",
-    "metrics_endpoint",
-    "observe_attempt",
-    "observe_provider_error",
-    "observe_webhook",
-    "serve_metrics",
-]
+__all__ = ["REGISTRY", "metrics_endpoint", "observe_attempt", "observe_webhook", "serve_metrics"]
 
 log = logging.getLogger("hooktrack.metrics")
 
@@ -70,16 +63,6 @@ ATTEMPTS = Counter("hooktrack_forward_attempts", "Deliveries tried at the tracki
                    ["kind", "outcome"], registry=REGISTRY)
 LATENCY = Histogram("hooktrack_forward_latency_seconds", "Tracking API response time per attempt.", ["kind"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
-
-
-PROVIDER_ERRORS = Counter("hooktrack_provider_errors", "Unexpected exceptions inside a provider's parse or "
-                          "map (a bug, not bad input; logged with the traceback), by source and provider.",
-                          ["source", "provider"], registry=REGISTRY)
-
-
-def observe_provider_error(source: str, provider: str) -> None:
-    """Count an unexpected exception raised inside a provider plugin."""
-    PROVIDER_ERRORS.labels(source, provider).inc()
 
 
 def observe_webhook(source: str, status: str, reason: str | None = None,
