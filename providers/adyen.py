@@ -181,7 +181,7 @@ class AdyenProvider(SamplesMixin, Provider):
             item["pspReference"] = f"{index + 10}{digits}"
             if item.get("originalReference"):
                 item["originalReference"] = f"10{digits}"
-            item["merchantReference"] = f"order-{unique}"
+            item["merchantReference"] = f"order-{unique}-{index}"
             item["eventDate"] = datetime.fromtimestamp(now, UTC).isoformat()
 
     def answer(self, outcome: Mapping[str, Any]) -> Response | None:
