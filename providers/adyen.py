@@ -267,7 +267,9 @@ class AdyenProvider(SamplesMixin, Provider):
         value, currency = self._amount(item)
         psp, original = ident(item.get("pspReference")), ident(item.get("originalReference"))
         reference = text(item.get("merchantReference"))
-        reverses = tuple(dict.fromkeys(r for r in (original, reference, psp if chargeback else None) if r))
+        # A REFUND's and a CHARGEBACK's own pspReference is the refund's / the dispute's (Adyen's
+        # "Dispute webhooks" page); `originalReference` is the payment's.
+        reverses = tuple(dict.fromkeys(r for r in (original, reference) if r))
         if not reverses:
             raise PayloadError(f"{item.get('eventCode')} without originalReference or merchantReference")
         return Refund(reverses=reverses, amount=value, currency=currency, includes_tax=True,

@@ -184,8 +184,10 @@ def test_refund_and_chargeback_reverse_the_payment() -> None:
     assert refund.reverses == ("7914073381342284", "order-4711")
     assert (refund.amount, refund.currency, refund.includes_tax, refund.chargeback) == (1000, "eur", True, False)
     assert refund.refund_id == "8825073381342299"
-    [chargeback] = mapped(source(), delivery(item("REFUND", eventCode="CHARGEBACK")))
+    dispute = item("REFUND", eventCode="CHARGEBACK", pspReference="9915555555555555")
+    [chargeback] = mapped(source(), delivery(dispute))
     assert isinstance(chargeback, Refund) and chargeback.chargeback
+    assert (chargeback.reverses, chargeback.refund_id) == (("7914073381342284", "order-4711"), "9915555555555555")
     with pytest.raises(Ignore) as caught:
         mapped(source(), delivery(item("REFUND", success="false")))
     assert caught.value.reason == "refund_failed"
