@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Refund, Sale
-from adapter.ingest import parse_events
+from adapter.ingest import parse_event, parse_events
 from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.fastspring import FastSpringProvider
@@ -163,6 +163,14 @@ def test_each_event_of_a_delivery_is_its_own_and_manual_resends_are_caught(make_
     resent = flow.receive(delivery({**order, "id": "evt_manual_resend"}))  # a manual resend: a new id
     assert (resent["events"][0]["status"], resent["events"][0]["reason"]) == ("duplicate", "business_key")
     assert [s.invoice_id for s in flow.stored()] == [ORDER_ID]
+
+
+def test_parse_event_refuses_a_delivery_of_several() -> None:
+    body = body_of(delivery(event("order.completed"), event("order.completed+subscription")))
+    assert [e.id for e in parse_events(source(), body, Headers({}))] == ["4ShTVEcSQDeBZm9ptj2Uxw",
+                                                                        "sZ0aUeJ0Rj2pYw3k5Q3XgA"]
+    with pytest.raises(PayloadError, match="2 events"):
+        parse_event(source(), body, Headers({}))
 
 
 def test_a_malformed_event_does_not_lose_the_others(make_flow: Any) -> None:
