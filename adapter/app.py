@@ -87,8 +87,11 @@ def create_app(
             log.error("store unavailable: %s", exc, extra={"source": source.name})
             observe_webhook(source.name, "unavailable")
             return _error(503, "store_unavailable", "the store cannot commit right now; retry later")
-        observe_webhook(source.name, outcome.status, outcome.reason, outcome.conversions)
-        return JSONResponse(outcome.body(), status_code=outcome.http_status)
+        for each in outcome.events if outcome.events is not None else [outcome]:  # one per event
+            observe_webhook(source.name, each.status, each.reason, each.conversions)
+        answer = outcome.body()
+        own = source.provider.answer(answer) if outcome.http_status == 200 else None
+        return own if own is not None else JSONResponse(answer, status_code=outcome.http_status)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -25,7 +25,7 @@ from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.text import body_text
 
-__all__ = ["Ingestor", "Outcome", "checked", "map_event", "now_ms", "parse_event"]
+__all__ = ["Ingestor", "Outcome", "checked", "map_event", "now_ms", "parse_event", "parse_events"]
 
 log = logging.getLogger("hooktrack.ingest")
 
@@ -45,11 +45,25 @@ class Outcome:
     conversions: list[dict[str, Any]] = field(default_factory=list)
     error: SignatureError | None = None
     http_status: int = 200
+    provider_event_id: str | None = None
+    events: list[Outcome] | None = None
+    """Set for a delivery that carries several events (SPEC §8): what became of each."""
 
     def body(self) -> dict[str, Any]:
         if self.error is not None:
             return {"error": {"code": self.error.code, "message": self.error.message}}
+        if self.events is not None:
+            return {"status": self.status, "events": [e.entry() for e in self.events]}
         out: dict[str, Any] = {"status": self.status, "eventId": self.event_id}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.status == "accepted":
+            out["conversions"] = self.conversions
+        return out
+
+    def entry(self) -> dict[str, Any]:
+        """This event's line in the answer to a delivery of several events."""
+        out: dict[str, Any] = {"id": self.provider_event_id, "status": self.status, "eventId": self.event_id}
         if self.reason:
             out["reason"] = self.reason
         if self.status == "accepted":
@@ -80,11 +94,21 @@ class Ingestor:
             await self._reject(source, received, exc.code, None)
             return Outcome("rejected", reason=exc.code, error=exc, http_status=exc.status_code)
         try:
-            event = parse_event(source, body, headers)
+            parsed = _parsed(source, body, headers)
         except PayloadError as exc:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body)
             return Outcome("rejected", reason=err.code, error=err, http_status=400)
+        if isinstance(parsed, ProviderEvent):
+            return await self._one(source, body, received, parsed)
+        # Several events in one delivery (Adyen items, FastSpring `events`): each is stored,
+        # deduped and answered on its own; a malformed one is recorded, the others still count.
+        outcomes = [await self._one(source, body, received, event) for event in parsed]
+        return Outcome("accepted", events=outcomes,
+                       conversions=[c for o in outcomes for c in o.conversions])
+
+    async def _one(self, source: Source, body: bytes, received: int, event: ProviderEvent) -> Outcome:
+        """Map and store one verified event of a delivery."""
         trial_of: str | None = None
         try:
             conversions, ignored = map_event(source, event), None
@@ -93,11 +117,12 @@ class Ingestor:
         except PayloadError as exc:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body, event)
-            return Outcome("rejected", reason=err.code, error=err, http_status=400)
+            return Outcome("rejected", reason=err.code, error=err, http_status=400, provider_event_id=event.id)
         if ignored is None and not conversions:
             ignored = "event_type_not_tracked"
         apply = _Apply(source, event, body, received, conversions, ignored, self, trial_of)
         outcome = await self.store.transact(apply)
+        outcome.provider_event_id = event.id
         if self.on_commit is not None and any(c.get("state") == "pending" for c in apply.created):
             self.on_commit()
         log.info(
@@ -136,18 +161,36 @@ def _with_query(source: Source, query: Mapping[str, str]) -> Any:
     return replace(source.ctx, query=dict(query))
 
 
-def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
+def _parsed(source: Source, body: bytes, headers: Headers) -> ProviderEvent | list[ProviderEvent]:
+    """What `Provider.parse` made of the delivery: one event, or a list (a delivery carrying
+    several); any other failure of the provider's code on bad input is a `PayloadError`."""
     try:
-        event = source.provider.parse(body, headers)
+        parsed = source.provider.parse(body, headers)
     except PayloadError:
         raise
     # datetime.fromtimestamp raises OverflowError or OSError for out-of-range times: bad input too.
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError,
             RecursionError) as exc:
         raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
-    if not isinstance(event, ProviderEvent):
-        raise PayloadError(f"{source.ctx.provider}.parse returned {type(event).__name__}, not a ProviderEvent")
-    return event
+    if isinstance(parsed, ProviderEvent):
+        return parsed
+    if isinstance(parsed, (list, tuple)) and all(isinstance(e, ProviderEvent) for e in parsed):
+        return list(parsed)
+    raise PayloadError(f"{source.ctx.provider}.parse returned {type(parsed).__name__}, not a ProviderEvent")
+
+
+def parse_events(source: Source, body: bytes, headers: Headers) -> list[ProviderEvent]:
+    """Every event of a delivery (one for most providers); raises `PayloadError`."""
+    parsed = _parsed(source, body, headers)
+    return [parsed] if isinstance(parsed, ProviderEvent) else parsed
+
+
+def parse_event(source: Source, body: bytes, headers: Headers) -> ProviderEvent:
+    """The one event of a delivery; `PayloadError` for a delivery of several (see `parse_events`)."""
+    parsed = _parsed(source, body, headers)
+    if not isinstance(parsed, ProviderEvent):
+        raise PayloadError(f"{source.ctx.provider} delivery carries {len(parsed)} events; read it with parse_events")
+    return parsed
 
 
 def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +26,9 @@ from adapter.events import Mapped, ProviderEvent
 from adapter.payload import json_object
 from adapter.settings import Settings, SourceSettings
 from adapter.signing import Scheme
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -111,10 +114,12 @@ class Provider:
             raise NotImplementedError(f"{self.name} declares no signature scheme and does not override verify")
         self.scheme.verify(body, headers, secrets, ctx.settings.tolerance_s)
 
-    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent | Sequence[ProviderEvent]:
         """The verified delivery as a `ProviderEvent`: the delivery id (the dedup key, the same
         on every retry), the event type, when it happened (the delivery's own time when the
         payload has none), livemode (None when the provider has no test mode) and the data.
+        A delivery that carries several events (Adyen items, FastSpring `events`) returns a list:
+        each is deduped on its own id, mapped and stored, and the answer lists each (SPEC §8).
 
         Raises `PayloadError` (400 `malformed_payload`) for a body it cannot read; the body is
         kept so that `hooktrack reprocess` can map it after an upgrade.
@@ -136,6 +141,12 @@ class Provider:
         `PaymentLink`; a cancellation raises `Ignore("cancellation_recorded")` (SPEC §9).
         """
         raise NotImplementedError
+
+    def answer(self, outcome: Mapping[str, Any]) -> Response | None:
+        """The HTTP answer to a delivery that was taken (status 200), when the sender expects one
+        of its own (Adyen: the body `[accepted]`); `outcome` is the JSON hooktrack would send.
+        None (the default) sends hooktrack's JSON answer (SPEC §4)."""
+        return None
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
         """Headers that make `body` verify with `secret`; NotImplementedError if we cannot sign."""

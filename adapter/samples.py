@@ -67,6 +67,11 @@ class SamplesMixin:
         none by default (samples are sent as JSON)."""
         return {}
 
+    def sign_sample(self, body: bytes, secret: str) -> bytes:
+        """The sample as a genuine delivery carries it, for senders that sign fields inside the
+        body (Adyen's item HMAC); the body unchanged by default."""
+        return body
+
     def sample_query(self, secret: str) -> dict[str, str]:
         """Query parameters a genuine delivery's URL carries (a URL token); none by default."""
         return {}
@@ -90,6 +95,7 @@ def post_sample(src: Source, sample: str, base_url: str, *, secret: str | None =
     now = int(time.time())
     body = provider.sample(sample, unique=secrets.token_hex(8), now=now)
     key = secret or (src.secrets[0] if src.secrets else "")
+    body = provider.sign_sample(body, key)
     try:
         headers = src.provider.sign(body, key, now, src.ctx)
     except NotImplementedError as exc:

@@ -43,7 +43,7 @@ from starlette.datastructures import Headers as StarletteHeaders
 
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sale
-from adapter.ingest import map_event, parse_event
+from adapter.ingest import map_event, parse_events
 from adapter.plugin import Provider, Source, SourceContext
 from adapter.samples import SamplesMixin, samples_of
 from adapter.settings import SourceSettings
@@ -244,17 +244,20 @@ class ProviderContract:
         src = self.source()
         for garbage in (b"", b"not json", b"[]", b'{"unexpected": true}', b"\xff\xfe\x00", b"{" * 5000):
             with pytest.raises(PayloadError):
-                map_event(src, parse_event(src, garbage, StarletteHeaders({})))
+                events = parse_events(src, garbage, StarletteHeaders({}))
+                for event in events:
+                    map_event(src, event)
+                assert events, "a delivery of no events is not garbage-proof"
 
     def test_map_is_deterministic_and_returns_conversions(self) -> None:
         src = self.source()
         for name, body in self.bodies().items():
-            event = parse_event(src, body, StarletteHeaders(self.extra_headers(name, body)))
-            assert isinstance(event, ProviderEvent)
-            first, second = self._outcome(src, event), self._outcome(src, event)
-            assert first == second, f"{name}: map gave different answers for the same event"
-            if isinstance(first, list):
-                assert all(isinstance(c, Lead | Sale | Refund | PaymentLink) for c in first)
+            for event in parse_events(src, body, StarletteHeaders(self.extra_headers(name, body))):
+                assert isinstance(event, ProviderEvent)
+                first, second = self._outcome(src, event), self._outcome(src, event)
+                assert first == second, f"{name}: map gave different answers for the same event"
+                if isinstance(first, list):
+                    assert all(isinstance(c, Lead | Sale | Refund | PaymentLink) for c in first)
 
     def test_mangled_payloads_are_payload_errors_not_crashes(self) -> None:
         src = self.source()
@@ -269,7 +272,8 @@ class ProviderContract:
                 mangled = json.dumps({k: v for k, v in data.items() if k != key}).encode()
                 headers = StarletteHeaders(self.extra_headers(name, mangled))
                 with contextlib.suppress(PayloadError, Ignore):
-                    map_event(src, parse_event(src, mangled, headers))
+                    for event in parse_events(src, mangled, headers):
+                        map_event(src, event)
 
     @staticmethod
     def _outcome(src: Source, event: ProviderEvent) -> list[Mapped] | str:

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 
 from adapter.destinations.dub import DubDestination
 from adapter.events import Lead, Sale
-from adapter.ingest import Ingestor, map_event, parse_event
+from adapter.ingest import Ingestor, map_event, parse_events
 from adapter.journal import conversions_of
 from adapter.plugin import Provider, Source
 from adapter.settings import TrackingSettings
@@ -32,11 +32,12 @@ from adapter.testing import make_source
 Signer = Callable[[bytes], Mapping[str, str]]
 
 
-def mapped(src: Source, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None) -> list[Lead | Sale]:
+def mapped(src: Source, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None) -> list[Any]:
     """What the core makes of one (already verified) delivery before storing it: parse, then
-    map with the source's key lists applied. Raises `Ignore` / `PayloadError` as the core does."""
+    map with the source's key lists applied (every event's conversions, in order, for a delivery
+    of several). Raises `Ignore` / `PayloadError` as the core does."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return map_event(src, parse_event(src, raw, Headers(dict(headers or {}))))
+    return [c for event in parse_events(src, raw, Headers(dict(headers or {}))) for c in map_event(src, event)]
 
 
 def one(src: Source, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None) -> Lead | Sale:
