@@ -103,8 +103,11 @@ class Ingestor:
             return await self._one(source, body, received, parsed)
         # Several events in one delivery (Adyen items, FastSpring `events`): each is stored,
         # deduped and answered on its own; a malformed one is recorded, the others still count.
+        # The delivery's own status is its events' when they agree (a redelivered batch is a
+        # `duplicate`, as a single event would be), else `accepted`.
         outcomes = [await self._one(source, body, received, event) for event in parsed]
-        return Outcome("accepted", events=outcomes,
+        statuses = {o.status for o in outcomes}
+        return Outcome(statuses.pop() if len(statuses) == 1 else "accepted", events=outcomes,
                        conversions=[c for o in outcomes for c in o.conversions])
 
     async def _one(self, source: Source, body: bytes, received: int, event: ProviderEvent) -> Outcome:
