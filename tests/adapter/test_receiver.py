@@ -605,6 +605,19 @@ def test_patch_validates_its_body_and_the_id(api: Api) -> None:
                  "not_found") == "Commission cm_nope not found."
 
 
+def test_patch_drops_unknown_keys_and_refuses_wrong_types(api: Api) -> None:
+    """[commissionId]/route.ts: updateCommissionSchema.parse — z.object strips unknown keys (a
+    misspelt field changes nothing and is answered 200), a wrong type is 422."""
+    c = _counted_sale_with_commission(api, amount=10_000)
+    path = f"/commissions/{c['id']}"
+    unchanged = api.client.patch(path, json={"saleAmnt": 5_000, "statuss": "refunded"}).json()
+    assert (unchanged["amount"], unchanged["status"]) == (10_000, "pending")
+    assert issue(api.client.patch(path, json={"saleAmount": "5000"})).startswith("invalid_type: saleAmount")
+    assert issue(api.client.patch(path, json={"status": None})).startswith("invalid_type: status")
+    assert issue(api.client.patch(path, json=[{"status": "refunded"}])).startswith("invalid_type")
+    assert api.receiver.commissions()[0].amount == 10_000
+
+
 def test_commission_list_filters_and_validates_status(api: Api) -> None:
     """commissions.ts getCommissionsQuerySchema: status is a CommissionStatus."""
     _counted_sale_with_commission(api, "in_1")
