@@ -1,8 +1,10 @@
-"""Dub's conversion tracking API: `POST /track/lead`, `POST /track/sale` (SPEC §1, §7).
+"""Dub's conversion tracking API: `POST /track/lead`, `POST /track/sale` (SPEC §1, §7), and its
+commissions API for refunds (SPEC §9): `GET /commissions?invoiceId=`, `PATCH /commissions/{id}`.
 
-The rules come from Dub's request schemas (`apps/web/lib/zod/schemas/leads.ts`, `sales.ts`) and
-route handlers (`apps/web/lib/api/conversions/track-lead.ts`, `track-sale.ts`); docs/dub-api.md
-lists them with their sources. Where a handler is laxer than its schema, the schema is kept.
+The rules come from Dub's request schemas (`apps/web/lib/zod/schemas/leads.ts`, `sales.ts`,
+`commissions.ts`) and route handlers (`apps/web/lib/api/conversions/track-lead.ts`, `track-sale.ts`,
+`apps/web/lib/api/commissions/update-partner-commission.ts`); docs/dub-api.md lists them with their
+sources. Where a handler is laxer than its schema, the schema is kept.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from adapter.destinations import Answer, Destination, Problem, Request, Verdict, parse_reset
 from adapter.money import exponent
@@ -31,6 +35,8 @@ MAX_NAME = 100
 MAX_EMAIL = 100
 MAX_EVENT_NAME = 255
 MAX_METADATA = 10_000
+SETTLED_STATUSES = frozenset({"duplicate", "fraud", "canceled"})
+"""Commission statuses that earn nothing already: a refund has nothing left to take back."""
 # zod's `z.string().email()` pattern (zod 3.22+, the version Dub's schemas use), case-insensitive.
 EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)([A-Z0-9_'+\-\.]*)[A-Z0-9_+-]@([A-Z0-9][A-Z0-9\-]*\.)+[A-Z]{2,}$", re.I)
 
@@ -98,6 +104,9 @@ class DubDestination(Destination):
     def check(self, conversion: Conversion) -> list[Problem]:
         """What Dub would refuse (422) in `conversion`, and what can be mended."""
         c = conversion
+        if c.kind == "refund":  # the commission is found by the Sale's invoiceId; nothing else is sent
+            return [] if c.invoice_id else [
+                Problem("invoice_id", "invoiceId is required (a refund finds its commission by it)", "skip")]
         problems: list[Problem] = []
         external = (c.customer_external_id or "").strip()
         if not external:
@@ -147,6 +156,8 @@ class DubDestination(Destination):
     def render(self, conversion: Conversion) -> Request:
         """The body of `/track/lead` or `/track/sale` in Dub's units, with its headers."""
         c = conversion
+        if c.kind == "refund":  # every attempt starts by reading the commission again
+            return self.find_commission(c)
         headers = {"Authorization": f"Bearer {self.settings.api_key}", "Content-Type": "application/json",
                    "Idempotency-Key": self.idempotency_key(c)}
         body: dict[str, Any] = {}
@@ -178,8 +189,22 @@ class DubDestination(Destination):
         are qualified by the source."""
         return c.invoice_id or "" if c.invoice_unique else f"{c.source}:{c.invoice_id}"
 
+    def find_commission(self, c: Conversion) -> Request:
+        """`GET /commissions?invoiceId=`: the Sale's commission (at most one per invoice and program),
+        by the invoiceId exactly as the Sale sent it."""
+        return Request("GET", f"/commissions?invoiceId={quote(self.invoice_id(c), safe='')}",
+                       {"Authorization": f"Bearer {self.settings.api_key}"}, None, step="find_commission")
+
+    def update_commission(self, c: Conversion, commission_id: str, body: dict[str, Any]) -> Request:
+        headers = {"Authorization": f"Bearer {self.settings.api_key}", "Content-Type": "application/json",
+                   "Idempotency-Key": self.idempotency_key(c)}
+        return Request("PATCH", f"/commissions/{quote(commission_id, safe='')}", headers, body,
+                       step="update_commission")
+
     def idempotency_key(self, c: Conversion) -> str:
         """The same on every retry (Dub ignores it; other APIs honour it)."""
+        if c.kind == "refund":
+            return f"refund:{c.source}:{self.invoice_id(c)}:{c.refund_id or c.refunded}"
         if c.kind == "sale":
             return f"sale:{c.source}:{self.invoice_id(c)}"
         return f"lead:{c.source}:{(c.customer_external_id or '').strip()}:{c.event_name.strip()}"
@@ -214,6 +239,8 @@ class DubDestination(Destination):
         status, kind = answer.status, conversion.kind
         body = answer.json()
         message = _message(body).lower()
+        if kind == "refund":
+            return self._classify_refund(conversion, request, answer, body, message)
         if 200 <= status < 300:
             if kind == "sale":
                 if isinstance(body, dict) and "sale" in body and body["sale"] is None:
@@ -236,9 +263,86 @@ class DubDestination(Destination):
             return Verdict.unattributed("no_click_id")
         if status == 429:
             return Verdict.rate_limited(_wait_s(answer))
+        return self._common(answer, body)
+
+    def _common(self, answer: Answer, body: Any) -> Verdict:
+        """What any request's answer means beyond its own endpoint: a refused key, the rate
+        limit, a transient failure, or a refusal kept for replay."""
+        status = answer.status
+        if status in (401, 403):
+            return Verdict.pause(f"http_{status}: {_message(body) or 'refused the API key'}"[:200])
+        if status == 404 and "workspace" in _message(body).lower():
+            return Verdict.pause(f"http_404: {_message(body)}"[:200])
+        if status == 429:
+            return Verdict.rate_limited(_wait_s(answer))
         if status in (408, 425) or status >= 500:
             return Verdict.retry(f"http_{status}")
         return Verdict.dead(f"http_{status}")
+
+    # -- refunds (SPEC §9) ---------------------------------------------------------------
+
+    def _classify_refund(self, c: Conversion, request: Request, answer: Answer, body: Any,
+                         message: str) -> Verdict:
+        status = answer.status
+        if status == 404 and "program not found" in message:  # getDefaultProgramIdOrThrow
+            return Verdict.unattributed("no_program")
+        if request.step == "update_commission":
+            if 200 <= status < 300:
+                return Verdict.delivered()
+            if status == 400 and ("already been paid" in message or "its payout is already" in message):
+                return Verdict.unattributed("commission_paid")
+            if status == 400 and "already in the refunded status" in message:  # refunded since it was read
+                return Verdict.delivered("already_refunded")
+            if status == 404 and "commission" in message:  # deleted since it was read: read again
+                return Verdict.not_counted("no_commission")
+            return self._common(answer, body)
+        if not 200 <= status < 300:
+            return self._common(answer, body)
+        if not isinstance(body, list):
+            return Verdict.dead(f"http_{status}: not a list of commissions")
+        if not body:  # created seconds after the sale, or never (no partner on the link)
+            return Verdict.not_counted("no_commission")
+        row = body[0]
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            return Verdict.dead(f"http_{status}: a commission without an id")
+        amount = row.get("amount")
+        memo = {"commission_id": row["id"]}
+        if isinstance(amount, int) and not isinstance(amount, bool):
+            memo["commission_sale_amount"] = amount
+        state = row.get("status")
+        if state == "paid":
+            return Verdict("unattributed", reason="commission_paid", memo=memo)
+        if state == "refunded":
+            return Verdict("delivered", note="already_refunded", memo=memo)
+        if state in SETTLED_STATUSES:
+            return Verdict("delivered", note=f"commission_{state}", memo=memo)
+        change = self.commission_change(c, {**memo, **c.memo})
+        if change is None:
+            return Verdict("dead", reason="refund_without_totals", memo=memo)
+        if change.get("saleAmount") == amount:  # a retried PATCH that had already arrived
+            return Verdict("delivered", note="already_applied", memo=memo)
+        return Verdict("follow", next=self.update_commission(c, row["id"], change), memo=memo)
+
+    @staticmethod
+    def commission_change(c: Conversion, memo: dict[str, Any]) -> dict[str, Any] | None:
+        """The PATCH body: `{"status": "refunded"}` for a whole Sale or a chargeback; otherwise the
+        absolute `{"saleAmount": N, "currency": "usd"}`, N = the commission's sale amount as first
+        read (`memo`, USD cents) scaled by what remains of the Sale, half to even. Never the
+        relative `modifySaleAmount`: a retried request would apply it twice. None when the
+        refund lacks the totals to compute it."""
+        if c.chargeback:
+            return {"status": "refunded"}
+        if c.sale_amount is None or c.refunded is None:
+            return {"status": "refunded"} if c.amount is None else None
+        if c.sale_amount <= 0 or c.refunded >= c.sale_amount:
+            return {"status": "refunded"}
+        first = memo.get("commission_sale_amount")
+        if not isinstance(first, int) or isinstance(first, bool):
+            return None
+        remaining = round(Fraction(first * (c.sale_amount - max(c.refunded, 0)), c.sale_amount))
+        if remaining <= 0:  # nothing left to earn on: Dub marks a 0 sale amount refunded anyway
+            return {"status": "refunded"}
+        return {"saleAmount": remaining, "currency": "usd"}
 
 
 def _wait_s(answer: Answer) -> float | None:

@@ -36,6 +36,8 @@ from adapter.dubsim.schemas import (
 __all__ = ["Commission", "Customer", "DubModel", "Lead", "Sale", "Workspace"]
 
 WEEK_S = 7 * 24 * 3600
+MUTABLE_PAYOUT_STATUSES = ("pending", "canceled")
+"""apps/web/lib/constants/payouts.ts: a commission in a payout of another status cannot change."""
 _NAMES = (("Big", "Small", "Quick", "Calm"), ("Red", "Blue", "Green", "Amber"), ("Caribou", "Heron", "Otter", "Lynx"))
 
 
@@ -101,6 +103,9 @@ class Commission:
     updated_at: float
     status: str = "pending"
     payout_id: str | None = None
+    payout_status: str | None = None
+    """The status of the payout holding it (`pending`, `processing`, `completed`, ...): a test sets
+    `payout_id` and this to play the program owner paying out."""
     type: str = "sale"
     metadata: dict[str, Any] | None = None
 
@@ -291,7 +296,8 @@ class DubModel:
         return [c.json() for c in rows[(page - 1) * size: page * size]]
 
     def update_commission(self, ws: Workspace, commission_id: str, body: Any) -> dict[str, Any]:
-        """PATCH /commissions/{id}, as apps/web/lib/api/commissions/update-partner-commission.ts."""
+        """PATCH /commissions/{id}, as apps/web/lib/api/commissions/update-partner-commission.ts (newest
+        stored version, 079dda7: payout lock, `!== undefined` amounts, earnings override)."""
         existing = self._existing(ws)
         b = parse(UPDATE_COMMISSION, body)
         c = next((c for c in existing if c.id == commission_id), None)
@@ -300,30 +306,36 @@ class DubModel:
         if c.status == "paid":
             raise DubError("bad_request",
                            f"Cannot update commission: Commission {commission_id} has already been paid.")
+        if c.payout_id is not None and c.payout_status is not None and c.payout_status not in MUTABLE_PAYOUT_STATUSES:
+            raise DubError("bad_request", f"Cannot update commission: Its payout is already {c.payout_status}.")
         status = b["status"]
         if status and status == c.status:
             raise DubError("bad_request", f"This commission is already in the {status} status.")
         absolute = b["saleAmount"] if b["saleAmount"] is not None else b["amount"]
         relative = b["modifySaleAmount"] if b["modifySaleAmount"] is not None else b["modifyAmount"]
         final_amount = final_earnings = None
-        if absolute or relative:  # JavaScript truthiness: a saleAmount of 0 changes nothing
+        if absolute is not None or relative is not None:  # `!== undefined`: a saleAmount of 0 counts
             if c.type != "sale":
                 raise DubError("bad_request", f"Cannot update sale amount: Commission {commission_id} is not a sale "
                                               "commission.")
             if b["currency"] != "usd":  # converted to USD like the sale was
-                absolute = self._to_usd(absolute, b["currency"])[0] if absolute else absolute
-                relative = self._to_usd(relative, b["currency"])[0] if relative else relative
-            final_amount = max(c.amount + relative if relative else (c.amount if absolute is None else absolute), 0)
+                if relative is not None:
+                    relative = self._to_usd(relative, b["currency"])[0]
+                else:
+                    absolute = self._to_usd(absolute, b["currency"])[0]
+            final_amount = max(c.amount + relative if relative is not None else absolute, 0)
             final_earnings = js_round(final_amount * self.commission_rate)
-        if b["earnings"] and c.type != "custom":
-            raise DubError("bad_request", f"Cannot update earnings: Commission {commission_id} is not a custom "
-                                          "commission.")
+        if b["earnings"] is not None:  # overrides the earnings computed from the sale amount
+            final_earnings = b["earnings"]
         refunded = final_amount == 0 or final_earnings == 0
-        if final_amount is not None and final_earnings is not None and not refunded:
-            c.amount, c.earnings = int(final_amount), final_earnings
-        c.status = status or ("refunded" if refunded else c.status)
-        if status or refunded:
-            c.payout_id = None
+        final_status = status or ("refunded" if refunded else None)
+        if not refunded:
+            if final_amount is not None:
+                c.amount = int(final_amount)
+            if final_earnings is not None:
+                c.earnings = int(final_earnings)
+        if final_status:
+            c.status, c.payout_id, c.payout_status = final_status, None, None
         c.updated_at = self.clock()
         return c.json()
 

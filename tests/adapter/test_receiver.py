@@ -564,9 +564,34 @@ def test_sale_amount_is_absolute_and_modify_sale_amount_relative(api: Api) -> No
     assert api.client.get("/commissions", params={"invoiceId": "in_1"}).json()[0]["earnings"] == 600
     assert api.client.patch(path, json={"modifySaleAmount": -1_000}).json()["amount"] == 5_000
     assert api.client.patch(path, json={"modifySaleAmount": -1_000}).json()["amount"] == 4_000  # applied twice
-    assert api.client.patch(path, json={"saleAmount": 0}).json()["amount"] == 4_000  # 0 is falsy in JavaScript
     refunded = api.client.patch(path, json={"modifySaleAmount": -4_000}).json()
     assert (refunded["status"], refunded["amount"]) == ("refunded", 4_000)
+
+
+def test_a_sale_amount_of_zero_refunds(api: Api) -> None:
+    """update-partner-commission.ts (079dda7): `saleAmount !== undefined`, so 0 counts and refunds."""
+    c = _counted_sale_with_commission(api, amount=10_000)
+    refunded = api.client.patch(f"/commissions/{c['id']}", json={"saleAmount": 0}).json()
+    assert (refunded["status"], refunded["amount"], refunded["earnings"]) == ("refunded", 10_000, 1_000)
+
+
+def test_a_commission_in_a_locked_payout_cannot_be_changed(api: Api) -> None:
+    """update-partner-commission.ts (079dda7): a payout not in MUTABLE_PAYOUT_STATUSES is 400."""
+    c = _counted_sale_with_commission(api)
+    held = api.receiver.commissions()[0]
+    held.status, held.payout_id, held.payout_status = "processed", "po_1", "processing"
+    response = api.client.patch(f"/commissions/{c['id']}", json={"status": "refunded"})
+    assert error(response, 400, "bad_request") == "Cannot update commission: Its payout is already processing."
+    held.payout_status = "pending"  # a payout not yet paid out: the commission leaves it
+    assert api.client.patch(f"/commissions/{c['id']}", json={"status": "refunded"}).json()["status"] == "refunded"
+    assert held.payout_id is None
+
+
+def test_earnings_override_the_computed_earnings(api: Api) -> None:
+    """update-partner-commission.ts (079dda7): `earnings` overrides what the sale amount gives."""
+    c = _counted_sale_with_commission(api, amount=10_000)
+    updated = api.client.patch(f"/commissions/{c['id']}", json={"saleAmount": 8_000, "earnings": 500}).json()
+    assert (updated["amount"], updated["earnings"], updated["status"]) == (8_000, 500, "pending")
 
 
 def test_patch_validates_its_body_and_the_id(api: Api) -> None:
@@ -578,6 +603,19 @@ def test_patch_validates_its_body_and_the_id(api: Api) -> None:
         "too_small: saleAmount")
     assert error(api.client.patch("/commissions/cm_nope", json={"status": "refunded"}), 404,
                  "not_found") == "Commission cm_nope not found."
+
+
+def test_patch_drops_unknown_keys_and_refuses_wrong_types(api: Api) -> None:
+    """[commissionId]/route.ts: updateCommissionSchema.parse — z.object strips unknown keys (a
+    misspelt field changes nothing and is answered 200), a wrong type is 422."""
+    c = _counted_sale_with_commission(api, amount=10_000)
+    path = f"/commissions/{c['id']}"
+    unchanged = api.client.patch(path, json={"saleAmnt": 5_000, "statuss": "refunded"}).json()
+    assert (unchanged["amount"], unchanged["status"]) == (10_000, "pending")
+    assert issue(api.client.patch(path, json={"saleAmount": "5000"})).startswith("invalid_type: saleAmount")
+    assert issue(api.client.patch(path, json={"status": None})).startswith("invalid_type: status")
+    assert issue(api.client.patch(path, json=[{"status": "refunded"}])).startswith("invalid_type")
+    assert api.receiver.commissions()[0].amount == 10_000
 
 
 def test_commission_list_filters_and_validates_status(api: Api) -> None:
