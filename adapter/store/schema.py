@@ -20,6 +20,8 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `payment_links`: ids learned later to name one payment (`PaymentLink`), both ways.
 - `refund_ledger`: what was applied of each Sale, per refund id (or cumulative total level):
   cumulative totals, "applied once" and "never more than the Sale" rest on it.
+- `pruned_sales`: the record and final state of a Sale retention pruned, so a refund months
+  later still finds what it reverses; never pruned.
 - `refund_memos`: what a destination asked to remember about a reversed Sale (`Verdict.memo`),
   per Sale, destination and key; first write wins.
 
@@ -88,6 +90,14 @@ CREATE TABLE IF NOT EXISTS refund_ledger (
     total BIGINT,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (sale_id, refund_key)
+);
+CREATE TABLE IF NOT EXISTS pruned_sales (
+    conversion_id BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pruned_at BIGINT NOT NULL,
+    PRIMARY KEY (conversion_id, destination)
 );
 CREATE TABLE IF NOT EXISTS refund_memos (
     conversion_id BIGINT NOT NULL,

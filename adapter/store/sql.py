@@ -272,12 +272,14 @@ class Tx(Reports):
         return None
 
     def sale_for_refund(self, conversion_id: int, destination: str) -> tuple[str, str | None] | None:
-        """(record, delivery state to `destination`) of a Sale, locked against concurrent refunds
-        of it on PostgreSQL; None when it is gone (pruned) or not a Sale."""
+        """(record, delivery state to `destination`) of a Sale (or of a Sale retention pruned),
+        locked against concurrent refunds of it on PostgreSQL; None when it is not a Sale."""
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         row = self.one(f"SELECT record FROM conversions WHERE id = ? AND kind = 'sale'{lock}", (conversion_id,))
         if row is None or row[0] is None:
-            return None
+            pruned = self.one("SELECT record, state FROM pruned_sales WHERE conversion_id = ? AND destination = ?"
+                              f"{lock}", (conversion_id, destination))
+            return (str(pruned[0]), str(pruned[1])) if pruned else None
         state = self.one("SELECT state FROM deliveries WHERE conversion_id = ? AND destination = ?",
                          (conversion_id, destination))
         return str(row[0]), (str(state[0]) if state else None)
@@ -441,6 +443,15 @@ class Tx(Reports):
         if not ids:
             return 0
         marks = ", ".join("?" for _ in ids)
+        # A refund may come months after its Sale (SPEC §9): a pruned Sale's record stays, small.
+        self.execute(
+            "INSERT INTO pruned_sales (conversion_id, destination, record, state, pruned_at) "
+            "SELECT c.id, d.destination, c.record, d.state, ? FROM conversions c JOIN deliveries d "
+            f"ON d.conversion_id = c.id WHERE c.event_id IN ({marks}) AND c.kind = 'sale' AND c.record IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM deliveries u WHERE u.conversion_id = c.id AND u.state NOT IN {_SETTLED}) "
+            "ON CONFLICT (conversion_id, destination) DO NOTHING",
+            [cutoff, *ids],
+        )
         # The state is checked again: a business-key fill may have revived a skipped conversion.
         gone = [int(r[0]) for r in self.all(
             f"DELETE FROM conversions WHERE event_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM deliveries d "

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from adapter.destinations import Answer, Destination, Problem, Request, Verdict
 from adapter.events import Refund
 from adapter.forwarder import Forwarder
-from adapter.ingest import Ingestor
+from adapter.ingest import Ingestor, now_ms
 from adapter.journal import journey
 from adapter.receiver import run_in_thread
 from adapter.records import Conversion
@@ -219,6 +219,22 @@ def test_a_link_learned_before_its_sale_still_counts(flow: Flow) -> None:
     conv, state, _ = refund_of(flow, flow.receive(charge_refunded("evt_r1", 1000, pi="pi_2", charge="ch_2",
                                                                   amount=2900)))
     assert (conv.invoice_id, conv.amount, state) == ("in_2", 1000, "pending")
+
+
+def test_a_refund_months_later_finds_a_sale_retention_pruned(flow: Flow) -> None:
+    sale = flow.receive(checkout())
+    (sale_conv,) = sale["conversions"]
+
+    def deliver_and_prune(tx: Any) -> int:
+        tx.execute("UPDATE deliveries SET state = 'delivered' WHERE conversion_id = ?", (sale_conv["id"],))
+        return int(tx.prune_events(now_ms() + 10_000, 100))
+
+    assert flow.loop.run_until_complete(flow.store.transact(deliver_and_prune)) == 1
+    assert flow.loop.run_until_complete(flow.store.read(
+        lambda tx: tx.one("SELECT count(*) FROM conversions")))[0] == 0
+    conv, state, _ = refund_of(flow, flow.receive(charge_refunded("evt_r1", 4900)))
+    assert (conv.reverses, conv.amount, conv.customer_external_id, state) == (sale_conv["id"], 4900, "user_42",
+                                                                              "pending")
 
 
 def test_a_cancellation_is_recorded(flow: Flow) -> None:
