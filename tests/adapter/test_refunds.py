@@ -29,7 +29,7 @@ from adapter.forwarder import Forwarder
 from adapter.ingest import Ingestor, now_ms
 from adapter.journal import journey
 from adapter.receiver import run_in_thread
-from adapter.records import Conversion
+from adapter.records import Conversion, Settlement
 from adapter.refunds import plan, scale
 from adapter.store import open_store
 from providers.stripe import StripeProvider
@@ -278,6 +278,32 @@ def test_concurrent_refunds_of_one_sale_never_exceed_it(harness: Harness, tmp_pa
     assert len([r for r in refunds if r.chargeback]) == 1  # one dispute, two events
     reasons = sorted(a.get("reason") or a["status"] for a in answers)
     assert reasons.count("accepted") == len(refunds)
+
+
+def test_links_ordering_skips_and_memos_in_the_store(harness: Harness, tmp_path: Path) -> None:
+    source = stripe_source(tmp_path)
+    ingest = Ingestor(harness.store, ToyDestination(config(tmp_path, "http://127.0.0.1:9").tracking))
+
+    def receive(event: dict[str, Any]) -> dict[str, Any]:
+        return harness.run(ingest.receive(source, *signed(event))).body()
+
+    (sale,) = receive(invoice_paid())["conversions"]
+    assert receive(invoice_payment_paid())["reason"] == "payment_link_recorded"
+    (refund,) = receive(charge_refunded("evt_r1", 1000, pi="pi_inv", charge="ch_inv", amount=2900))["conversions"]
+    later = now_ms() + 60_000
+    claimed = harness.tx(lambda tx: tx.claim("toy", "w", later, 60_000, 10))
+    assert [c.conversion_id for c in claimed] == [sale["id"]]  # the refund waits behind its Sale
+    (delivery,) = claimed
+    harness.tx(lambda tx: tx.settle("w", later, [Settlement(delivery.id, "unattributed", "not_found", later, 404,
+                                                            None)]))
+    state = harness.read(lambda tx: tx.one("SELECT state, reason FROM deliveries WHERE conversion_id = ?",
+                                           (refund["id"],)))
+    assert tuple(state) == ("skipped", "sale_not_counted")
+    assert harness.tx(lambda tx: tx.claim("toy", "w", later, 60_000, 10)) == []
+    harness.tx(lambda tx: tx.remember_memo(sale["id"], "toy", {"first": 2900}, later))
+    harness.tx(lambda tx: tx.remember_memo(sale["id"], "toy", {"first": 1, "other": "x"}, later))
+    memos = harness.read(lambda tx: tx.refund_memos([sale["id"]], "toy"))
+    assert memos == {sale["id"]: {"first": 2900, "other": "x"}}  # first write wins, per key
 
 
 # -- delivery: a refund after its Sale, memo, follow -------------------------------------------
