@@ -387,7 +387,8 @@ class Tx(Reports):
 
     def requeue(self, conversion_ids: Iterable[int], now: int, window_ms: int) -> list[int]:
         """Put the dead deliveries of these conversions back in the outbox (replay), with a fresh
-        attempt budget and attribution window; returns the conversion ids that moved."""
+        attempt budget and attribution window, and a replayed Sale's refunds skipped as
+        `sale_not_counted` with it; returns the conversion ids that moved."""
         moved = []
         for conversion_id in conversion_ids:
             cur = self.execute(
@@ -398,6 +399,13 @@ class Tx(Reports):
             )
             if cur.rowcount:
                 moved.append(conversion_id)
+                # Its refunds, skipped because the Sale was not counted, wait behind it again.
+                self.execute(
+                    "UPDATE deliveries SET state = 'pending', reason = NULL, next_attempt_at = ?, updated_at = ?, "
+                    "window_until = ? WHERE state = 'skipped' AND reason = 'sale_not_counted' "
+                    "AND conversion_id IN (SELECT r.id FROM conversions r WHERE r.reverses = ?)",
+                    (now, now, now + window_ms, conversion_id),
+                )
         return moved
 
     # -- destinations ----------------------------------------------------------------------

@@ -300,6 +300,13 @@ def test_links_ordering_skips_and_memos_in_the_store(harness: Harness, tmp_path:
                                            (refund["id"],)))
     assert tuple(state) == ("skipped", "sale_not_counted")
     assert harness.tx(lambda tx: tx.claim("toy", "w", later, 60_000, 10)) == []
+    # A dead Sale replayed takes its skipped refunds back with it.
+    harness.tx(lambda tx: tx.execute("UPDATE deliveries SET state = 'dead' WHERE conversion_id = ?", (sale["id"],)))
+    assert harness.tx(lambda tx: tx.requeue([sale["id"]], later, 60_000)) == [sale["id"]]
+    states = harness.read(lambda tx: tx.all("SELECT conversion_id, state FROM deliveries ORDER BY conversion_id"))
+    assert [tuple(r) for r in states] == [(sale["id"], "pending"), (refund["id"], "pending")]
+    again = harness.tx(lambda tx: tx.claim("toy", "w", later + 1, 60_000, 10))
+    assert [c.conversion_id for c in again] == [sale["id"]]
     harness.tx(lambda tx: tx.remember_memo(sale["id"], "toy", {"first": 2900}, later))
     harness.tx(lambda tx: tx.remember_memo(sale["id"], "toy", {"first": 1, "other": "x"}, later))
     memos = harness.read(lambda tx: tx.refund_memos([sale["id"]], "toy"))
