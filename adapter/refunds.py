@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from adapter.destinations import Destination
 from adapter.events import PaymentLink, ProviderEvent, Refund
+from adapter.plugin import Source
 from adapter.records import Conversion
 from adapter.store import Tx
 
-__all__ = ["COUNTED", "Plan", "plan", "scale", "store_link", "store_refund"]
+__all__ = ["COUNTED", "Ingest", "Plan", "plan", "scale", "store_link", "store_refund"]
 
 COUNTED = ("pending", "delivered")
 """Sale delivery states a refund can act on: a Sale that was (or may still be) counted."""
@@ -34,6 +36,16 @@ def scale(amount: int, net: int, gross: int | None) -> int:
     if 2 * r > gross or (2 * r == gross and q % 2 == 1):
         q += 1
     return q
+
+
+class Ingest(Protocol):
+    """What a refund needs of the ingest transaction (`adapter.ingest._Apply`)."""
+
+    source: Source
+    event: ProviderEvent
+    received: int
+    destination: Destination
+    window_ms: int
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,9 @@ def store_link(tx: Tx, source: str, link: PaymentLink, now: int) -> dict[str, An
     return {"kind": "link", "id": None, "state": "ignored", "reason": "payment_link_recorded"}
 
 
-def store_refund(tx: Tx, apply: Any, event_id: int, refund: Refund) -> dict[str, Any]:
+def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund) -> dict[str, Any]:
     """Store one Refund conversion (pending, or `skipped` with the reason) or say why the event
-    is `ignored`; `apply` is ingest's `_Apply` (source, event, destination, times)."""
+    is `ignored`."""
     src, event, now = apply.source, apply.event, apply.received
     destination = apply.destination
     occurred = int((refund.timestamp or event.occurred_at).timestamp() * 1000)
@@ -115,7 +127,7 @@ def store_refund(tx: Tx, apply: Any, event_id: int, refund: Refund) -> dict[str,
     return _insert(tx, apply, event_id, record, sale_id, f"refund:{sale_id}:{p.key}", checked_state, reason, detail)
 
 
-def _insert(tx: Tx, apply: Any, event_id: int, record: Conversion, sale_id: int | None, key: str, state: str,
+def _insert(tx: Tx, apply: Ingest, event_id: int, record: Conversion, sale_id: int | None, key: str, state: str,
             reason: str | None, detail: str | None) -> dict[str, Any]:
     now = apply.received
     conversion_id = tx.insert_conversion({
@@ -135,7 +147,7 @@ def _name(refund: Refund) -> str:
     return "Chargeback" if refund.chargeback else "Refund"
 
 
-def _record(src: Any, event: ProviderEvent, refund: Refund, occurred: int, sale: Conversion, sale_id: int,
+def _record(src: Source, event: ProviderEvent, refund: Refund, occurred: int, sale: Conversion, sale_id: int,
             amount: int, refunded: int) -> Conversion:
     """The Refund conversion: this refund's amount, the Sale's identity and ids."""
     return Conversion(
@@ -150,7 +162,7 @@ def _record(src: Any, event: ProviderEvent, refund: Refund, occurred: int, sale:
     )
 
 
-def _orphan(src: Any, event: ProviderEvent, refund: Refund, occurred: int) -> Conversion:
+def _orphan(src: Source, event: ProviderEvent, refund: Refund, occurred: int) -> Conversion:
     """A refund of no stored Sale, kept for the journey with the ids it named."""
     return Conversion(
         kind="refund", source=src.name, provider=src.ctx.provider, event_name=_name(refund), occurred_at=occurred,
