@@ -217,7 +217,7 @@ class _Apply:
             if isinstance(conversion, (Lead, Sale)):
                 self.created.append(self._store_one(tx, event_id, conversion))
             elif isinstance(conversion, Refund):
-                self.created.append(store_refund(tx, self, event_id, conversion))
+                self.created.append(store_refund(tx, self, event_id, conversion, checked))
             elif isinstance(conversion, PaymentLink):
                 self.created.append(store_link(tx, src.name, conversion, self.received))
         return self._settle(tx, event_id)

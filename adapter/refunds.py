@@ -11,7 +11,7 @@ applied) and stores a Refund conversion for the destination, with the Sale's ide
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +36,9 @@ def scale(amount: int, net: int, gross: int | None) -> int:
     if 2 * r > gross or (2 * r == gross and q % 2 == 1):
         q += 1
     return q
+
+
+Checker = Callable[[Destination, Conversion], tuple[Conversion, str, str | None, str | None]]
 
 
 class Ingest(Protocol):
@@ -92,9 +95,9 @@ def store_link(tx: Tx, source: str, link: PaymentLink, now: int) -> dict[str, An
     return {"kind": "link", "id": None, "state": "ignored", "reason": "payment_link_recorded"}
 
 
-def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund) -> dict[str, Any]:
+def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund, check: Checker) -> dict[str, Any]:
     """Store one Refund conversion (pending, or `skipped` with the reason) or say why the event
-    is `ignored`."""
+    is `ignored`. `check` is ingest's `checked` (the destination's rules, before commit)."""
     src, event, now = apply.source, apply.event, apply.received
     destination = apply.destination
     occurred = int((refund.timestamp or event.occurred_at).timestamp() * 1000)
@@ -121,9 +124,7 @@ def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund) -> dict[s
     if state not in COUNTED:
         return _insert(tx, apply, event_id, record, sale_id, f"refund:{sale_id}:{p.key}", "skipped",
                        "sale_not_counted", None)
-    from adapter.ingest import checked
-
-    record, checked_state, reason, detail = checked(destination, record)
+    record, checked_state, reason, detail = check(destination, record)
     return _insert(tx, apply, event_id, record, sale_id, f"refund:{sale_id}:{p.key}", checked_state, reason, detail)
 
 
