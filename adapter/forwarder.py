@@ -21,6 +21,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -52,6 +53,24 @@ class Result:
     excerpt: str | None = None
     transport_failure: bool = False
     attempts: list[Attempt] = field(default_factory=list)
+    memo: dict[str, Any] = field(default_factory=dict)
+    """`Verdict.memo` values to store for the Sale (`memo_of`), first write wins."""
+    memo_of: int | None = None
+
+
+def _reverses(claimed: Claimed) -> int | None:
+    try:
+        value = json.loads(claimed.conversion).get("reverses")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _memo_key(conversion_id: int, conversion: Conversion) -> int | None:
+    """The Sale a delivery's memo is about: the Sale a Refund reverses, or the Sale itself."""
+    if conversion.kind == "refund":
+        return conversion.reverses
+    return conversion_id if conversion.kind == "sale" else None
 
 
 def backoff_delay(attempt: int, settings: ForwarderSettings, retry_after_s: float | None,
@@ -132,10 +151,11 @@ class Forwarder:
         if not batch:
             return 0
         self._halted = False
+        memos = await self._memos(batch)
         if probing:
-            results = [await self._send(batch[0])]
+            results = [await self._send(batch[0], memos)]
         else:
-            results = list(await asyncio.gather(*(self._send(c) for c in batch)))
+            results = list(await asyncio.gather(*(self._send(c, memos) for c in batch)))
         done = now_ms()
         rows = [self._settlement(r, done) for r in results]
         new_state = self._next_state(state, results, done)
@@ -158,14 +178,25 @@ class Forwarder:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def _send(self, delivery: Claimed) -> Result:
+    async def _memos(self, batch: list[Claimed]) -> dict[int, dict[str, Any]]:
+        """What the destination asked to remember about the Sales this batch's refunds reverse."""
+        sales = {_reverses(c) for c in batch if c.kind == "refund"} - {None}
+        if not sales:
+            return {}
+        name = self.destination.name
+        return await self.store.read(lambda tx: tx.refund_memos([s for s in sales if s is not None], name))
+
+    async def _send(self, delivery: Claimed, memos: dict[int, dict[str, Any]] | None = None) -> Result:
         try:
             conversion = Conversion.from_json(delivery.conversion)
+            memo_of = _memo_key(delivery.conversion_id, conversion)
+            if conversion.kind == "refund" and memo_of is not None and (memos or {}).get(memo_of):
+                conversion = conversion.but(memo=dict((memos or {})[memo_of]))
             request = self.destination.render(conversion)
         except Exception as exc:  # a record this release cannot render: keep it for a replay
             log.error("cannot render conversion %s: %r", delivery.conversion_id, exc)
             return Result(delivery, Verdict.dead("unrenderable"), error=f"{type(exc).__name__}: {exc}"[:EXCERPT])
-        result = Result(delivery, Verdict.retry("no_request"))
+        result = Result(delivery, Verdict.retry("no_request"), memo_of=memo_of)
         for _ in range(MAX_STEPS):
             await self.pacer.slot()
             if self._halted and not result.attempts:  # the destination paused since this batch was claimed
@@ -179,6 +210,11 @@ class Forwarder:
                 return result
             self.pacer.learn(self.destination.rate(answer), answer.at_ms, self.destination)
             verdict = self.destination.classify(conversion, request, answer)
+            if verdict.memo and memo_of is not None:  # first write wins, also within this delivery
+                fresh = {k: v for k, v in verdict.memo.items() if k not in result.memo and k not in conversion.memo}
+                result.memo.update(fresh)
+                if conversion.kind == "refund" and fresh:
+                    conversion = conversion.but(memo={**fresh, **conversion.memo})
             excerpt = None if verdict.outcome == "delivered" else answer.body[:EXCERPT * 4].decode(
                 "utf-8", "replace")[:EXCERPT]
             result.verdict, result.status_code, result.excerpt = verdict, answer.status, excerpt
@@ -227,6 +263,9 @@ class Forwarder:
                 now: int) -> None:
         attempts = [a for r in results for a in r.attempts]
         tx.settle(self.owner, now, rows, attempts)
+        for r in results:
+            if r.memo and r.memo_of is not None:
+                tx.remember_memo(r.memo_of, self.destination.name, r.memo, now)
         if state is not None:
             tx.set_destination_state(state, now)
 

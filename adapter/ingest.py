@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from adapter.attribution import apply_identity_keys
 from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Mapped, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sale
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
+from adapter.refunds import store_link, store_refund
 from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.text import body_text
@@ -259,8 +260,12 @@ class _Apply:
         if ignored:
             return Outcome("ignored", event_id=event_id, reason=ignored)
         for conversion in self.conversions:
-            if isinstance(conversion, (Lead, Sale)):  # Refund and PaymentLink: SPEC §9 (issue 13)
+            if isinstance(conversion, (Lead, Sale)):
                 self.created.append(self._store_one(tx, event_id, conversion))
+            elif isinstance(conversion, Refund):
+                self.created.append(store_refund(tx, self, event_id, conversion, checked))
+            elif isinstance(conversion, PaymentLink):
+                self.created.append(store_link(tx, src.name, conversion, self.received))
         return self._settle(tx, event_id)
 
     def _settle(self, tx: Tx, event_id: int) -> Outcome:
@@ -297,6 +302,8 @@ class _Apply:
             name = self._sale_name(tx, conv)
         record = self._record(kind, conv, ident, name)
         if held is not None:
+            if held and isinstance(conv, Sale):  # the companion event may name the payment by other ids
+                tx.remember_payment_refs(src.name, (conv.invoice_id, *conv.payment_refs), held, conv.gross_amount, now)
             _fill(tx, held, record, ident.explicit, now, self.destination)
             return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
         state, reason, detail = "pending", None, None
@@ -320,6 +327,9 @@ class _Apply:
             "created_at": now, "updated_at": now,
         })
         tx.bind_business_key(src.name, key, conversion_id)
+        if isinstance(conv, Sale):  # the ids a later refund may name it by (SPEC §9)
+            tx.remember_payment_refs(src.name, (conv.invoice_id, *conv.payment_refs), conversion_id,
+                                     conv.gross_amount, now)
         return {"kind": kind, "id": conversion_id, "state": state, "reason": reason}
 
     def _sale_name(self, tx: Tx, sale: Sale) -> str:

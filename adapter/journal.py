@@ -62,6 +62,17 @@ REASONS: dict[str, str] = {
     "duplicate_at_api": "the tracking API already had this lead for the customer and event name.",
     "unrenderable": "this release cannot turn the stored conversion into a request; see the log.",
     "too_many_steps": "the destination asked for more requests than one delivery may take.",
+    "unknown_sale": "a refund of a payment hooktrack has no Sale for (never received, or stored before the "
+                    "upgrade that remembers payment ids): nothing to reverse.",
+    "sale_not_counted": "the refunded Sale was never counted (unattributed, dead or skipped): nothing to reverse.",
+    "currency_mismatch": "the refund's currency differs from its Sale's; it was not applied.",
+    "stale_refund_total": "an older cumulative refund total arrived after a larger one; already applied.",
+    "refund_already_applied": "this refund (or this refunded total, or this dispute) was applied already.",
+    "sale_already_refunded": "nothing of the Sale remains to refund.",
+    "payment_link_recorded": "the ids of one payment were linked, so a later refund naming either finds its Sale.",
+    "cancellation_recorded": "a cancellation is recorded; the tracking API has nothing to send it to.",
+    "dispute_not_lost": "a dispute that closed without being lost reverses nothing.",
+    "no_payment_link": "the invoice payment names no payment intent or charge to link.",
 }
 
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")

@@ -5,6 +5,11 @@ Sales: `checkout.session.completed` (paid, not setup mode),
 Leads: `customer.created` (`Sign up`) and a trialing `customer.subscription.created`
 (`Started Trial`). Amounts exclude tax and are converted from Stripe's unit to ISO 4217's
 (Stripe counts MGA in whole ariary and ISK in hundredths).
+Refunds (SPEC §9): `charge.refunded` (the charge's cumulative `amount_refunded`), and a lost
+dispute (`charge.dispute.funds_withdrawn`, `charge.dispute.closed` with status `lost`) as a
+chargeback applied once per dispute id. In Stripe's current API a Charge names no invoice and an
+Invoice no payment intent: `invoice_payment.paid` links the two. `customer.subscription.deleted`
+is recorded as `cancellation_recorded`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, Provider, SourceContext
@@ -85,8 +90,16 @@ class StripeProvider(SamplesMixin, Provider):
             data=data,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
         obj: dict[str, Any] = event.data["data"]["object"]
+        if event.type == "charge.refunded":
+            return [self._charge_refund(obj)]
+        if event.type in ("charge.dispute.funds_withdrawn", "charge.dispute.closed"):
+            return [self._chargeback(event.type, obj)]
+        if event.type == "invoice_payment.paid":
+            return [self._payment_link(obj)]
+        if event.type == "customer.subscription.deleted":
+            raise Ignore("cancellation_recorded")
         if event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
             return [self._checkout_sale(obj)]
         if event.type == "invoice.paid":
@@ -115,11 +128,17 @@ class StripeProvider(SamplesMixin, Provider):
         details = mapping(session.get("customer_details"))
         kind: SaleKind = "subscription" if mode == "subscription" else "purchase"
         subscription = object_id(session.get("subscription"))
+        ids = [object_id(session.get("invoice")), object_id(session.get("payment_intent")), text(session.get("id"))]
+        known = [i for i in ids if i]
+        if not known:
+            raise PayloadError("Checkout Session without `id`")
         return Sale(
             kind=kind,
             amount=amount,
             currency=currency,
-            invoice_id=object_id(session.get("invoice")) or object_id(session.get("payment_intent")) or session["id"],
+            invoice_id=known[0],
+            payment_refs=tuple(known[1:]),
+            gross_amount=rescale(_amount(session, "amount_total"), _stripe_exponent(currency), currency),
             subscription_id=subscription,
             starts_subscription=True if mode == "subscription" else None,  # a checkout starts it
             provider_customer_id=object_id(session.get("customer")),
@@ -162,6 +181,8 @@ class StripeProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=invoice["id"],
+            payment_refs=_invoice_refs(invoice),
+            gross_amount=rescale(paid, _stripe_exponent(currency), currency),
             subscription_id=subscription,
             starts_subscription=_STARTS.get(reason) if isinstance(reason, str) else None,
             provider_customer_id=object_id(invoice.get("customer")),
@@ -180,6 +201,54 @@ class StripeProvider(SamplesMixin, Provider):
             ),
         )
 
+    def _charge_refund(self, charge: dict[str, Any]) -> Refund:
+        """`charge.refunded`: `amount_refunded` is the charge's total refunded so far (tax
+        included, in Stripe's unit); the latest refund's id when the payload lists it."""
+        currency = text(charge.get("currency"))
+        if currency is None:
+            raise PayloadError("charge without `currency`")
+        refunds = [r for r in mapping(charge.get("refunds")).get("data") or [] if isinstance(r, Mapping)]
+        latest = max(refunds, key=lambda r: integer(r.get("created")) or 0, default=None)
+        charge_id = object_id(charge.get("id"))
+        return Refund(
+            reverses=_ids(charge_id, object_id(charge.get("payment_intent")), object_id(charge.get("invoice"))),
+            amount=rescale(_amount(charge, "amount_refunded"), _stripe_exponent(currency), currency),
+            currency=currency,
+            cumulative=True,
+            includes_tax=True,
+            refund_id=(text(latest.get("id")) if latest is not None else None) or charge_id,
+            metadata=compact(chargeId=charge_id),
+        )
+
+    def _chargeback(self, event_type: str, dispute: dict[str, Any]) -> Refund:
+        """A lost dispute: `funds_withdrawn` (the money left the balance) or `closed` as `lost`;
+        both carry the dispute id, so whichever comes second changes nothing."""
+        if event_type == "charge.dispute.closed" and dispute.get("status") != "lost":
+            raise Ignore("dispute_not_lost")
+        currency = text(dispute.get("currency"))
+        if currency is None:
+            raise PayloadError("dispute without `currency`")
+        dispute_id = object_id(dispute.get("id"))
+        return Refund(
+            reverses=_ids(object_id(dispute.get("charge")), object_id(dispute.get("payment_intent"))),
+            amount=rescale(_amount(dispute, "amount"), _stripe_exponent(currency), currency),
+            currency=currency,
+            includes_tax=True,
+            chargeback=True,
+            refund_id=dispute_id,
+            metadata=compact(disputeId=dispute_id, disputeReason=text(dispute.get("reason"))),
+        )
+
+    def _payment_link(self, payment: dict[str, Any]) -> PaymentLink:
+        """`invoice_payment.paid`: the invoice and the payment intent (or charge) that paid it.
+        Its invoice's own `invoice.paid` is the Sale; this only links the ids."""
+        pay = mapping(payment.get("payment"))
+        ids = _ids(object_id(payment.get("invoice")), object_id(pay.get("payment_intent")),
+                   object_id(pay.get("charge")))
+        if len(ids) < 2:
+            raise Ignore("no_payment_link")
+        return PaymentLink(ids=ids)
+
     def _lead(self, obj: dict[str, Any], kind: str, customer: str | None) -> Lead:
         return Lead(
             kind="started_trial" if kind == "started_trial" else "sign_up",
@@ -197,3 +266,18 @@ def _invoice_tax(invoice: Mapping[str, Any]) -> int:
         return _amount(invoice, "tax")
     amounts = invoice.get("total_taxes") or invoice.get("total_tax_amounts") or []
     return sum(_amount(t, "amount", 0) for t in amounts if isinstance(t, Mapping))
+
+
+def _ids(*found: str | None) -> tuple[str, ...]:
+    """The ids that are present, each once, in order."""
+    return tuple(dict.fromkeys(i for i in found if i))
+
+
+def _invoice_refs(invoice: Mapping[str, Any]) -> tuple[str, ...]:
+    """Other ids of an invoice's payment: `charge` and `payment_intent` (API versions before
+    2025-03-31 basil) and the payment intents or charges of `payments` when it is expanded."""
+    found = [object_id(invoice.get("charge")), object_id(invoice.get("payment_intent"))]
+    for item in mapping(invoice.get("payments")).get("data") or []:
+        pay = mapping(mapping(item).get("payment"))
+        found += [object_id(pay.get("payment_intent")), object_id(pay.get("charge"))]
+    return _ids(*found)

@@ -15,14 +15,24 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `identities`: identity memory per provider customer id and per email; never pruned.
 - `object_versions`: newest `occurred_at` per object for out-of-order providers; pruned with events.
 - `attempts`: every request sent for a delivery.
+- `payment_refs`: every id a stored Sale may be named by (its invoice id and `payment_refs`) →
+  its conversion, with the Sale's amount including tax when known; never pruned (SPEC §9).
+- `payment_links`: ids learned later to name one payment (`PaymentLink`), both ways.
+- `refund_ledger`: what was applied of each Sale, per refund id (or cumulative total level):
+  cumulative totals, "applied once" and "never more than the Sale" rest on it.
+- `pruned_sales`: the record and final state of a Sale retention pruned, so a refund months
+  later still finds what it reverses; never pruned.
+- `refund_memos`: what a destination asked to remember about a reversed Sale (`Verdict.memo`),
+  per Sale, destination and key; first write wins.
 
 Version 1 (hooktrack 0.1) kept the Dub request body and the delivery state on `conversions`;
-`adapter/store/upgrade.py` brings such a store to version 2 in place.
+`adapter/store/upgrade.py` brings such a store to version 2 in place. Version 3 (refunds) added
+`conversions.reverses` and the refund tables; the upgrade remembers every stored Sale's invoice id.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DELIVERIES = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -51,6 +61,51 @@ CREATE TABLE IF NOT EXISTS destinations (
     next_probe_at BIGINT,
     failures INTEGER NOT NULL DEFAULT 0,
     updated_at BIGINT NOT NULL
+);
+"""
+
+REFUNDS = """
+CREATE TABLE IF NOT EXISTS payment_refs (
+    source TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    conversion_id BIGINT NOT NULL,
+    gross_amount BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (source, ref)
+);
+CREATE TABLE IF NOT EXISTS payment_links (
+    source TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    linked TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (source, ref, linked)
+);
+CREATE TABLE IF NOT EXISTS refund_ledger (
+    sale_id BIGINT NOT NULL,
+    refund_key TEXT NOT NULL,
+    refund_id TEXT,
+    event_id BIGINT,
+    conversion_id BIGINT,
+    amount BIGINT NOT NULL,
+    total BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (sale_id, refund_key)
+);
+CREATE TABLE IF NOT EXISTS pruned_sales (
+    conversion_id BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pruned_at BIGINT NOT NULL,
+    PRIMARY KEY (conversion_id, destination)
+);
+CREATE TABLE IF NOT EXISTS refund_memos (
+    conversion_id BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (conversion_id, destination, key)
 );
 """
 
@@ -88,10 +143,12 @@ CREATE TABLE IF NOT EXISTS conversions (
     identity_explicit BOOLEAN NOT NULL DEFAULT FALSE,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
-    record TEXT
+    record TEXT,
+    reverses BIGINT
 );
 CREATE INDEX IF NOT EXISTS conversions_event ON conversions (event_id);
 CREATE INDEX IF NOT EXISTS conversions_customer_kind ON conversions (source, customer_external_id, kind);
+CREATE INDEX IF NOT EXISTS conversions_reverses ON conversions (reverses) WHERE reverses IS NOT NULL;
 """ + DELIVERIES + """
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, updated_at);
@@ -140,4 +197,4 @@ CREATE TABLE IF NOT EXISTS attempts (
     step TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_conversion ON attempts (conversion_id);
-"""
+""" + REFUNDS

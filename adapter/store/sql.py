@@ -8,7 +8,8 @@ same moment see exactly one winner.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from adapter.records import Attempt, Claimed, DestinationState, Identity, Settlement
@@ -22,6 +23,16 @@ _FINISH = ("UPDATE deliveries SET state = ?, reason = ?, attempts = attempts + ?
            "lease_owner = NULL, lease_until = NULL, updated_at = ?, delivered_at = ?, last_status = ?, "
            "last_error = ? WHERE id = ? AND state = 'pending'")
 
+
+_NOT_COUNTED = ("unattributed", "dead", "skipped")
+_SKIP_REFUNDS = (
+    "UPDATE deliveries SET state = 'skipped', reason = 'sale_not_counted', updated_at = ? "
+    "WHERE state = 'pending' AND lease_owner IS NULL "
+    "AND destination = (SELECT s.destination FROM deliveries s WHERE s.id = ?) "
+    "AND conversion_id IN (SELECT r.id FROM conversions r WHERE r.reverses = "
+    "  (SELECT s.conversion_id FROM deliveries s WHERE s.id = ? "
+    "   AND s.state IN ('unattributed', 'dead', 'skipped')))"
+)
 
 _SETTLED = "('delivered', 'skipped', 'unattributed')"
 """Delivery states that retention may prune: nothing more will happen to them."""
@@ -218,11 +229,106 @@ class Tx(Reports):
             (state, reason, detail, now, delivery_id),
         )
 
+    # -- refunds (SPEC §9) ---------------------------------------------------------------
+
+    def remember_payment_refs(self, source: str, refs: Iterable[str], conversion_id: int, gross_amount: int | None,
+                              now: int) -> None:
+        """Remember the ids a stored Sale may be named by; an id already remembered keeps its Sale."""
+        rows = [(source, ref, conversion_id, gross_amount, now) for ref in dict.fromkeys(refs) if ref]
+        if rows:
+            self.executemany("INSERT INTO payment_refs (source, ref, conversion_id, gross_amount, created_at) "
+                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, ref) DO NOTHING", rows)
+
+    def link_payments(self, source: str, ids: Sequence[str], now: int) -> None:
+        """Remember that `ids` name one payment (every pair, both ways)."""
+        pairs = [(source, a, b, now) for a in ids for b in ids if a != b]
+        if pairs:
+            self.executemany("INSERT INTO payment_links (source, ref, linked, created_at) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT (source, ref, linked) DO NOTHING", pairs)
+
+    def sale_for_refs(self, source: str, refs: Sequence[str]) -> tuple[int, int | None] | None:
+        """(conversion id, amount including tax) of the stored Sale that any of `refs` names,
+        directly or through a remembered link; the first of `refs` that names one wins."""
+        wanted = list(dict.fromkeys(refs))
+        if not wanted:
+            return None
+        marks = ", ".join("?" for _ in wanted)
+        direct = {str(r[0]): (int(r[1]), None if r[2] is None else int(r[2])) for r in self.all(
+            f"SELECT ref, conversion_id, gross_amount FROM payment_refs WHERE source = ? AND ref IN ({marks})",
+            [source, *wanted])}
+        for ref in wanted:
+            if ref in direct:
+                return direct[ref]
+        linked = self.all(
+            "SELECT l.ref, p.conversion_id, p.gross_amount FROM payment_links l JOIN payment_refs p "
+            f"ON p.source = l.source AND p.ref = l.linked WHERE l.source = ? AND l.ref IN ({marks}) "
+            "ORDER BY p.conversion_id", [source, *wanted])
+        by_ref: dict[str, tuple[int, int | None]] = {}
+        for r in linked:
+            by_ref.setdefault(str(r[0]), (int(r[1]), None if r[2] is None else int(r[2])))
+        for ref in wanted:
+            if ref in by_ref:
+                return by_ref[ref]
+        return None
+
+    def sale_for_refund(self, conversion_id: int, destination: str) -> tuple[str, str | None] | None:
+        """(record, delivery state to `destination`) of a Sale (or of a Sale retention pruned),
+        locked against concurrent refunds of it on PostgreSQL; None when it is not a Sale."""
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        row = self.one(f"SELECT record FROM conversions WHERE id = ? AND kind = 'sale'{lock}", (conversion_id,))
+        if row is None or row[0] is None:
+            pruned = self.one("SELECT record, state FROM pruned_sales WHERE conversion_id = ? AND destination = ?"
+                              f"{lock}", (conversion_id, destination))
+            return (str(pruned[0]), str(pruned[1])) if pruned else None
+        state = self.one("SELECT state FROM deliveries WHERE conversion_id = ? AND destination = ?",
+                         (conversion_id, destination))
+        return str(row[0]), (str(state[0]) if state else None)
+
+    def refund_ledger(self, sale_id: int) -> list[tuple[str, int, int | None]]:
+        """What was applied of a Sale: (refund key, amount, cumulative total level or None)."""
+        return [(str(r[0]), int(r[1]), None if r[2] is None else int(r[2])) for r in self.all(
+            "SELECT refund_key, amount, total FROM refund_ledger WHERE sale_id = ? ORDER BY created_at, refund_key",
+            (sale_id,))]
+
+    def record_refund(self, sale_id: int, refund_key: str, refund_id: str | None, event_id: int,
+                      conversion_id: int | None, amount: int, total: int | None, now: int) -> bool:
+        """Add a ledger row; False when `refund_key` was already applied to the Sale."""
+        found = self.one(
+            "INSERT INTO refund_ledger (sale_id, refund_key, refund_id, event_id, conversion_id, amount, total, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sale_id, refund_key) DO NOTHING "
+            "RETURNING refund_key", (sale_id, refund_key, refund_id, event_id, conversion_id, amount, total, now))
+        return found is not None
+
+    def set_reverses(self, conversion_id: int, sale_id: int) -> None:
+        self.execute("UPDATE conversions SET reverses = ? WHERE id = ?", (sale_id, conversion_id))
+
+    def refund_memos(self, sale_ids: Iterable[int], destination: str) -> dict[int, dict[str, Any]]:
+        """What `destination` asked to remember about each of these Sales (`Verdict.memo`)."""
+        wanted = sorted(set(sale_ids))
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        out: dict[int, dict[str, Any]] = {}
+        for sale_id, key, value in self.all(
+                "SELECT conversion_id, key, value FROM refund_memos WHERE destination = ? "
+                f"AND conversion_id IN ({marks})", [destination, *wanted]):
+            out.setdefault(int(sale_id), {})[str(key)] = json.loads(value)
+        return out
+
+    def remember_memo(self, sale_id: int, destination: str, memo: Mapping[str, Any], now: int) -> None:
+        """Store `memo` for a Sale and destination; a key already stored keeps its value."""
+        rows = [(sale_id, destination, str(k), json.dumps(v, separators=(",", ":")), now) for k, v in memo.items()]
+        if rows:
+            self.executemany("INSERT INTO refund_memos (conversion_id, destination, key, value, created_at) "
+                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversion_id, destination, key) DO NOTHING", rows)
+
     # -- outbox --------------------------------------------------------------------------
 
     def claim(self, destination: str, owner: str, now: int, lease_ms: int, limit: int) -> list[Claimed]:
         """Lease up to `limit` due deliveries to `destination`. A Sale waits while an earlier Lead
-        of the same customer and source is still pending (a dead Lead no longer holds it back)."""
+        of the same customer and source is still pending (a dead Lead no longer holds it back); a
+        Refund waits while its Sale, or an earlier Refund of the same Sale, is still pending
+        (SPEC §7, §9): refunds carry absolute totals, so they go out in the order they were made."""
         lock = " FOR UPDATE OF d SKIP LOCKED" if self.dialect == "postgresql" else ""
         rows = self.all(
             "WITH due AS (SELECT d.id FROM deliveries d JOIN conversions c ON c.id = d.conversion_id "
@@ -232,7 +338,12 @@ class Tx(Reports):
             "  SELECT 1 FROM conversions l JOIN deliveries ld ON ld.conversion_id = l.id "
             "  WHERE ld.destination = d.destination AND ld.state = 'pending' AND l.kind = 'lead' "
             "  AND l.source = c.source AND l.customer_external_id = c.customer_external_id "
-            f"  AND l.id < c.id)) ORDER BY d.next_attempt_at, d.id LIMIT ?{lock}) "
+            "  AND l.id < c.id)) "
+            "AND NOT (c.reverses IS NOT NULL AND EXISTS ("
+            "  SELECT 1 FROM deliveries sd WHERE sd.destination = d.destination AND sd.state = 'pending' "
+            "  AND (sd.conversion_id = c.reverses OR sd.conversion_id IN ("
+            "    SELECT r.id FROM conversions r WHERE r.reverses = c.reverses AND r.id < c.id)))) "
+            f"ORDER BY d.next_attempt_at, d.id LIMIT ?{lock}) "
             "UPDATE deliveries SET lease_owner = ?, lease_until = ? "
             "WHERE id IN (SELECT id FROM due) "
             "RETURNING id, conversion_id, attempts, created_at, window_until",
@@ -265,6 +376,9 @@ class Tx(Reports):
             self.executemany(_FINISH + " AND lease_owner = ?", [
                 (r.state, r.reason, int(r.counted), r.next_at, now, None, r.status_code, r.error, r.delivery_id,
                  owner) for r in others])
+        ended = [r for r in others if r.state in _NOT_COUNTED]
+        if ended:  # a Sale that ends not counted: its refunds have nothing to reverse (SPEC §9)
+            self.executemany(_SKIP_REFUNDS, [(now, r.delivery_id, r.delivery_id) for r in ended])
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.dialect == "postgresql":
@@ -273,7 +387,8 @@ class Tx(Reports):
 
     def requeue(self, conversion_ids: Iterable[int], now: int, window_ms: int) -> list[int]:
         """Put the dead deliveries of these conversions back in the outbox (replay), with a fresh
-        attempt budget and attribution window; returns the conversion ids that moved."""
+        attempt budget and attribution window, and a replayed Sale's refunds skipped as
+        `sale_not_counted` with it; returns the conversion ids that moved."""
         moved = []
         for conversion_id in conversion_ids:
             cur = self.execute(
@@ -284,6 +399,13 @@ class Tx(Reports):
             )
             if cur.rowcount:
                 moved.append(conversion_id)
+                # Its refunds, skipped because the Sale was not counted, wait behind it again.
+                self.execute(
+                    "UPDATE deliveries SET state = 'pending', reason = NULL, next_attempt_at = ?, updated_at = ?, "
+                    "window_until = ? WHERE state = 'skipped' AND reason = 'sale_not_counted' "
+                    "AND conversion_id IN (SELECT r.id FROM conversions r WHERE r.reverses = ?)",
+                    (now, now, now + window_ms, conversion_id),
+                )
         return moved
 
     # -- destinations ----------------------------------------------------------------------
@@ -329,6 +451,15 @@ class Tx(Reports):
         if not ids:
             return 0
         marks = ", ".join("?" for _ in ids)
+        # A refund may come months after its Sale (SPEC §9): a pruned Sale's record stays, small.
+        self.execute(
+            "INSERT INTO pruned_sales (conversion_id, destination, record, state, pruned_at) "
+            "SELECT c.id, d.destination, c.record, d.state, ? FROM conversions c JOIN deliveries d "
+            f"ON d.conversion_id = c.id WHERE c.event_id IN ({marks}) AND c.kind = 'sale' AND c.record IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM deliveries u WHERE u.conversion_id = c.id AND u.state NOT IN {_SETTLED}) "
+            "ON CONFLICT (conversion_id, destination) DO NOTHING",
+            [cutoff, *ids],
+        )
         # The state is checked again: a business-key fill may have revived a skipped conversion.
         gone = [int(r[0]) for r in self.all(
             f"DELETE FROM conversions WHERE event_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM deliveries d "

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from adapter.records import Conversion
-from adapter.store.schema import DELIVERIES
+from adapter.store.schema import DELIVERIES, REFUNDS
 from adapter.store.sql import Tx
 
 __all__ = ["V1_WINDOW_MS", "upgrade", "v1_record"]
@@ -29,6 +29,25 @@ def upgrade(tx: Tx, found: int, id_column: str) -> None:
     """Upgrade a schema of version `found` (1 or more) in place, one version at a time."""
     if found < 2:
         _v1_to_v2(tx, id_column)
+    if found < 3:
+        _v2_to_v3(tx)
+
+
+def _v2_to_v3(tx: Tx) -> None:
+    """Version 3 (refunds, SPEC §9): `conversions.reverses`, and the refund tables (made by
+    `TABLES` after this). Every Sale already stored is remembered by its invoice id, read from
+    its business key (kept even when retention pruned the conversion), so a refund naming the
+    invoice still finds it; its other payment ids were never recorded, and its amount including
+    tax is unknown (a refund that includes tax is then taken as it is)."""
+    tx.execute("ALTER TABLE conversions ADD COLUMN reverses BIGINT")
+    for statement in _statements(REFUNDS):
+        tx.execute(statement)
+    tx.execute(
+        "INSERT INTO payment_refs (source, ref, conversion_id, gross_amount, created_at) "
+        "SELECT b.source, substr(b.key, 6), b.conversion_id, NULL, b.created_at FROM business_keys b "
+        "WHERE substr(b.key, 1, 5) = 'sale:' AND b.conversion_id IS NOT NULL AND b.conversion_id > 0 "
+        "ON CONFLICT (source, ref) DO NOTHING"
+    )
 
 
 def _v1_to_v2(tx: Tx, id_column: str) -> None:

@@ -1,0 +1,123 @@
+"""Stripe refunds, lost disputes, payment links and cancellations, as `map` returns them (SPEC §9).
+
+Shapes from Stripe's API reference: a Charge (`amount_refunded`, `payment_intent`, the `refunds`
+list when present, `invoice` before API version 2025-03-31), a Dispute (`amount`, `charge`,
+`payment_intent`, `status`), an InvoicePayment (`invoice`, `payment.payment_intent` /
+`payment.charge`). The core's use of them is tests/adapter/test_refunds.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from adapter.errors import Ignore
+from adapter.events import PaymentLink, Refund, Sale
+from adapter.testing import make_source
+from providers.stripe import StripeProvider
+from tests.conftest import STRIPE_SECRET, fixture
+from tests.providers.flow import mapped, one
+
+
+def source() -> Any:
+    return make_source(StripeProvider(), [STRIPE_SECRET], name="stripe")
+
+
+def event(event_type: str, obj: dict[str, Any], event_id: str = "evt_1") -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": event_type, "created": 1775900000, "livemode": False,
+            "data": {"object": obj}}
+
+
+def charge(**changes: Any) -> dict[str, Any]:
+    return {"id": "ch_1", "object": "charge", "amount": 5390, "amount_refunded": 1000, "currency": "usd",
+            "payment_intent": "pi_1", "refunded": False, **changes}
+
+
+def test_a_checkout_sale_names_its_payment_intent_and_session_and_its_gross() -> None:
+    sale = one(source(), fixture("stripe", "checkout.session.completed"))
+    assert isinstance(sale, Sale)
+    assert (sale.invoice_id, sale.payment_refs) == ("pi_3PaymentIntent01", ("cs_test_a1B2c3D4payment",))
+    assert (sale.amount, sale.gross_amount) == (4900, 5390)
+    sub = one(source(), fixture("stripe", "checkout.session.completed+subscription"))
+    assert isinstance(sub, Sale)
+    assert (sub.invoice_id, sub.payment_refs) == ("in_1SUBFIRST", ("cs_test_a1B2c3D4subscription",))
+
+
+def test_an_invoice_sale_names_what_its_payload_names() -> None:
+    legacy = one(source(), fixture("stripe", "invoice.paid+legacy"))
+    assert isinstance(legacy, Sale)
+    assert (legacy.invoice_id, legacy.payment_refs, legacy.gross_amount) == ("in_1LEGACY", ("ch_3Legacy",), 5500)
+    basil = one(source(), fixture("stripe", "invoice.paid"))
+    assert isinstance(basil, Sale) and basil.payment_refs == ()  # an Invoice names no payment any more
+    expanded = copy.deepcopy(fixture("stripe", "invoice.paid"))
+    expanded["data"]["object"]["payments"] = {"object": "list", "data": [
+        {"id": "inpay_1", "object": "invoice_payment", "payment": {"type": "payment_intent",
+                                                                   "payment_intent": "pi_9"}}]}
+    sale = one(source(), expanded)
+    assert isinstance(sale, Sale) and sale.payment_refs == ("pi_9",)
+
+
+def test_charge_refunded_is_a_cumulative_refund_including_tax() -> None:
+    refund = one(source(), event("charge.refunded", charge(invoice="in_1")))
+    assert refund == Refund(reverses=("ch_1", "pi_1", "in_1"), amount=1000, currency="usd", cumulative=True,
+                            includes_tax=True, refund_id="ch_1", metadata={"chargeId": "ch_1"})
+
+
+def test_charge_refunded_names_the_latest_refund_when_listed() -> None:
+    refunds = {"object": "list", "data": [{"id": "re_2", "created": 1775900500, "amount": 1500},
+                                          {"id": "re_1", "created": 1775900000, "amount": 1000}]}
+    refund = one(source(), event("charge.refunded", charge(amount_refunded=2500, refunds=refunds,
+                                                           payment_intent=None)))
+    assert isinstance(refund, Refund)
+    assert (refund.reverses, refund.amount, refund.refund_id) == (("ch_1",), 2500, "re_2")
+
+
+def test_refund_amounts_are_converted_to_iso_minor_units() -> None:
+    refund = one(source(), event("charge.refunded", charge(currency="isk", amount=100000, amount_refunded=50000)))
+    assert isinstance(refund, Refund) and (refund.amount, refund.currency) == (500, "isk")
+
+
+@pytest.mark.parametrize("event_type", ["charge.dispute.funds_withdrawn", "charge.dispute.closed"])
+def test_a_lost_dispute_is_a_chargeback_named_by_the_dispute_id(event_type: str) -> None:
+    dispute = {"id": "dp_1", "object": "dispute", "amount": 5390, "currency": "usd", "charge": "ch_1",
+               "payment_intent": "pi_1", "status": "lost", "reason": "fraudulent"}
+    refund = one(source(), event(event_type, dispute))
+    assert refund == Refund(reverses=("ch_1", "pi_1"), amount=5390, currency="usd", includes_tax=True,
+                            chargeback=True, refund_id="dp_1",
+                            metadata={"disputeId": "dp_1", "disputeReason": "fraudulent"})
+
+
+@pytest.mark.parametrize("status", ["won", "warning_closed", "prevented"])
+def test_a_dispute_closed_otherwise_reverses_nothing(status: str) -> None:
+    dispute = {"id": "dp_1", "object": "dispute", "amount": 5390, "currency": "usd", "charge": "ch_1",
+               "status": status}
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event("charge.dispute.closed", dispute))
+    assert caught.value.reason == "dispute_not_lost"
+
+
+def test_invoice_payment_paid_links_the_invoice_to_its_payment_intent() -> None:
+    documented = {  # the Invoice Payment object of Stripe's API reference
+        "id": "inpay_1M3USa2eZvKYlo2CBjuwbq0N", "object": "invoice_payment", "amount_paid": 2000,
+        "amount_requested": 2000, "created": 1391288554, "currency": "usd", "invoice": "in_103Q0w2eZvKYlo2C5PYwf6Wf",
+        "is_default": True, "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": "pi_103Q0w2eZvKYlo2C364X582Z"}, "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": 1391288554}}
+    assert one(source(), event("invoice_payment.paid", documented)) == PaymentLink(
+        ids=("in_103Q0w2eZvKYlo2C5PYwf6Wf", "pi_103Q0w2eZvKYlo2C364X582Z"))
+    by_charge = {"id": "inpay_2", "object": "invoice_payment", "invoice": "in_2",
+                 "payment": {"type": "charge", "charge": "ch_2"}}
+    assert one(source(), event("invoice_payment.paid", by_charge)) == PaymentLink(ids=("in_2", "ch_2"))
+    out_of_band = {"id": "inpay_3", "object": "invoice_payment", "invoice": "in_3",
+                   "payment": {"type": "payment_record", "payment_record": "pr_1"}}
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event("invoice_payment.paid", out_of_band))
+    assert caught.value.reason == "no_payment_link"
+
+
+def test_a_subscription_deleted_is_a_recorded_cancellation() -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event("customer.subscription.deleted", {"id": "sub_1", "status": "canceled"}))
+    assert caught.value.reason == "cancellation_recorded"
