@@ -348,8 +348,7 @@ def test_order_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any) -
 
 
 def refund_alert(**changes: str) -> dict[str, str]:
-    fields = {**fixture("paddle_classic", "payment_refunded"), **changes}
-    return fields
+    return {**fixture("paddle_classic", "payment_refunded"), **changes}
 
 
 def test_a_partial_refund_is_net_of_its_tax_refund_and_reverses_the_order() -> None:
