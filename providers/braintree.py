@@ -36,9 +36,9 @@ from braintree.util.xml_util import XmlUtil  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.money import to_minor
-from adapter.payload import compact, iso_time, mapping, text
+from adapter.payload import compact, ident, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import any_pair_equal
@@ -177,9 +177,13 @@ class BraintreeProvider(SamplesMixin, Provider):
             data={"kind": kind, "timestamp": _plain(moment), "subject": subject},
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`subscription_charged_successfully` → Sale of its newest transaction; `[]` for other
-        kinds. Raises `Ignore`: `zero_amount` (a cycle that charged nothing), `unpaid`."""
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`subscription_charged_successfully` → Sale of its newest transaction, `dispute_lost`
+        → chargeback Refund of the disputed transaction; `[]` for other kinds (Braintree sends no
+        notification for a refund). Raises `Ignore`: `zero_amount` (a cycle that charged
+        nothing), `unpaid`."""
+        if event.type == "dispute_lost":
+            return [_dispute_lost(mapping(event.data["subject"].get("dispute")))]
         if event.type != "subscription_charged_successfully":
             return []
         subscription = mapping(event.data["subject"].get("subscription"))
@@ -207,6 +211,7 @@ class BraintreeProvider(SamplesMixin, Provider):
             amount=amount - tax,
             currency=currency,
             invoice_id=str(txn["id"]),
+            gross_amount=amount,
             subscription_id=subscription_id,
             provider_customer_id=text(customer.get("id")),
             email=text(customer.get("email")),
@@ -241,3 +246,16 @@ def _xml(raw: bytes) -> str:
 def _encode(xml: str) -> str:
     # Braintree's payloads are base64 with a newline every 76 characters (encodebytes).
     return base64.encodebytes(xml.encode("utf-8")).decode("ascii")
+
+
+def _dispute_lost(dispute: dict[str, Any]) -> Refund:
+    """A lost dispute: `amount_disputed` (of the transaction's amount, tax included)."""
+    txn = mapping(dispute.get("transaction"))
+    txn_id = ident(txn.get("id"))
+    currency = text(dispute.get("currency_iso_code")) or text(txn.get("currency_iso_code"))
+    if txn_id is None or currency is None:
+        raise PayloadError("Braintree dispute without `transaction.id` and `currency_iso_code`")
+    disputed = text(str(dispute.get("amount_disputed") or "")) or text(str(txn.get("amount") or ""))
+    return Refund(reverses=(txn_id,), amount=to_minor(disputed, currency) if disputed else None,
+                  currency=currency, includes_tax=True, chargeback=True, refund_id=text(dispute.get("id")),
+                  metadata=compact(reason=text(dispute.get("reason"))))

@@ -15,7 +15,12 @@ invoice, not their subscription: a late renewal must still count when a later cy
 Sale: `payment_succeeded` — the transaction's `amount` (cents) applied to `content.invoice`,
 minus the invoice's `tax`; `invoiceId` is the invoice id (the transaction id when there is no
 invoice). An invoice with a `subscription_id` is a subscription payment (the core names it
-creation or renewal; `first_invoice` is its `starts_subscription` and kept in metadata). Lead: `customer_created`.
+creation or renewal; `first_invoice` is its `starts_subscription` and kept in metadata); it
+remembers the transaction id (`payment_refs`) and what was paid with tax as `gross_amount`.
+Refund: `payment_refunded` — the refund transaction's `amount` (cents, tax included, so the
+core scales it by the Sale's net/gross), reversing the refunded invoice (`content.invoice`, the
+credit note's `reference_invoice_id`) and the payment transaction (`reference_transaction_id`),
+keyed by the refund transaction's id. Lead: `customer_created`.
 Click and user ids come from `meta_data` and from custom fields: `cf_click_id` counts as the key
 `click_id`, `cf_user_id` as `user_id` (and a configured key `cf_...` matches exactly).
 Chargebee test sites are separate sites, so `livemode` is None. Events of API version v1 are
@@ -32,7 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import boolean, compact, epoch_time, ident, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -40,7 +45,7 @@ from adapter.signing import secret_in
 
 __all__ = ["ChargebeeProvider", "ChargebeeSettings"]
 
-_TRACKED = frozenset({"payment_succeeded", "customer_created"})
+_TRACKED = frozenset({"payment_succeeded", "payment_refunded", "customer_created"})
 
 
 class ChargebeeSettings(BaseModel):
@@ -129,10 +134,11 @@ class ChargebeeProvider(SamplesMixin, Provider):
             object_key=_object_key(event_type, content),
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`payment_succeeded` → Sale, `customer_created` → Lead, `[]` otherwise. Raises `Ignore`
-        for a v1 event (`api_version_v1`), a transaction that did not succeed (`unpaid`) and a
-        payment of nothing once tax is taken off (`zero_amount`)."""
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`payment_succeeded` → Sale, `payment_refunded` → Refund, `customer_created` → Lead,
+        `[]` otherwise. Raises `Ignore` for a v1 event (`api_version_v1`), a transaction that did
+        not succeed (`unpaid`; a refund transaction: `refund_not_succeeded`) and a payment of
+        nothing once tax is taken off (`zero_amount`)."""
         if event.type not in _TRACKED:
             return []
         if event.data.get("api_version", "v2") != "v2":
@@ -140,6 +146,8 @@ class ChargebeeProvider(SamplesMixin, Provider):
         content: dict[str, Any] = event.data["content"]
         if event.type == "payment_succeeded":
             return [self._sale(content)]
+        if event.type == "payment_refunded":
+            return [_refund(content)]
         customer = mapping(content.get("customer"))
         if not customer:
             raise PayloadError("customer_created without `content.customer`")
@@ -172,6 +180,8 @@ class ChargebeeProvider(SamplesMixin, Provider):
             amount=paid - tax,
             currency=currency,
             invoice_id=paid_for,
+            payment_refs=tuple(i for i in (ident(txn.get("id")),) if i and i != paid_for),
+            gross_amount=paid,
             subscription_id=subscription_id,
             # Chargebee says whether the invoice is the subscription's first (SPEC §8); absent → unknown
             starts_subscription=boolean(invoice.get("first_invoice")) if kind == "subscription" else None,
@@ -182,6 +192,32 @@ class ChargebeeProvider(SamplesMixin, Provider):
             metadata=compact(subscriptionId=subscription_id, taxAmount=tax, transactionId=ident(txn.get("id")),
                               firstInvoice=invoice.get("first_invoice") if kind == "subscription" else None),
         )
+
+
+def _refund(content: dict[str, Any]) -> Refund:
+    """A refund transaction: its `amount` (tax included) of the invoice and payment it names."""
+    txn, invoice, note = (mapping(content.get(k)) for k in ("transaction", "invoice", "credit_note"))
+    if not txn:
+        raise PayloadError("payment_refunded without `content.transaction`")
+    if txn.get("status", "success") != "success":
+        raise Ignore("refund_not_succeeded")
+    links = [mapping(link) for link in txn.get("linked_credit_notes") or []]
+    ids = [ident(invoice.get("id")), ident(note.get("reference_invoice_id")),
+           *(ident(link.get("cn_reference_invoice_id")) for link in links),
+           ident(txn.get("reference_transaction_id"))]
+    reverses = tuple(dict.fromkeys(i for i in ids if i))
+    currency = text(txn.get("currency_code")) or text(invoice.get("currency_code"))
+    if not reverses or currency is None:
+        raise PayloadError("payment_refunded without the refunded invoice or transaction and `currency_code`")
+    return Refund(
+        reverses=reverses,
+        amount=_cents(txn, "amount"),
+        currency=currency,
+        includes_tax=True,
+        refund_id=ident(txn.get("id")),
+        timestamp=epoch_time(txn.get("date")),
+        metadata=compact(creditNoteId=ident(note.get("id")), reason=text(note.get("create_reason_code"))),
+    )
 
 
 def _object_key(event_type: str, content: dict[str, Any]) -> str | None:

@@ -20,6 +20,12 @@ absent, `amount` is used (in Creem's payloads it is the total before tax, equal 
 `sub_total`). A `subscription.paid` without its `last_transaction` object falls back to the
 product's `price` (before tax for `tax_mode` `exclusive`, the common case).
 
+A Sale also remembers the payment's order and checkout ids (`payment_refs`) and what was paid with
+tax (`gross_amount`). Refund: `refund.created` (status `succeeded`): `refund_amount` in
+`refund_currency`, tax included (Creem refunds from `amount_paid`; the core scales it by the
+Sale's net/gross), reversing the refund's transaction, order and checkout, keyed by the refund's
+`id`. `dispute.created` is not mapped: it opens a dispute, whose outcome Creem does not send.
+
 Lead: `subscription.trialing` (`Started Trial`). Click and user ids come from the checkout's and
 the subscription's `metadata` (set when creating the checkout; Creem copies it onto the
 subscription), with Creem's own `referenceId` key read as the client reference (the user id, or a click id
@@ -32,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale
 from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
 from adapter.plugin import Headers, Provider, SourceContext
@@ -108,15 +114,18 @@ class CreemProvider(SamplesMixin, Provider):
             data=data,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`checkout.completed` and `subscription.paid` → Sales, `subscription.trialing` → a
-        `Started Trial` Lead, `[]` otherwise. Raises `Ignore`: `unpaid`, `zero_amount`,
-        `counted_by_subscription_paid` (see the module doc)."""
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`checkout.completed` and `subscription.paid` → Sales, `refund.created` → Refund,
+        `subscription.trialing` → a `Started Trial` Lead, `[]` otherwise. Raises `Ignore`:
+        `unpaid`, `zero_amount`, `counted_by_subscription_paid` (see the module doc),
+        `refund_not_succeeded`."""
         obj: dict[str, Any] = event.data["object"]
         if event.type == "checkout.completed":
             return [self._checkout_sale(obj)]
         if event.type == "subscription.paid":
             return [self._subscription_sale(obj)]
+        if event.type == "refund.created":
+            return [_refund(obj)]
         if event.type == "subscription.trialing":
             return [Lead(kind="started_trial", **_hints(obj.get("customer"), obj.get("metadata")),
                          metadata=compact(subscriptionId=text(obj.get("id"))))]
@@ -143,6 +152,8 @@ class CreemProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=invoice,
+            payment_refs=_others(invoice, order_id, text(checkout.get("id"))),
+            gross_amount=amount + tax,
             subscription_id=subscription_id,
             **_hints(checkout.get("customer") or order.get("customer"), checkout.get("metadata"),
                      mapping(subscription).get("metadata")),
@@ -168,11 +179,41 @@ class CreemProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=transaction,
+            payment_refs=_others(transaction, object_id(last.get("order"))),
+            gross_amount=amount + tax,
             subscription_id=subscription_id,
             **_hints(subscription.get("customer"), subscription.get("metadata")),
             metadata=compact(subscriptionId=subscription_id, orderId=text(last.get("order")),
                               taxAmount=tax if last else None, amountFrom=None if last else "product_price"),
         )
+
+
+def _others(invoice: str, *ids: str | None) -> tuple[str, ...]:
+    """The payment's other ids (its order, its checkout), without the Sale's invoice id."""
+    return tuple(dict.fromkeys(i for i in ids if i and i != invoice))
+
+
+def _refund(refund: dict[str, Any]) -> Refund:
+    """A succeeded refund: `refund_amount` (tax included) of its transaction, order, checkout."""
+    if refund.get("status", "succeeded") != "succeeded":
+        raise Ignore("refund_not_succeeded")
+    transaction = refund.get("transaction")
+    ids = (object_id(transaction), object_id(refund.get("order")) or object_id(mapping(transaction).get("order")),
+           object_id(refund.get("checkout")))
+    reverses = tuple(dict.fromkeys(i for i in ids if i))
+    currency = text(refund.get("refund_currency")) or text(mapping(transaction).get("currency"))
+    amount = _amount(refund, "refund_amount")
+    if not reverses or currency is None:
+        raise PayloadError("Creem refund without a transaction, order or checkout and a `refund_currency`")
+    return Refund(
+        reverses=reverses,
+        amount=None if amount is None else rescale(amount, _CENTS, currency),
+        currency=currency,
+        includes_tax=True,
+        refund_id=text(refund.get("id")),
+        timestamp=epoch_time(refund.get("created_at"), "ms"),
+        metadata=compact(reason=text(refund.get("reason"))),
+    )
 
 
 def _paid(obj: dict[str, Any], currency: Any) -> tuple[int, int, str]:

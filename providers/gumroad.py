@@ -21,6 +21,13 @@ first one it sees creation and later ones renewals; `is_recurring_charge` is kep
 A gift is paid by the gifter: `gift_price` and `gifter_email`. Ignored: `refunded`, `disputed`,
 a preorder authorization (nothing charged yet), $0. `test` purchases (buying your own product)
 have `livemode` False, every other ping True.
+
+Refund: the `refund` ping (an API resource subscription) of a sale with `refunded` true is a
+Refund of the whole sale (`sale_id`; the ping names no refunded amount). A partial refund pings
+`refund` with `refunded` false and no amount: `Ignore("partial_refund_amount_unknown")`, the
+commission is left as it is. Its delivery id is `refund:{sale_id}:partial` (`:full` once refunded),
+so the full refund that follows a partial one is not taken for its duplicate. The `dispute` ping
+with `disputed` true is a chargeback of the whole sale; `dispute_won` is not mapped.
 Click and user ids: `url_params` (query parameters of the product link the buyer opened), then
 `custom_fields`. Customer: `email`, `full_name`, Gumroad's `purchaser_id`.
 """
@@ -34,7 +41,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import boolean, compact, integer, iso_time, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -135,6 +142,8 @@ class GumroadProvider(SamplesMixin, Provider):
         sale_id = text(fields.get("sale_id"))
         if sale_id is not None:
             delivery, occurred = f"{resource}:{sale_id}", _timestamp(fields.get("sale_timestamp"))
+            if resource == "refund":  # a partial refund pings too: the full one is a new delivery
+                delivery += ":full" if _flag(fields, "refunded") else ":partial"
         else:
             subscription = text(fields.get("subscription_id"))
             moment = next((fields[k] for k in _SUBSCRIPTION_TIMES if fields.get(k)), None)
@@ -144,13 +153,17 @@ class GumroadProvider(SamplesMixin, Provider):
         return ProviderEvent(id=delivery, type=resource, occurred_at=occurred,
                              livemode=not _flag(fields, "test"), data=fields)
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """A `sale` ping → Sale; `[]` for other resources (refund, cancellation, ...). Raises
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """A `sale` ping → Sale; a `refund` ping of a refunded sale → Refund of the whole sale,
+        a `dispute` ping → chargeback; `[]` for other resources (cancellation, ...). Raises
         `Ignore`: `refunded`, `disputed`, `preorder_authorization` (not charged yet),
-        `zero_amount` (a free product or a $0 trial start)."""
+        `zero_amount` (a free product or a $0 trial start), `partial_refund_amount_unknown`
+        (a partial refund: the ping gives no amount), `not_disputed`."""
+        fields: dict[str, str] = event.data
+        if event.type in ("refund", "dispute"):
+            return [_reversal(event.type, fields)]
         if event.type != "sale":
             return []
-        fields: dict[str, str] = event.data
         for flag, reason in (("refunded", "refunded"), ("disputed", "disputed"),
                              ("is_preorder_authorization", "preorder_authorization")):
             if _flag(fields, flag):
@@ -176,3 +189,16 @@ class GumroadProvider(SamplesMixin, Provider):
                               recurringCharge=True if _flag(fields, "is_recurring_charge") else None,
                               gift=True if gift else None),
         )]
+
+
+def _reversal(resource: str, fields: dict[str, str]) -> Refund:
+    """A `refund` (fully refunded) or `dispute` ping: the whole sale, as Gumroad names no amount."""
+    sale_id = text(fields.get("sale_id"))
+    if sale_id is None:
+        raise PayloadError(f"Gumroad {resource} ping without `sale_id`")
+    if resource == "refund" and not _flag(fields, "refunded"):
+        raise Ignore("partial_refund_amount_unknown")
+    if resource == "dispute" and not _flag(fields, "disputed"):
+        raise Ignore("not_disputed")
+    return Refund(reverses=(sale_id,), amount=None, currency="usd", chargeback=resource == "dispute",
+                  metadata=compact(orderNumber=text(fields.get("order_number"))))

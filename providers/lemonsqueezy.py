@@ -14,6 +14,16 @@ order's `identifier` (UUID): the order carries it, and a subscription invoice's 
 `.../my-orders/<order identifier>/subscription-invoice/<id>`. Both Sales therefore use that UUID
 as `invoice_id`, and the core's business dedup keeps one. An initial invoice whose URL does not
 have that shape is ignored (`counted_by_order`) rather than risk counting the payment twice.
+An order's Sale also remembers `order_<id>`, and an initial invoice's `subscription_invoice_<id>`
+(`payment_refs`); `gross_amount` is the `total`, tax included.
+
+Refunds: `order_refunded` (the order) and `subscription_payment_refunded` (the invoice), status
+`refunded` or `partial_refund`. `refunded_amount` is the running total refunded, tax included:
+a `cumulative` Refund, `includes_tax`. It reverses the order's identifier and `order_<id>`, or the
+invoice's `subscription_invoice_<id>` and, for an `initial` invoice, the order identifier of its
+`invoice_url` (a renewal's URL names the subscription's first order too, so it is not used). Lemon
+Squeezy names no refund id; the delivery id of a refund event adds the `refunded_amount`, so a
+second partial refund of the same order is a new delivery rather than a duplicate of the first.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -35,6 +45,9 @@ _ORDER_IN_INVOICE_URL = re.compile(
     r"/my-orders/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/subscription-invoice/",
     re.IGNORECASE,
 )
+
+
+_REFUNDS = frozenset({"order_refunded", "subscription_payment_refunded"})
 
 
 def _cents(attrs: dict[str, Any], key: str) -> int:
@@ -84,17 +97,22 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             first, second = second, first  # the resource's last change is what the event reports
         occurred = iso_time(attrs.get(first)) or iso_time(attrs.get(second))
         test_mode = meta.get("test_mode", attrs.get("test_mode"))
+        delivery = f"{event_name}:{ident(resource['id'])}"
+        if event_name in _REFUNDS:  # one resource is refunded in several steps: one delivery each
+            delivery += f":{ident(attrs.get('refunded_amount'))}"
         return ProviderEvent(
-            id=f"{event_name}:{ident(resource['id'])}",
+            id=delivery,
             type=event_name,
             occurred_at=occurred or datetime.now(UTC),  # none given: the moment of receipt
             livemode=not test_mode if isinstance(test_mode, bool) else None,
             data=payload,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`order_created` and `subscription_payment_success` → one Sale; `[]` otherwise.
-        Raises `Ignore`: `unpaid`, `zero_amount`, `counted_by_order` (see the module doc)."""
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`order_created` and `subscription_payment_success` → one Sale; `order_refunded` and
+        `subscription_payment_refunded` → one cumulative Refund; `[]` otherwise. Raises
+        `Ignore`: `unpaid`, `zero_amount`, `counted_by_order` (see the module doc), and
+        `not_refunded` for a refund event of a resource that is not refunded."""
         resource: dict[str, Any] = event.data["data"]
         attrs = mapping(resource.get("attributes"))
         custom = mapping(event.data.get("meta")).get("custom_data")
@@ -102,6 +120,8 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             return [self._order_sale(ident(resource["id"]), attrs, custom)]
         if event.type == "subscription_payment_success":
             return [self._invoice_sale(ident(resource["id"]), attrs, custom)]
+        if event.type in _REFUNDS:
+            return [_refund(event.type, ident(resource["id"]), attrs)]
         return []
 
     def _order_sale(self, order_id: str | None, attrs: dict[str, Any], custom: Any) -> Sale:
@@ -114,6 +134,8 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=identifier.lower(),
+            payment_refs=(f"order_{order_id}",) if order_id else (),
+            gross_amount=amount + tax,
             timestamp=iso_time(attrs.get("created_at")),
             **_hints(attrs, custom),
             metadata=compact(orderId=order_id, orderNumber=attrs.get("order_number"), taxAmount=tax),
@@ -137,6 +159,8 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=key,
+            payment_refs=(f"subscription_invoice_{invoice_id}",) if key != f"subscription_invoice_{invoice_id}" else (),
+            gross_amount=amount + tax,
             subscription_id=subscription,
             starts_subscription={"initial": True, "renewal": False}.get(str(reason)),
             timestamp=iso_time(attrs.get("created_at")),
@@ -144,6 +168,35 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
             metadata=compact(subscriptionId=subscription, billingReason=text(reason),
                               subscriptionInvoiceId=invoice_id, taxAmount=tax),
         )
+
+
+def _refund(event_type: str, resource_id: str | None, attrs: dict[str, Any]) -> Refund:
+    """The running `refunded_amount` (tax included) of a refunded order or subscription invoice."""
+    if attrs.get("refunded") is not True and attrs.get("status") not in ("refunded", "partial_refund"):
+        raise Ignore("not_refunded")
+    currency = text(attrs.get("currency"))
+    if currency is None or resource_id is None:
+        raise PayloadError("refund event without `id` and `currency`")
+    if event_type == "order_refunded":
+        identifier = ident(attrs.get("identifier"))
+        ids = [identifier.lower()] if identifier else []
+        ids.append(f"order_{resource_id}")
+    else:
+        ids = [f"subscription_invoice_{resource_id}"]
+        # The URL names the subscription's first order on every invoice: only an initial
+        # invoice is that order's payment (a renewal's refund must not reverse the first Sale).
+        found = _ORDER_IN_INVOICE_URL.search(str(mapping(attrs.get("urls")).get("invoice_url") or ""))
+        if found is not None and attrs.get("billing_reason") == "initial":
+            ids.append(found.group(1).lower())
+    return Refund(
+        reverses=tuple(ids),
+        amount=_cents(attrs, "refunded_amount"),
+        currency=currency,
+        cumulative=True,
+        includes_tax=True,
+        timestamp=iso_time(attrs.get("refunded_at")),
+        metadata=compact(status=text(attrs.get("status")), subscriptionId=ident(attrs.get("subscription_id"))),
+    )
 
 
 def _paid_net(attrs: dict[str, Any]) -> tuple[int, int, str]:

@@ -8,6 +8,13 @@ Sale: `transaction.completed`. Amounts are strings in the currency's lowest deno
 `grand_total - grand_total_tax` when a credit paid part of the transaction. A transaction with a
 `subscription_id` is a subscription payment (`origin` `subscription_update`/`subscription_charge`:
 a mid-cycle charge, named `Subscription update`); without one it is a one-time purchase.
+The Sale's `gross_amount` is what was charged including tax (`total`, or `grand_total`).
+Refund: `adjustment.created` / `adjustment.updated` with `action` `refund` or `chargeback`, only
+once its `status` is `approved` (most live refunds are created `pending_approval` and approved
+later by Paddle; anything else is `Ignore("refund_not_approved")`). It reverses the adjustment's
+`transaction_id`; a `type` `full` adjustment refunds the whole Sale (amount None), a partial one
+`totals.total` (tax included, so the core scales it by the Sale's net/gross). Other actions
+(`credit`, `chargeback_warning`, `chargeback_reverse`, ...) are `Ignore("not_a_refund")`.
 Leads: `customer.created` (`Sign up`) and a trialing `subscription.created` (`Started Trial`).
 Transactions carry only `customer_id` (`ctm_...`): the customer's email, name and user id come
 from identity memory, learned from the customer's own events.
@@ -22,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -94,14 +101,19 @@ class PaddleProvider(SamplesMixin, Provider):
             data=data,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
         """`transaction.completed` → Sale; `customer.created` and trialing
-        `subscription.created` → Leads; `[]` for other types. Raises `Ignore` for a transaction
-        of nothing (`zero_amount`), a transaction not yet paid (`unpaid`) and a subscription
-        that is not trialing (`not_trialing`: its payment arrives as a transaction)."""
+        `subscription.created` → Leads; an approved refund or chargeback adjustment
+        (`adjustment.created`/`adjustment.updated`) → Refund; `[]` for other types. Raises
+        `Ignore` for a transaction of nothing (`zero_amount`), a transaction not yet paid
+        (`unpaid`), a subscription that is not trialing (`not_trialing`: its payment arrives as
+        a transaction), an adjustment not (yet) approved (`refund_not_approved`) and one that
+        returns no money (`not_a_refund`: credits, chargeback warnings and reversals)."""
         obj: dict[str, Any] = event.data["data"]
         if event.type == "transaction.completed":
             return [self._sale(obj)]
+        if event.type in ("adjustment.created", "adjustment.updated"):
+            return [_refund(obj)]
         if event.type == "customer.created":
             return [self._lead(obj, "sign_up", text(obj.get("id")))]
         if event.type == "subscription.created":
@@ -131,6 +143,7 @@ class PaddleProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=txn["id"],
+            gross_amount=amount + tax,
             subscription_id=subscription,
             starts_subscription=_starts(origin) if subscription else None,
             provider_customer_id=text(txn.get("customer_id")),
@@ -149,6 +162,32 @@ class PaddleProvider(SamplesMixin, Provider):
             metadata_sources=(mapping(obj.get("custom_data")),),
             metadata=compact(subscriptionId=text(obj.get("id")) if trial else None),
         )
+
+
+def _refund(adjustment: dict[str, Any]) -> Refund:
+    """An approved `refund` or `chargeback` adjustment of a transaction as a Refund."""
+    action = text(adjustment.get("action"))
+    if action not in ("refund", "chargeback"):
+        raise Ignore("not_a_refund")
+    if adjustment.get("status") != "approved":
+        raise Ignore("refund_not_approved")
+    transaction, adjustment_id = text(adjustment.get("transaction_id")), text(adjustment.get("id"))
+    if transaction is None or adjustment_id is None:
+        raise PayloadError("adjustment without `id` and `transaction_id`")
+    totals = mapping(adjustment.get("totals"))
+    currency = text(adjustment.get("currency_code")) or text(totals.get("currency_code"))
+    whole = adjustment.get("type") == "full"
+    return Refund(
+        reverses=(transaction,),
+        amount=None if whole else _minor(totals, "total"),
+        currency=currency,
+        includes_tax=not whole,
+        chargeback=action == "chargeback",
+        refund_id=adjustment_id,
+        timestamp=iso_time(adjustment.get("updated_at")) or iso_time(adjustment.get("created_at")),
+        metadata=compact(action=action, reason=text(adjustment.get("reason")),
+                         subscriptionId=text(adjustment.get("subscription_id"))),
+    )
 
 
 def _net_and_tax(totals: dict[str, Any]) -> tuple[int, int]:

@@ -13,6 +13,11 @@ Sales: `payment_succeeded` (a one-time order) and `subscription_payment_succeede
 cycle; `initial_payment` kept as metadata, the core names creation and renewal). The amount is
 `sale_gross - payment_tax`, decimal strings in `currency` converted exactly; `invoiceId` is
 `order_id` for both, so if Paddle sent both for one order they would be one Sale.
+The Sale's `gross_amount` is `sale_gross`; a subscription payment also remembers
+`subscription_payment:<subscription_payment_id>`, a one-time order its `checkout_id`.
+Refunds: `payment_refunded` and `subscription_payment_refunded` reverse `order_id` (and those
+ids); `refund_type` `full` refunds the whole Sale, otherwise the amount is `gross_refund -
+tax_refund` (net of tax, exact); a VAT-only refund returns none of the Sale (`zero_amount`).
 Click and user ids come from `passthrough`: a JSON object is read with the source's keys; any
 other string is a click id when it has the `dub_id_` prefix (`client_reference_prefix`), else
 the merchant's user id — the rule Stripe's `client_reference_id` follows. `user_id` is Paddle's
@@ -37,7 +42,7 @@ from pydantic import field_validator
 
 from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import to_minor
 from adapter.payload import compact
 from adapter.plugin import Headers, Provider, SourceContext
@@ -47,6 +52,7 @@ from providers.forms import encode_form, parse_form, sample_fields
 __all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize"]
 
 _SALES = frozenset({"payment_succeeded", "subscription_payment_succeeded"})
+_REFUNDS = frozenset({"payment_refunded", "subscription_payment_refunded"})
 
 
 @functools.lru_cache(maxsize=16)
@@ -167,12 +173,15 @@ class PaddleClassicProvider(SamplesMixin, Provider):
         return ProviderEvent(id=alert_id, type=alert_name, occurred_at=_event_time(fields.get("event_time")),
                              livemode=None, data=data)
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`payment_succeeded` and `subscription_payment_succeeded` → Sale; `[]` for other alerts.
-        Raises `Ignore("zero_amount")` for a payment of nothing once tax is taken off."""
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`payment_succeeded` and `subscription_payment_succeeded` → Sale, `payment_refunded` and
+        `subscription_payment_refunded` → Refund; `[]` for other alerts. Raises
+        `Ignore("zero_amount")` for a payment (or a refund) of nothing once tax is taken off."""
+        fields: dict[str, str] = event.data
+        if event.type in _REFUNDS:
+            return [_refund(event.type, fields)]
         if event.type not in _SALES:
             return []
-        fields: dict[str, str] = event.data
         currency = fields.get("currency", "")
         gross, tax = to_minor(fields["sale_gross"], currency), to_minor(fields.get("payment_tax") or "0", currency)
         if gross - tax <= 0:
@@ -190,6 +199,8 @@ class PaddleClassicProvider(SamplesMixin, Provider):
             amount=gross - tax,
             currency=currency,
             invoice_id=fields["order_id"],
+            payment_refs=_refs(event.type, fields),
+            gross_amount=gross,
             subscription_id=subscription,
             provider_customer_id=(fields.get("user_id") or "").strip() or None,
             email=(fields.get("email") or "").strip() or None,
@@ -200,6 +211,33 @@ class PaddleClassicProvider(SamplesMixin, Provider):
                               initialPayment=first,
                               checkoutId=fields.get("checkout_id") or None),
         )]
+
+
+def _refs(alert: str, fields: dict[str, str]) -> tuple[str, ...]:
+    """Other ids of one payment: its subscription payment, or a one-time order's checkout (a
+    subscription's `checkout_id` is its first checkout, shared by every cycle: not used)."""
+    if alert.startswith("subscription_"):
+        payment = (fields.get("subscription_payment_id") or "").strip()
+        return (f"subscription_payment:{payment}",) if payment else ()
+    checkout = (fields.get("checkout_id") or "").strip()
+    return (checkout,) if checkout else ()
+
+
+def _refund(alert: str, fields: dict[str, str]) -> Refund:
+    """A refund alert: the whole Sale (`refund_type` full) or `gross_refund - tax_refund`."""
+    order_id, currency = (fields.get("order_id") or "").strip(), (fields.get("currency") or "").strip()
+    if not order_id or not currency:
+        raise PayloadError(f"{alert} without `order_id` and `currency`")
+    refund_type = (fields.get("refund_type") or "").strip()
+    amount: int | None = None
+    if refund_type != "full":
+        gross = to_minor(fields.get("gross_refund") or fields.get("amount") or "0", currency)
+        amount = gross - to_minor(fields.get("tax_refund") or "0", currency)
+        if amount <= 0:
+            raise Ignore("zero_amount")
+    return Refund(reverses=(order_id, *_refs(alert, fields)), amount=amount, currency=currency,
+                  metadata=compact(refundType=refund_type or None,
+                                   refundReason=(fields.get("refund_reason") or "").strip() or None))
 
 
 def _passthrough_hints(passthrough: str | None) -> dict[str, Any]:

@@ -23,6 +23,14 @@ Identity: `data.customer.email` (and `phone`), `customer_code` as the provider c
 click and user ids from `data.metadata` (an object, a JSON string of one, `""` or `0`: all are accepted),
 including its `custom_fields` list of `{display_name, variable_name, value}`, then the
 customer's own `metadata`. `data.domain` (`live`/`test`) is the livemode.
+
+Refund: `refund.processed` (`data.status` `processed`): its `amount` (hundredths, like the charge's)
+in `currency`, reversing `transaction_reference` (the charge's `reference`, the Sale's invoice id)
+and the transaction's id when the refund names it (the Sale remembers the transaction `id` as a
+payment ref); the refund's `id` (else `refund_reference`) is the refund id. The amount is on the
+Sale's own basis (the charged amount, tax as priced in). Disputes are not mapped: Paystack's
+`charge.dispute.resolve` does not say that money left the merchant. Refund events carry no
+`paid_at`/`created_at` in Paystack's samples, so an event without a time is dated at its receipt.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.money import rescale
 from adapter.payload import compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
@@ -90,9 +98,10 @@ class PaystackProvider(SamplesMixin, Provider):
         txn["paid_at"] = txn["paidAt"] = txn["created_at"] = txn["createdAt"] = _iso(now)
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
-        """The delivery `"<event>:<data.reference>"`, at `paid_at` (else `created_at`).
+        """The delivery `"<event>:<data.reference>"`, at `paid_at` (else `created_at`, else the
+        moment of receipt: a verified event is never refused for a missing time).
 
-        Raises `PayloadError` without a string `event`, a `data` object or a time.
+        Raises `PayloadError` without a string `event` or a `data` object.
         """
         payload = self.json_body(body)
         event, data = text(payload.get("event")), payload.get("data")
@@ -101,25 +110,25 @@ class PaystackProvider(SamplesMixin, Provider):
         if not isinstance(data, dict):
             raise PayloadError("Paystack webhook without a `data` object")
         occurred = next((t for t in (iso_time(data.get(f)) for f in _TIME_FIELDS) if t is not None), None)
-        if occurred is None:
-            raise PayloadError("Paystack webhook without `paid_at` or `created_at`")
         key = next((k for k in (ident(data.get(f)) for f in _KEY_FIELDS) if k is not None), None)
         domain = data.get("domain")
         return ProviderEvent(
             id=f"{event}:{key or 'sha256:' + hashlib.sha256(body).hexdigest()[:32]}",
             type=event,
-            occurred_at=occurred,
+            occurred_at=occurred or datetime.now(UTC),
             livemode={"live": True, "test": False}.get(domain) if isinstance(domain, str) else None,
             data=payload,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`charge.success` → Sale; `[]` for other events.
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`charge.success` → Sale, `refund.processed` → Refund; `[]` for other events.
 
         Raises `Ignore("unpaid")` when `data.status` is not `success`, `Ignore("zero_amount")`
-        for a charge of nothing, `PayloadError` without a reference, an integer amount or a
-        currency.
+        for a charge of nothing, `Ignore("refund_not_processed")` for a refund event whose status
+        is not `processed`, `PayloadError` without a reference, an integer amount or a currency.
         """
+        if event.type == "refund.processed":
+            return [_refund(event.data["data"])]
         if event.type != "charge.success":
             return []
         return [self._sale(event.data["data"])]
@@ -152,6 +161,7 @@ class PaystackProvider(SamplesMixin, Provider):
             amount=minor,
             currency=currency,
             invoice_id=reference,
+            payment_refs=tuple(i for i in (ident(txn.get("id")),) if i and i != reference),
             subscription_id=subscription,
             provider_customer_id=customer_code,
             email=text(customer.get("email")),
@@ -167,3 +177,27 @@ class PaystackProvider(SamplesMixin, Provider):
                 chargedAmount=rescale(charged, _PAYSTACK_EXPONENT, currency) if charged != amount else None,
             ),
         )
+
+
+def _refund(refund: dict[str, Any]) -> Refund:
+    """A processed refund of the charge `transaction_reference`, in the charge's units."""
+    if refund.get("status", "processed") != "processed":
+        raise Ignore("refund_not_processed")
+    reference, currency = ident(refund.get("transaction_reference")), text(refund.get("currency"))
+    amount = integer(refund.get("amount"))
+    transaction = refund.get("transaction")
+    transaction_id = ident(mapping(transaction).get("id")) or ident(transaction)
+    ids = tuple(i for i in (reference, transaction_id) if i)
+    if not ids or currency is None:
+        raise PayloadError("Paystack refund without `transaction_reference` and `currency`")
+    if amount is None:
+        raise PayloadError(f"Paystack refund `amount` is not an integer: {refund.get('amount')!r}")
+    return Refund(
+        reverses=ids,
+        amount=rescale(amount, _PAYSTACK_EXPONENT, currency),
+        currency=currency,
+        refund_id=ident(refund.get("id")) or ident(refund.get("refund_reference")),
+        timestamp=next((t for t in (iso_time(refund.get(f)) for f in _TIME_FIELDS) if t is not None), None),
+        metadata=compact(refundReference=ident(refund.get("refund_reference")),
+                         processor=text(refund.get("processor"))),
+    )

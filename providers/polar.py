@@ -15,7 +15,10 @@ in payloads: sandbox and production are separate organizations with separate sec
 `livemode` is None; point each at its own source.
 
 Sale: `order.paid`, amount `net_amount` (cents, after discounts, before tax), named by
-`billing_reason`. Lead: `customer.created` (`Sign up`). Click and user ids come from the
+`billing_reason`; `gross_amount` is its `total_amount`. Refund: `order.refunded` (the order
+again, `status` `refunded` or `partially_refunded`): `refunded_amount` is the running total
+refunded of the order, before tax (Polar keeps the tax in `refunded_tax_amount`), so the Refund is
+`cumulative` and reverses the order id. Lead: `customer.created` (`Sign up`). Click and user ids come from the
 order's and the customer's `metadata`; `customer.external_id` is the merchant's own user id.
 """
 
@@ -25,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale, SaleKind
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -73,8 +76,9 @@ class PolarProvider(SamplesMixin, Provider):
             raise PayloadError("Polar event without an ISO 8601 `timestamp`")
         return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`order.paid` → Sale, `customer.created` → Lead, `[]` for other types.
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`order.paid` → Sale, `order.refunded` → cumulative Refund, `customer.created` → Lead,
+        `[]` for other types.
 
         Raises `Ignore("unpaid")` for an order marked unpaid and `Ignore("zero_amount")` for
         an order of nothing (`net_amount` ≤ 0: free products, 100% discounts, trials).
@@ -82,6 +86,8 @@ class PolarProvider(SamplesMixin, Provider):
         obj: dict[str, Any] = event.data["data"]
         if event.type == "order.paid":
             return [self._sale(obj)]
+        if event.type == "order.refunded":
+            return [_refund(obj)]
         if event.type == "customer.created":
             return [self._lead(obj)]
         return []
@@ -107,6 +113,7 @@ class PolarProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=order_id,
+            gross_amount=_gross(order, amount, tax),
             subscription_id=subscription,
             starts_subscription={"subscription_create": True, "subscription_cycle": False}.get(reason or ""),
             provider_customer_id=text(customer.get("id")) or text(order.get("customer_id")),
@@ -129,6 +136,34 @@ class PolarProvider(SamplesMixin, Provider):
             name=text(customer.get("name")),
             **_hints(customer),
         )
+
+
+def _gross(order: dict[str, Any], net: int, tax: int | None) -> int | None:
+    """The order's `total_amount` (net + tax); older payloads without it: net + `tax_amount`."""
+    total = integer(order.get("total_amount"))
+    if total is not None and total >= net:
+        return total
+    return net + tax if tax is not None else None
+
+
+def _refund(order: dict[str, Any]) -> Refund:
+    """`order.refunded`: the order's running `refunded_amount` (before tax) as a cumulative
+    Refund of the order; the tax refunded (`refunded_tax_amount`) is in metadata."""
+    order_id, currency = text(order.get("id")), text(order.get("currency"))
+    refunded = integer(order.get("refunded_amount"))
+    if order_id is None or currency is None:
+        raise PayloadError("order.refunded without `id` and `currency`")
+    if refunded is None:
+        raise PayloadError(f"order `refunded_amount` is not an integer: {order.get('refunded_amount')!r}")
+    return Refund(
+        reverses=(order_id,),
+        amount=refunded,
+        currency=currency,
+        cumulative=True,
+        timestamp=iso_time(order.get("modified_at")),
+        metadata=compact(status=text(order.get("status")),
+                         refundedTaxAmount=integer(order.get("refunded_tax_amount"))),
+    )
 
 
 def _hints(customer: dict[str, Any], *metadata: Any) -> dict[str, Any]:

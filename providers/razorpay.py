@@ -6,6 +6,12 @@ check; delivery dedup is what stops a replayed body from counting twice. The del
 the `x-razorpay-event-id` header (the same on every retry). Without it, the key is built from
 the body: `"<event>:<ids of the entities it contains>:<created_at>"`, which a retry repeats.
 
+Refunds: `refund.processed` (the refund's `amount`, of the payment `payment_id`; an auto-refund of
+a payment never captured is `auto_refund`) and `payment.dispute.lost` (a chargeback of the
+dispute's `amount`). Both reverse the payment id and its `order_id` / `invoice_id`, which the
+Sale remembers as `payment_refs`; the refund or dispute id is the `refund_id`. The amounts are on
+the same basis as the Sale (the payment's amount, tax as priced in).
+
 Sales: `payment.captured` and `subscription.charged`, one Sale per payment: both use the
 payment id (`pay_...`) as `invoice_id`, so a subscription payment that arrives as both is one
 Sale (the core's business dedup). Razorpay links a subscription payment to its subscription
@@ -31,7 +37,7 @@ import hashlib
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.payload import compact, epoch_time, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -94,13 +100,19 @@ class RazorpayProvider(SamplesMixin, Provider):
             data=data,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`payment.captured` and `subscription.charged` → one Sale per payment id; `[]` otherwise.
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`payment.captured` and `subscription.charged` → one Sale per payment id;
+        `refund.processed` → Refund, `payment.dispute.lost` → chargeback Refund; `[]` otherwise.
 
         Raises `Ignore("unpaid")` for a payment that is not captured, `Ignore("zero_amount")`
-        for a payment of nothing, `PayloadError` without a payment entity.
+        for a payment of nothing, `Ignore("auto_refund")` for Razorpay's refund of a payment
+        that was never captured (never a Sale), `PayloadError` without a payment entity.
         """
         payload: dict[str, Any] = event.data["payload"]
+        if event.type == "refund.processed":
+            return [_reversal(_entity(payload, "refund"), _entity(payload, "payment"), chargeback=False)]
+        if event.type == "payment.dispute.lost":
+            return [_reversal(_entity(payload, "dispute"), _entity(payload, "payment"), chargeback=True)]
         if event.type == "payment.captured":
             return [self._sale(_entity(payload, "payment"), {})]
         if event.type == "subscription.charged":
@@ -125,6 +137,7 @@ class RazorpayProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=payment_id,
+            payment_refs=_refs(payment),
             subscription_id=subscription_id,
             provider_customer_id=text(payment.get("customer_id")) or text(subscription.get("customer_id")),
             email=text(payment.get("email")),
@@ -137,3 +150,29 @@ class RazorpayProvider(SamplesMixin, Provider):
                 method=text(payment.get("method")),
             ),
         )
+
+
+def _refs(payment: dict[str, Any]) -> tuple[str, ...]:
+    """The payment's order (`order_...`) and subscription invoice (`inv_...`): other ids of it."""
+    return tuple(i for i in (text(payment.get("order_id")), text(payment.get("invoice_id"))) if i)
+
+
+def _reversal(entity: dict[str, Any], payment: dict[str, Any], *, chargeback: bool) -> Refund:
+    """A processed refund or a lost dispute (`entity`) of `payment`: its `amount` in the
+    payment's currency, reversing the payment id and its order and invoice ids."""
+    payment_id = text(entity.get("payment_id")) or text(payment.get("id"))
+    amount, currency = integer(entity.get("amount")), text(entity.get("currency")) or text(payment.get("currency"))
+    if payment_id is None or currency is None or amount is None:
+        raise PayloadError("Razorpay refund or dispute without `payment_id`, integer `amount` and `currency`")
+    if not chargeback and payment.get("captured") is False:
+        raise Ignore("auto_refund")
+    return Refund(
+        reverses=(payment_id, *_refs(payment)),
+        amount=amount,
+        currency=currency,
+        chargeback=chargeback,
+        refund_id=text(entity.get("id")),
+        timestamp=epoch_time(entity.get("created_at")),
+        metadata=compact(paymentRefundStatus=text(payment.get("refund_status")),
+                         reasonCode=text(entity.get("reason_code")) if chargeback else None),
+    )

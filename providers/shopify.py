@@ -13,7 +13,11 @@ event id (`X-Shopify-Event-Id`, the same for every retry and every subscription 
 Sale: `orders/paid` with `financial_status` paid. Amount = `current_subtotal_price` (after
 discounts, before shipping), less the tax in it when `taxes_included` (the order's
 `current_total_tax` less the tax on shipping lines, which the subtotal does not contain), in
-the shop's `currency`. Lead: `customers/create` (`Sign up`). Click and user ids come from the
+the shop's `currency`; `gross_amount` is `current_total_price` (shipping and tax included).
+Refund: `refunds/create`, the refund of an order: its successful `refund` transactions are the
+money returned (tax and shipping included, so the core scales it by the Sale's net/gross),
+reversing the `order_id`, with the refund's `id`. A refund that returns no money (a restock
+only) is `Ignore("zero_amount")`. Lead: `customers/create` (`Sign up`). Click and user ids come from the
 order's `note_attributes` (cart attributes), from `metafields` the subscription includes, and
 (click id only) from the `landing_site` query string (`/?dub_id=...`).
 """
@@ -29,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale
 from adapter.money import to_minor
 from adapter.payload import compact, ident, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
@@ -140,14 +144,18 @@ class ShopifyProvider(SamplesMixin, Provider):
             data=data,
         )
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """`orders/paid` → Sale, `customers/create` → Lead, `[]` for other topics.
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """`orders/paid` → Sale, `refunds/create` → Refund, `customers/create` → Lead, `[]` for
+        other topics.
 
         Raises `Ignore("unpaid")` for an order whose `financial_status` is not paid and
-        `Ignore("zero_amount")` for an order of nothing (after discounts, before tax).
+        `Ignore("zero_amount")` for an order of nothing (after discounts, before tax) and for a
+        refund that returns no money.
         """
         if event.type == "orders/paid":
             return [self._sale(event.data)]
+        if event.type == "refunds/create":
+            return [_refund(event.data)]
         if event.type == "customers/create":
             return [self._lead(event.data)]
         return []
@@ -171,6 +179,7 @@ class ShopifyProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=order_id,
+            gross_amount=_gross(order, currency, amount),
             provider_customer_id=ident(customer.get("id")),
             email=text(order.get("email")) or text(order.get("contact_email")) or text(customer.get("email")),
             name=_name(customer) or text(mapping(order.get("billing_address")).get("name")),
@@ -193,6 +202,41 @@ class ShopifyProvider(SamplesMixin, Provider):
             phone=text(customer.get("phone")),
             metadata_sources=(_pairs(customer.get("metafields"), "key"),),
         )
+
+
+def _gross(order: Mapping[str, Any], currency: str, net: int) -> int | None:
+    """`current_total_price` in minor units, when it is a readable amount not below the Sale's:
+    only the refund's scale depends on it, so it never makes the Sale itself fail."""
+    try:
+        total = _money(order, "current_total_price", currency)
+    except (PayloadError, ValueError):
+        return None
+    return total if total >= net else None
+
+
+def _refund(refund: dict[str, Any]) -> Refund:
+    """The money a refund returned: its successful `refund` transactions, in their currency."""
+    order_id, refund_id = ident(refund.get("order_id")), ident(refund.get("id"))
+    if order_id is None or refund_id is None:
+        raise PayloadError("refunds/create without `id` and `order_id`")
+    money = [mapping(t) for t in refund.get("transactions") or []]
+    returned = [t for t in money if t.get("kind") == "refund" and t.get("status") == "success"]
+    currencies = {text(t.get("currency")) for t in returned}
+    if len(currencies) > 1 or None in currencies:
+        raise PayloadError(f"refund transactions without one `currency`: {sorted(map(str, currencies))}")
+    currency = currencies.pop() if currencies else None
+    amount = sum(_money(t, "amount", currency) for t in returned) if currency else 0
+    if amount <= 0:
+        raise Ignore("zero_amount")
+    return Refund(
+        reverses=(order_id,),
+        amount=amount,
+        currency=currency,
+        includes_tax=True,
+        refund_id=refund_id,
+        timestamp=iso_time(refund.get("processed_at")) or iso_time(refund.get("created_at")),
+        metadata=compact(note=text(refund.get("note"))),
+    )
 
 
 def _name(customer: Mapping[str, Any]) -> str | None:

@@ -15,7 +15,16 @@ are `unpaid`. The Sale's `invoice_id` is the payment id, so the `payment.created
 `COMPLETED`) when the payment is refunded, are one Sale. The amount is `amount_money` (minor
 units of its currency; without the tip, which is `tip_money`). A Square payment carries no tax
 breakdown, so this amount INCLUDES any sales tax: it is the one provider whose Sale amount is
-not net of tax.
+not net of tax. Its `gross_amount` is `total_money` (tip included).
+
+Refund: `refund.updated` (and `refund.created`) once the refund's `status` is `COMPLETED`
+(`PENDING` and the rest are `Ignore("refund_not_completed")`): `amount_money` of the payment
+`payment_id`, keyed by the refund id. Square refunds up to the payment's `total_money`, tip
+included, so the Refund is marked `includes_tax` and the core scales it by the Sale's
+`amount / total_money` (a full refund of the total is exactly the Sale). A dispute whose `state`
+becomes `LOST` (`dispute.state.changed`, formerly `dispute.state.updated`) is a chargeback of its
+`disputed_payment`. The refund's `order_id` is not used: an order may be paid by several
+payments, so it does not name one Sale.
 
 Lead: `customer.created` (`Sign up`). Square has no free-form metadata on payments or customers:
 the merchant's user id is the customer's `reference_id`, and `key=value` pairs in a payment's or
@@ -38,7 +47,7 @@ from pydantic import field_validator
 
 from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError
-from adapter.events import Lead, ProviderEvent, Sale
+from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale
 from adapter.payload import compact, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
@@ -48,6 +57,8 @@ __all__ = ["SquareProvider", "SquareSettings"]
 
 _PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*([^\s;,&]+)")
 _PAYMENT_EVENTS = ("payment.created", "payment.updated")
+_REFUND_EVENTS = ("refund.created", "refund.updated")
+_DISPUTE_EVENTS = ("dispute.state.changed", "dispute.state.updated")
 
 
 class SquareSettings(ClientReferenceSettings):
@@ -130,16 +141,22 @@ class SquareProvider(SamplesMixin, Provider):
             raise PayloadError(f"Square `created_at` is not an RFC 3339 time: {str(created)[:40]!r}")
         return ProviderEvent(id=event_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
-    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale]:
-        """A `COMPLETED` payment → Sale, `customer.created` → Lead, `[]` for other types.
+    def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
+        """A `COMPLETED` payment → Sale, a `COMPLETED` refund → Refund, a dispute `LOST` →
+        chargeback Refund, `customer.created` → Lead, `[]` for other types.
 
         Raises `Ignore("unpaid")` for a payment not `COMPLETED`, `Ignore("zero_amount")` for a
-        payment of nothing, `PayloadError` without the payment or customer object.
+        payment of nothing, `Ignore("refund_not_completed")` / `Ignore("dispute_not_lost")`,
+        `PayloadError` without the payment, refund, dispute or customer object.
         """
         obj: dict[str, Any] = event.data["data"]["object"]
         merchant = text(event.data.get("merchant_id"))
         if event.type in _PAYMENT_EVENTS:
             return [self._sale(mapping(obj.get("payment")), merchant)]
+        if event.type in _REFUND_EVENTS:
+            return [_refund(mapping(obj.get("refund")))]
+        if event.type in _DISPUTE_EVENTS:
+            return [_dispute(mapping(obj.get("dispute")), text(event.data["data"].get("id")))]
         if event.type == "customer.created":
             return [self._lead(mapping(obj.get("customer")), merchant)]
         return []
@@ -160,6 +177,7 @@ class SquareProvider(SamplesMixin, Provider):
             amount=amount,
             currency=currency,
             invoice_id=payment_id,
+            gross_amount=_total(payment, amount),
             provider_customer_id=text(payment.get("customer_id")),
             email=text(payment.get("buyer_email_address")),
             metadata_sources=(_note_pairs(payment.get("note")),),
@@ -190,3 +208,56 @@ class SquareProvider(SamplesMixin, Provider):
             client_reference=text(customer.get("reference_id")),
             metadata=compact(merchantId=merchant, creationSource=text(customer.get("creation_source"))),
         )
+
+
+def _total(payment: dict[str, Any], amount: int) -> int | None:
+    """`total_money` (the amount plus the tip) when it is a whole amount not below the Sale's."""
+    total = integer(mapping(payment.get("total_money")).get("amount"))
+    return total if total is not None and total >= amount else None
+
+
+def _money(obj: dict[str, Any], what: str) -> tuple[int, str]:
+    money = mapping(obj.get("amount_money"))
+    amount, currency = integer(money.get("amount")), text(money.get("currency"))
+    if amount is None or currency is None:
+        raise PayloadError(f"Square {what} without an integer `amount_money.amount` and its currency")
+    return amount, currency
+
+
+def _refund(refund: dict[str, Any]) -> Refund:
+    """A completed refund of the payment `payment_id`, on the payment's total (tip included)."""
+    payment_id, refund_id = text(refund.get("payment_id")), text(refund.get("id"))
+    if payment_id is None:
+        raise PayloadError("Square refund without `payment_id`")
+    if refund.get("status") != "COMPLETED":
+        raise Ignore("refund_not_completed")
+    amount, currency = _money(refund, "refund")
+    return Refund(
+        reverses=(payment_id,),
+        amount=amount,
+        currency=currency,
+        includes_tax=True,  # on total_money: tip included, scaled by the Sale's amount / total
+        refund_id=refund_id,
+        timestamp=iso_time(refund.get("updated_at")),
+        metadata=compact(reason=text(refund.get("reason"))),
+    )
+
+
+def _dispute(dispute: dict[str, Any], data_id: str | None) -> Refund:
+    """A dispute Square decided for the cardholder (`state` `LOST`): a chargeback."""
+    payment_id = text(mapping(dispute.get("disputed_payment")).get("payment_id"))
+    if payment_id is None:
+        raise PayloadError("Square dispute without `disputed_payment.payment_id`")
+    if dispute.get("state") != "LOST":
+        raise Ignore("dispute_not_lost")
+    amount, currency = _money(dispute, "dispute")
+    return Refund(
+        reverses=(payment_id,),
+        amount=amount,
+        currency=currency,
+        includes_tax=True,
+        chargeback=True,
+        refund_id=text(dispute.get("id")) or text(dispute.get("dispute_id")) or data_id,
+        timestamp=iso_time(dispute.get("updated_at")),
+        metadata=compact(reason=text(dispute.get("reason"))),
+    )

@@ -14,7 +14,7 @@ from braintree.util.crypto import Crypto  # type: ignore[import-untyped]
 from starlette.datastructures import Headers
 
 from adapter.errors import ConfigError, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.events import ProviderEvent, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.plugin import Source
 from adapter.testing import ProviderContract, make_source
@@ -323,3 +323,17 @@ def test_a_charge_does_not_claim_to_start_or_continue_a_subscription() -> None:
     # the notification has no first-payment flag; the core decides creation vs renewal
     assert sale_of(xml()).starts_subscription is None
     assert sale_of(xml("subscription_charged_successfully+renewal")).starts_subscription is None
+
+
+# --- lost disputes (SPEC §9; Braintree sends no refund notification) -------------------------------
+
+
+def test_a_lost_dispute_is_a_chargeback_of_the_disputed_transaction() -> None:
+    src = source()
+    subject = {"dispute": {"id": "dp_9hk2m4", "amount_disputed": "49.00", "currency_iso_code": "USD", "status": "lost",
+                           "reason": "fraud", "transaction": {"id": "f6rnpm", "amount": "49.00"}}}
+    event = ProviderEvent(id="dispute_lost:1:dp_9hk2m4", type="dispute_lost", data={"kind": "dispute_lost", "subject": subject})
+    [refund] = src.provider.map(event, src.ctx)
+    assert isinstance(refund, Refund)
+    assert (refund.reverses, refund.amount, refund.currency) == (("f6rnpm",), 4900, "usd")
+    assert (refund.chargeback, refund.includes_tax, refund.refund_id) == (True, True, "dp_9hk2m4")

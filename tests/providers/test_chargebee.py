@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, CredentialsError, PayloadError
-from adapter.events import Sale
+from adapter.errors import ConfigError, CredentialsError, Ignore, PayloadError
+from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.plugin import Source, build_sources, load_providers
 from adapter.settings import parse_settings
@@ -258,7 +258,7 @@ def test_customer_without_ids_is_known_by_its_chargebee_id(make_flow: Any) -> No
         (lambda e: e["content"]["transaction"].update(amount=980), "zero_amount"),  # all of it tax
         (lambda e: e.update(api_version="v1"), "api_version_v1"),
         (lambda e: e.update(event_type="subscription_created"), "event_type_not_tracked"),
-        (lambda e: e.update(event_type="payment_refunded"), "event_type_not_tracked"),
+        (lambda e: e.update(event_type="payment_failed"), "event_type_not_tracked"),
     ],
 )
 def test_uncountable_events_are_ignored_with_reasons(make_flow: Any, change: Any, reason: str) -> None:
@@ -336,3 +336,41 @@ def test_first_invoice_says_whether_the_payment_starts_the_subscription(first: b
 
 def test_a_one_time_invoice_says_nothing_about_a_subscription() -> None:
     assert sale_of(fixture("chargebee", "payment_succeeded+one_time")).starts_subscription is None
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def refund_of(event: dict[str, Any]) -> Refund:
+    refund = one(source(), event)
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_refund_transaction_reverses_its_invoice_and_payment_tax_included() -> None:
+    refund = refund_of(fixture("chargebee", "payment_refunded"))
+    assert refund.reverses == ("inv_1024", "txn_AzZTr5UZk2hQj1I2p")
+    assert (refund.amount, refund.currency) == (1176, "usd")  # 980 + 196 tax, of 5880
+    assert refund.includes_tax is True and refund.cumulative is False and refund.chargeback is False
+    assert refund.refund_id == "txn_AzZTr5UZk3kRw2J7v"
+    assert refund.metadata["creditNoteId"] == "CN-77"
+
+
+def test_a_full_refund_carries_the_whole_payment() -> None:
+    event = fixture("chargebee", "payment_refunded")
+    event["content"]["transaction"]["amount"] = 5880
+    assert refund_of(event).amount == 5880
+
+
+def test_the_sale_remembers_the_payment_a_refund_names_and_its_gross() -> None:
+    sale = sale_of(fixture("chargebee", "payment_succeeded"))
+    assert (sale.invoice_id, sale.payment_refs) == ("inv_1024", ("txn_AzZTr5UZk2hQj1I2p",))
+    assert (sale.amount, sale.gross_amount) == (4900, 5880)
+    assert set(refund_of(fixture("chargebee", "payment_refunded")).reverses) == {sale.invoice_id, *sale.payment_refs}
+
+
+def test_a_refund_transaction_that_did_not_succeed_does_not_count() -> None:
+    event = fixture("chargebee", "payment_refunded")
+    event["content"]["transaction"]["status"] = "failure"
+    with pytest.raises(Ignore, match="refund_not_succeeded"):
+        mapped(source(), event)

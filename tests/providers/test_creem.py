@@ -12,7 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Sale
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.creem import CreemProvider
@@ -187,7 +187,7 @@ def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
 
 
 @pytest.mark.parametrize("event_type", ["subscription.active", "subscription.canceled", "subscription.update",
-                                        "refund.created", "dispute.created"])
+                                        "dispute.created"])
 def test_untracked_event_types_are_ignored(event_type: str) -> None:
     data = fixture("creem", "checkout.completed")
     data["eventType"] = event_type
@@ -281,3 +281,39 @@ def test_trialing_subscription_is_a_started_trial_lead(make_flow: Any) -> None:
     flow = creem_flow(make_flow)
     [stored] = flow.stored(flow.receive(fixture("creem", "subscription.trialing")))
     assert (stored.kind, stored.event_name) == ("lead", "Started Trial")
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def refund_of(data: dict[str, Any]) -> Refund:
+    refund = one(source(), data)
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_partial_refund_reverses_the_transaction_order_and_checkout_tax_included() -> None:
+    refund = refund_of(fixture("creem", "refund.created"))
+    assert refund.reverses == ("tran_3pUYoC8cDJSSwl1bzL3SwL", "ord_4aDwWXjMLpes4Kj4XqNnUA", "ch_4l0N34kxo16AhRKUHFUuXr")
+    assert (refund.amount, refund.currency) == (2000, "eur")  # of amount_paid 5929
+    assert refund.includes_tax is True and refund.cumulative is False and refund.chargeback is False
+    assert refund.refund_id == "ref_3DB9NQFvk18TJwSqd0N6bd"
+    sale = sale_of(fixture("creem", "checkout.completed"))
+    assert (sale.amount, sale.gross_amount) == (4900, 5929)
+    assert set(refund.reverses) == {sale.invoice_id, *sale.payment_refs}
+
+
+def test_a_full_refund_of_a_subscription_payment() -> None:
+    refund = refund_of(fixture("creem", "refund.created+subscription"))
+    assert refund.reverses == ("tran_5yMaWzAl3jxuGJMCOrYWwk", "ord_57bf8042UmG8fFypxZrfnj")
+    assert refund.amount == 1210
+    sale = sale_of(fixture("creem", "subscription.paid"))
+    assert (sale.invoice_id, sale.payment_refs, sale.gross_amount) == (
+        "tran_5yMaWzAl3jxuGJMCOrYWwk", ("ord_57bf8042UmG8fFypxZrfnj",), 1210)
+
+
+def test_a_refund_that_did_not_succeed_does_not_count() -> None:
+    data = fixture("creem", "refund.created")
+    data["object"]["status"] = "failed"
+    with pytest.raises(Ignore, match="refund_not_succeeded"):
+        mapped(source(), data)

@@ -11,13 +11,13 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
-from adapter.events import Sale
+from adapter.events import Refund, Sale
 from adapter.ingest import map_event, parse_event
 from adapter.plugin import load_providers
 from adapter.testing import ProviderContract, make_source
 from providers.gumroad import GumroadProvider
 from tests.conftest import fixture, wait_for
-from tests.providers.flow import mapped
+from tests.providers.flow import mapped, one
 
 TOKEN = "gr_9c1f5d0e7b3a4f28a6e1c2d3b4a5f607"
 OLD_TOKEN = "gr_previous_token_0000000000000000"
@@ -232,12 +232,13 @@ def test_retry_with_retry_count_is_a_duplicate(make_flow: Any) -> None:
     assert [s.state for s in flow.stored()] == ["pending"]
 
 
-def test_refund_ping_of_the_same_sale_is_its_own_untracked_delivery(make_flow: Any) -> None:
+def test_refund_ping_of_the_same_sale_is_its_own_delivery_and_no_second_sale(make_flow: Any) -> None:
     flow = GumroadFlow(make_flow)
-    assert flow.receive(sale())["status"] == "accepted"
+    first = flow.receive(sale())
+    assert first["status"] == "accepted"
     answer = flow.receive(sale(resource_name="refund", refunded="true"))
-    assert (answer["status"], answer["reason"]) == ("ignored", "event_type_not_tracked")
-    assert len(flow.stored()) == 1
+    assert answer.get("eventId") != first["eventId"]  # not a duplicate of the sale's delivery
+    assert [s.kind for s in flow.stored()] == ["sale"]
 
 
 def test_subscription_pings_without_sale_id_are_keyed_by_subscription_and_time() -> None:
@@ -277,3 +278,47 @@ def test_sale_ids_are_qualified_by_source_and_price_is_net_of_tax(make_flow: Any
     flow = GumroadFlow(make_flow)
     [stored] = flow.stored(flow.receive(sale()))
     assert stored.invoice_id == "gumroad:FO8TXN-dvxYabdavG97Y-Q==" and stored.metadata["tax"] == "excluded"
+
+
+# -- refunds and disputes (SPEC §9) ---------------------------------------------------------------
+
+
+def reversal_of(fields: dict[str, str]) -> Refund:
+    refund = one(source(), form(fields))
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_refund_ping_of_a_refunded_sale_refunds_the_whole_sale() -> None:
+    fields = sale(resource_name="refund", refunded="true")
+    refund = reversal_of(fields)
+    assert refund.reverses == (fields["sale_id"],)
+    assert (refund.amount, refund.currency) == (None, "usd")  # the ping names no amount: the whole Sale
+    assert (refund.chargeback, refund.cumulative, refund.includes_tax) == (False, False, False)
+    assert sale_of(sale()).invoice_id in refund.reverses
+
+
+def test_a_partial_refund_ping_gives_no_amount_and_is_ignored() -> None:
+    with pytest.raises(Ignore, match="partial_refund_amount_unknown"):
+        mapped(source(), form(sale(resource_name="refund", refunded="false")))
+
+
+def test_the_full_refund_after_a_partial_one_is_a_new_delivery() -> None:
+    src = source()
+    partial = src.provider.parse(form(sale(resource_name="refund", refunded="false")), Headers({}))
+    full = src.provider.parse(form(sale(resource_name="refund", refunded="true")), Headers({}))
+    retry = src.provider.parse(form(sale(resource_name="refund", refunded="true", retry_count="1")), Headers({}))
+    assert partial.id != full.id == retry.id
+
+
+def test_a_dispute_ping_is_a_chargeback_of_the_whole_sale() -> None:
+    refund = reversal_of(sale(resource_name="dispute", disputed="true"))
+    assert (refund.chargeback, refund.amount) == (True, None)
+    with pytest.raises(Ignore, match="not_disputed"):
+        mapped(source(), form(sale(resource_name="dispute", disputed="false")))
+    assert mapped(source(), form(sale(resource_name="dispute_won", disputed="true", dispute_won="true"))) == []
+
+
+def test_the_refund_fixture_reverses_the_sample_sale() -> None:
+    refund = reversal_of(fixture("gumroad", "refund"))
+    assert refund.reverses == (sale_of(fixture("gumroad", "sale")).invoice_id,)

@@ -12,7 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.lemonsqueezy import LemonSqueezyProvider
@@ -172,7 +172,7 @@ def test_uncountable_events_are_ignored_with_reasons(make_flow: Any, name: str, 
     assert (answer["status"], answer["reason"]) == ("ignored", reason) and flow.stored(answer) == []
 
 
-@pytest.mark.parametrize("event_name", ["subscription_created", "subscription_updated", "order_refunded",
+@pytest.mark.parametrize("event_name", ["subscription_created", "subscription_updated",
                                         "subscription_payment_failed", "license_key_created"])
 def test_untracked_event_types_are_ignored(event_name: str) -> None:
     data = fixture("lemonsqueezy", "order_created")
@@ -265,3 +265,66 @@ def test_event_name_comes_from_the_signed_body_not_the_header(make_flow: Any) ->
     assert answer["status"] == "accepted"
     [stored] = flow.stored(answer)
     assert stored.metadata["providerEventType"] == "order_created"
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+ORDER_UUID = "e0a87257-7481-4163-984b-1e85f6851d7d"
+SUBSCRIPTION_ORDER_UUID = "c98d8c12-fe3e-4ba4-8c60-bfd44eee071f"
+
+
+def refund_of(data: dict[str, Any]) -> Refund:
+    refund = one(source(), data)
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_partially_refunded_order_is_a_cumulative_refund_tax_included() -> None:
+    refund = refund_of(fixture("lemonsqueezy", "order_refunded"))
+    assert refund.reverses == (ORDER_UUID, "order_8241268")
+    assert (refund.amount, refund.currency) == (480, "eur")  # refunded_amount: the running total
+    assert refund.cumulative is True and refund.includes_tax is True and refund.chargeback is False
+    assert refund.refund_id is None  # Lemon Squeezy names no refund
+    assert refund.metadata["status"] == "partial_refund"
+
+
+def test_a_fully_refunded_order_carries_its_whole_total() -> None:
+    refund = refund_of(event("order_refunded", status="refunded", refunded_amount=960))
+    assert (refund.amount, refund.cumulative) == (960, True)
+
+
+def test_the_order_sale_remembers_what_its_refund_names() -> None:
+    sale = sale_of(fixture("lemonsqueezy", "order_created"))
+    refund = refund_of(fixture("lemonsqueezy", "order_refunded"))
+    assert (sale.amount, sale.gross_amount) == (800, 960)
+    assert set(refund.reverses) == {sale.invoice_id, *sale.payment_refs}
+
+
+def test_a_refunded_initial_invoice_reverses_the_subscriptions_first_sale() -> None:
+    refund = refund_of(fixture("lemonsqueezy", "subscription_payment_refunded"))
+    assert refund.reverses == ("subscription_invoice_6958066", SUBSCRIPTION_ORDER_UUID)
+    assert (refund.amount, refund.cumulative, refund.includes_tax) == (4800, True, True)
+    order_sale = sale_of(fixture("lemonsqueezy", "order_created+subscription"))
+    invoice_sale = sale_of(fixture("lemonsqueezy", "subscription_payment_success"))
+    assert order_sale.invoice_id in refund.reverses  # whichever of the two was counted
+    assert "subscription_invoice_6958066" in invoice_sale.payment_refs
+
+
+def test_a_refunded_renewal_reverses_only_its_own_invoice() -> None:
+    """Every invoice URL names the subscription's first order: a renewal's refund must not."""
+    refund = refund_of(fixture("lemonsqueezy", "subscription_payment_refunded+renewal"))
+    renewal = sale_of(fixture("lemonsqueezy", "subscription_payment_success+renewal"))
+    assert refund.reverses == (renewal.invoice_id,) == ("subscription_invoice_7301145",)
+    assert refund.amount == 1200
+
+
+def test_a_refund_event_of_a_resource_not_refunded_is_ignored() -> None:
+    with pytest.raises(Ignore, match="not_refunded"):
+        mapped(source(), event("order_refunded", status="paid", refunded=False, refunded_amount=0))
+
+
+def test_each_step_of_a_partial_refund_is_its_own_delivery() -> None:
+    first = parse_event(source(), json.dumps(fixture("lemonsqueezy", "order_refunded")).encode(), Headers({}))
+    again = parse_event(source(), json.dumps(fixture("lemonsqueezy", "order_refunded")).encode(), Headers({}))
+    more = parse_event(source(), json.dumps(event("order_refunded", refunded_amount=960)).encode(), Headers({}))
+    assert first.id == again.id != more.id

@@ -12,7 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Sale
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.paddle import PaddleProvider
@@ -349,3 +349,58 @@ def test_a_trials_first_recurring_payment_is_the_creation(make_flow: Any) -> Non
     assert flow.receive(first)["status"] == "accepted"
     [sale] = [s for s in flow.stored() if s.kind == "sale"]
     assert sale.event_name == "Subscription creation"
+
+
+# --- refunds and chargebacks: adjustments (SPEC §9) ---------------------------------------------
+
+TXN_ID = "txn_01hv8wptq8987qeep44cyrewp9"
+
+
+def adjustment(name: str = "adjustment.updated", **changes: Any) -> dict[str, Any]:
+    event = fixture("paddle", name)
+    event["data"].update(changes)
+    return event
+
+
+def test_an_approved_partial_refund_is_a_refund_of_its_transaction_tax_included() -> None:
+    refund = one(source(), adjustment())
+    assert isinstance(refund, Refund)
+    assert refund.reverses == (TXN_ID,)
+    assert (refund.amount, refund.currency) == (1100, "usd")  # totals.total, tax included
+    assert refund.includes_tax is True and refund.cumulative is False and refund.chargeback is False
+    assert refund.refund_id == "adj_01jr3m7n8p9q0r1s2t3v4w5x6y"
+
+
+def test_a_full_refund_refunds_the_whole_sale() -> None:
+    refund = one(source(), adjustment(type="full", action="refund"))
+    assert isinstance(refund, Refund)
+    assert (refund.amount, refund.reverses) == (None, (TXN_ID,))
+
+
+def test_a_chargeback_adjustment_is_a_chargeback_of_the_whole_sale() -> None:
+    refund = one(source(), fixture("paddle", "adjustment.created+chargeback"))
+    assert isinstance(refund, Refund)
+    assert refund.chargeback is True and refund.amount is None
+    assert refund.refund_id == "adj_01jr4a1b2c3d4e5f6g7h8j9k0m"
+
+
+def test_a_refund_pending_approval_does_not_count() -> None:
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), fixture("paddle", "adjustment.created+pending"))
+    assert caught.value.reason == "refund_not_approved"
+    for status in ("rejected", "reversed"):
+        with pytest.raises(Ignore, match="refund_not_approved"):
+            mapped(source(), adjustment(status=status))
+
+
+@pytest.mark.parametrize("action", ["credit", "chargeback_warning", "chargeback_reverse", "credit_reverse"])
+def test_adjustments_that_return_no_money_are_not_refunds(action: str) -> None:
+    with pytest.raises(Ignore, match="not_a_refund"):
+        mapped(source(), adjustment(action=action))
+
+
+def test_the_sale_names_the_transaction_a_refund_reverses_and_its_gross() -> None:
+    sale = one(source(), fixture("paddle", "transaction.completed"))
+    assert isinstance(sale, Sale)
+    assert (sale.amount, sale.gross_amount) == (8000, 9600)  # total − tax; total
+    assert sale.invoice_id in one(source(), adjustment()).reverses

@@ -14,15 +14,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.datastructures import Headers
 
-from adapter.errors import ConfigError, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
+from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.plugin import Source
 from adapter.testing import ProviderContract, make_source
 from providers.forms import parse_form
 from providers.paddle_classic import PaddleClassicProvider, php_serialize, signed_data
 from tests.conftest import fixture, wait_for
-from tests.providers.flow import mapped
+from tests.providers.flow import mapped, one
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> str:
@@ -301,7 +301,7 @@ def test_the_passthrough_prefix_is_a_source_setting() -> None:
     ("name", "changes", "reason"),
     [
         ("payment_succeeded", {"sale_gross": "9.80"}, "zero_amount"),
-        ("payment_succeeded", {"alert_name": "payment_refunded"}, "event_type_not_tracked"),
+        ("payment_succeeded", {"alert_name": "payment_dispute_created"}, "event_type_not_tracked"),
         ("subscription_payment_succeeded", {"alert_name": "subscription_created"}, "event_type_not_tracked"),
         ("subscription_payment_succeeded", {"alert_name": "subscription_payment_failed"}, "event_type_not_tracked"),
     ],
@@ -342,3 +342,28 @@ def test_order_ids_are_qualified_by_source_and_tax_is_excluded(make_flow: Any) -
     flow = classic_flow(make_flow)
     [stored] = flow.stored(flow.receive(form(alert("payment_succeeded")), FORM))
     assert stored.invoice_id == "paddle_classic:8295473-4210584" and stored.metadata["tax"] == "excluded"
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def refund_alert(**changes: str) -> dict[str, str]:
+    return {**fixture("paddle_classic", "payment_refunded"), **changes}
+
+
+def test_a_partial_refund_is_net_of_its_tax_refund_and_reverses_the_order() -> None:
+    refund = one(source(), form(refund_alert()), FORM)
+    assert isinstance(refund, Refund)
+    assert refund.reverses == ("8295473-4210584", "98765432-chre8a3e2f1b9c7-4d5e6f7a8b")
+    assert (refund.amount, refund.currency) == (1000, "usd")  # gross_refund 12.00 − tax_refund 2.00
+    assert (refund.includes_tax, refund.chargeback) == (False, False)
+    sale = sale_of(fixture("paddle_classic", "payment_succeeded"))
+    assert (sale.amount, sale.gross_amount) == (4900, 5880)
+    assert set(refund.reverses) == {sale.invoice_id, *sale.payment_refs}
+
+
+def test_a_full_refund_refunds_the_whole_sale_and_a_vat_refund_none_of_it() -> None:
+    full = one(source(), form(refund_alert(refund_type="full", gross_refund="58.80", tax_refund="9.80")), FORM)
+    assert isinstance(full, Refund) and full.amount is None
+    with pytest.raises(Ignore, match="zero_amount"):
+        mapped(source(), form(refund_alert(refund_type="vat", gross_refund="9.80", tax_refund="9.80")), FORM)

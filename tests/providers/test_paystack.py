@@ -12,7 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.paystack import PaystackProvider
@@ -231,7 +231,7 @@ def test_uncountable_charges_are_ignored_with_reasons(make_flow: Any, changes: d
 
 
 @pytest.mark.parametrize("event_name", ["charge.dispute.create", "transfer.success", "subscription.create",
-                                        "invoice.update", "refund.processed"])
+                                        "invoice.update", "refund.pending", "refund.failed"])
 def test_untracked_events_are_ignored(event_name: str) -> None:
     event = fixture("paystack", "charge.success")
     event["event"] = event_name
@@ -287,3 +287,45 @@ def test_references_are_sent_as_is_and_tax_is_included(make_flow: Any) -> None:
     flow = paystack_flow(make_flow)
     [stored] = flow.stored(flow.receive(fixture("paystack", "charge.success")))
     assert stored.invoice_id == "re4lyvq3s3" and stored.metadata["tax"] == "included"
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def refund_of(event: dict[str, Any]) -> Refund:
+    refund = one(source(), event)
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_processed_refund_reverses_the_charge_by_its_reference() -> None:
+    refund = refund_of(fixture("paystack", "refund.processed"))
+    assert refund.reverses == ("re4lyvq3s3",)
+    assert (refund.amount, refund.currency) == (250000, "ngn")  # "250000" kobo, of a 4500000 charge
+    assert (refund.cumulative, refund.includes_tax, refund.chargeback) == (False, False, False)
+    assert refund.refund_id == "132013318360"  # refund_reference: the docs' sample has no id
+
+
+def test_a_full_refund_naming_its_transaction_and_id() -> None:
+    event = fixture("paystack", "refund.processed")
+    event["data"].update(amount=4500000, id=3018284, transaction=4099260516)
+    refund = refund_of(event)
+    assert refund.amount == 4500000
+    assert refund.reverses == ("re4lyvq3s3", "4099260516")
+    assert refund.refund_id == "3018284"
+    sale = sale_of(fixture("paystack", "charge.success"))
+    assert (sale.invoice_id, sale.payment_refs) == ("re4lyvq3s3", ("4099260516",))
+
+
+def test_a_refund_without_a_time_is_dated_at_receipt_and_keyed_by_its_body() -> None:
+    body = json.dumps(fixture("paystack", "refund.processed")).encode()
+    first, again = (parse_event(source(), body, Headers({})) for _ in range(2))
+    assert first.id == again.id and first.id.startswith("refund.processed:")
+    assert abs(first.occurred_at.timestamp() - time.time()) < 5
+
+
+def test_a_refund_in_another_state_does_not_count() -> None:
+    event = fixture("paystack", "refund.processed")
+    event["data"]["status"] = "pending"
+    with pytest.raises(Ignore, match="refund_not_processed"):
+        mapped(source(), event)

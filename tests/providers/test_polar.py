@@ -15,7 +15,7 @@ import standardwebhooks
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Sale
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
@@ -364,3 +364,36 @@ def test_refreshed_samples_are_new_messages() -> None:
     assert provider.sample_headers("order.paid", first) != provider.sample_headers("order.paid", later)
     src = make_source(provider, [SECRET], name="polar")
     assert provider.sign(first, SECRET, 1, src.ctx)["webhook-id"] == provider.sample_headers("order.paid", first)["webhook-id"]
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def test_refunded_order_is_a_cumulative_refund_of_the_order_before_tax() -> None:
+    refund = conv_of(fixture("polar", "order.refunded"), "msg_refund_1")
+    assert isinstance(refund, Refund)
+    assert refund.reverses == (ORDER_ID,)  # the order.paid Sale's invoice_id
+    assert (refund.amount, refund.currency) == (1000, "usd")
+    assert refund.cumulative is True  # `refunded_amount` is the order's running total
+    assert refund.includes_tax is False  # Polar keeps the refunded tax apart
+    assert refund.chargeback is False
+    assert refund.metadata == {"status": "partially_refunded", "refundedTaxAmount": 100}
+
+
+def test_a_full_refund_carries_the_whole_running_total() -> None:
+    full = order("order.refunded", status="refunded", refunded_amount=4900, refunded_tax_amount=490)
+    refund = conv_of(full, "msg_refund_2")
+    assert isinstance(refund, Refund)
+    assert (refund.amount, refund.cumulative) == (4900, True)
+
+
+def test_the_sale_knows_its_gross_for_a_later_refund() -> None:
+    sale = conv_of(fixture("polar", "order.paid"))
+    assert isinstance(sale, Sale)
+    assert (sale.amount, sale.gross_amount) == (4900, 5390)  # net_amount, total_amount
+    assert sale.invoice_id in conv_of(fixture("polar", "order.refunded"), "msg_refund_3").reverses
+
+
+def test_a_refund_without_an_integer_total_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="refunded_amount"):
+        conv_of(order("order.refunded", refunded_amount="10.00"), "msg_refund_4")

@@ -13,7 +13,7 @@ from razorpay.errors import SignatureVerificationError  # type: ignore[import-un
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.razorpay import RazorpayProvider
@@ -230,7 +230,7 @@ def test_uncountable_payments_are_ignored_with_reasons(make_flow: Any, changes: 
 
 
 @pytest.mark.parametrize("event_name", ["payment.authorized", "payment.failed", "order.paid",
-                                        "subscription.activated", "refund.processed"])
+                                        "subscription.activated", "refund.created", "refund.failed"])
 def test_untracked_event_types_are_ignored(event_name: str) -> None:
     event = fixture("razorpay", "payment.captured")
     event["event"] = event_name
@@ -318,3 +318,52 @@ def test_captured_subscription_payment_alone_is_still_counted_once(make_flow: An
     [sale] = flow.stored()
     assert sale.external_id == "cust_C0WlbKhp3aLA7W"  # no notes: the Razorpay customer id
     assert sale.metadata["razorpayInvoiceId"] == "inv_DEXFWVuM6pKTxE"
+
+
+# --- refunds and lost disputes (SPEC §9) ---------------------------------------------------------
+
+
+def refund_of(event: dict[str, Any]) -> Refund:
+    body = json.dumps(event).encode()
+    [refund] = mapped(source(), body, headers_for(body))
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_processed_refund_reverses_the_payment_by_all_its_ids() -> None:
+    refund = refund_of(fixture("razorpay", "refund.processed"))
+    assert refund.reverses == ("pay_DESlfW9H8K9uqM", "order_DESlLckIVRkHWj")
+    assert (refund.amount, refund.currency) == (20000, "inr")  # partial: of 249900
+    assert (refund.cumulative, refund.includes_tax, refund.chargeback) == (False, False, False)
+    assert refund.refund_id == "rfnd_QsT9bYdVw3LmPq"
+    assert refund.metadata["paymentRefundStatus"] == "partial"
+
+
+def test_a_full_refund_carries_the_whole_amount() -> None:
+    event = fixture("razorpay", "refund.processed")
+    event["payload"]["refund"]["entity"]["amount"] = 249900
+    event["payload"]["payment"]["entity"].update(amount_refunded=249900, refund_status="full", status="refunded")
+    assert refund_of(event).amount == 249900
+
+
+def test_a_lost_dispute_is_a_chargeback() -> None:
+    refund = refund_of(fixture("razorpay", "payment.dispute.lost"))
+    assert refund.chargeback is True
+    assert (refund.amount, refund.refund_id) == (249900, "disp_QsU2cXeWx4MnRr")
+    assert refund.reverses[0] == "pay_DESlfW9H8K9uqM"
+
+
+def test_an_auto_refund_of_an_uncaptured_payment_is_ignored() -> None:
+    event = fixture("razorpay", "refund.processed")
+    event["payload"]["payment"]["entity"].update(captured=False, status="refunded")
+    body = json.dumps(event).encode()
+    with pytest.raises(Ignore, match="auto_refund"):
+        mapped(source(), body, headers_for(body))
+
+
+def test_sales_remember_the_order_and_invoice_a_refund_names() -> None:
+    sale = sale_of(fixture("razorpay", "payment.captured"))
+    assert (sale.invoice_id, sale.payment_refs) == ("pay_DESlfW9H8K9uqM", ("order_DESlLckIVRkHWj",))
+    assert set(refund_of(fixture("razorpay", "refund.processed")).reverses) == {sale.invoice_id, *sale.payment_refs}
+    subscription = sale_of(fixture("razorpay", "payment.captured+subscription"))
+    assert subscription.payment_refs == ("order_DEXFWXJSfDYDGK", "inv_DEXFWVuM6pKTxE")

@@ -12,7 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Sale
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.samples import post_sample
 from adapter.testing import ProviderContract, Vector, make_source
@@ -366,3 +366,46 @@ def test_refreshed_samples_are_new_events_and_identical_bodies_are_not() -> None
     assert provider.sample_headers("orders/paid", first)[event_id] != provider.sample_headers("orders/paid", later)[event_id]
     assert provider.sample_headers("orders/paid", first) == provider.sample_headers("orders/paid", first)
     assert provider.sample_headers("orders/paid+taxes_included", first)["X-Shopify-Topic"] == "orders/paid"
+
+
+# --- refunds (SPEC §9) ---------------------------------------------------------------------------
+
+
+def refund_of(payload: dict[str, Any]) -> Refund:
+    [refund] = shop(payload, topic="refunds/create")
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_refund_is_the_money_its_transactions_returned_tax_included() -> None:
+    refund = refund_of(fixture("shopify", "refunds/create"))
+    assert refund.reverses == (ORDER_ID,)
+    assert (refund.amount, refund.currency) == (1078, "usd")  # 9.80 + 0.98 tax
+    assert refund.includes_tax is True and refund.cumulative is False and refund.chargeback is False
+    assert refund.refund_id == "929361463"
+
+
+def test_a_full_refund_returns_the_whole_total() -> None:
+    payload = fixture("shopify", "refunds/create")
+    payload["transactions"][0]["amount"] = "59.40"
+    refund = refund_of(payload)
+    assert refund.amount == 5940
+    sale = sale_of(fixture("shopify", "orders/paid"))
+    assert (sale.amount, sale.gross_amount) == (4900, 5940)  # the core scales 5940 by 4900/5940
+    assert sale.invoice_id in refund.reverses
+
+
+def test_failed_and_pending_refund_transactions_are_not_money_returned() -> None:
+    payload = fixture("shopify", "refunds/create")
+    ok = payload["transactions"][0]
+    payload["transactions"] = [ok, {**ok, "id": 2, "status": "failure", "amount": "40.00"},
+                               {**ok, "id": 3, "status": "pending", "amount": "5.00"},
+                               {**ok, "id": 4, "kind": "sale", "amount": "7.00"}]
+    assert refund_of(payload).amount == 1078
+
+
+def test_a_restock_only_refund_returns_no_money_and_is_ignored() -> None:
+    payload = fixture("shopify", "refunds/create")
+    payload["transactions"] = []
+    with pytest.raises(Ignore, match="zero_amount"):
+        shop(payload, topic="refunds/create")

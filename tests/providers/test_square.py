@@ -16,7 +16,7 @@ from square.utils.webhooks_helper import verify_signature as square_verify_signa
 from starlette.datastructures import Headers
 
 from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
-from adapter.events import Lead, Sale
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.plugin import build_sources, load_providers
 from adapter.testing import ProviderContract, Vector, make_source
@@ -266,8 +266,8 @@ def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-@pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "order.updated",
-                                        "invoice.payment_made", "customer.updated"])
+@pytest.mark.parametrize("event_type", ["order.updated", "invoice.payment_made", "customer.updated",
+                                        "dispute.created"])
 def test_untracked_event_types_are_ignored(event_type: str) -> None:
     event = fixture("square", "payment.updated")
     event["type"] = event_type
@@ -324,3 +324,51 @@ def test_payment_ids_are_global_and_tax_is_included(make_flow: Any) -> None:
     flow = square_flow(make_flow)
     [stored] = flow.stored(flow.receive(fixture("square", "payment.updated")))
     assert stored.invoice_id == "hYy9pRFVxpDsO1FB05SunFWUe9JZY" and stored.metadata["tax"] == "included"
+
+
+# --- refunds and lost disputes (SPEC §9) ---------------------------------------------------------
+
+PAYMENT_ID = "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
+
+
+def refund_of(event: dict[str, Any]) -> Refund:
+    refund = one(source(), event)
+    assert isinstance(refund, Refund)
+    return refund
+
+
+def test_a_completed_refund_reverses_its_payment_on_the_total_with_tip() -> None:
+    refund = refund_of(fixture("square", "refund.updated"))
+    assert refund.reverses == (PAYMENT_ID,)
+    assert (refund.amount, refund.currency) == (1500, "usd")
+    assert refund.includes_tax is True  # on total_money: the core scales it by 5400 / 5900
+    assert (refund.cumulative, refund.chargeback) == (False, False)
+    assert refund.refund_id == "hYy9pRFVxpDsO1FB05SunFWUe9JZY_KlWP4IC1ixSJdT5WvI7ZkBYr9NStvxWbTtLvE8pqS2"
+    sale = sale_of(fixture("square", "payment.updated"))
+    assert (sale.invoice_id, sale.amount, sale.gross_amount) == (PAYMENT_ID, 5400, 5900)
+
+
+def test_a_full_refund_of_the_total_is_the_whole_sale() -> None:
+    event = fixture("square", "refund.updated")
+    event["data"]["object"]["refund"]["amount_money"]["amount"] = 5900
+    assert refund_of(event).amount == 5900  # × 5400/5900 = the Sale's 5400
+
+
+def test_a_pending_refund_does_not_count_until_it_completes() -> None:
+    with pytest.raises(Ignore, match="refund_not_completed"):
+        mapped(source(), fixture("square", "refund.created"))
+    for status in ("PENDING", "REJECTED", "FAILED"):
+        event = fixture("square", "refund.updated")
+        event["data"]["object"]["refund"]["status"] = status
+        with pytest.raises(Ignore, match="refund_not_completed"):
+            mapped(source(), event)
+
+
+def test_a_lost_dispute_is_a_chargeback_of_the_disputed_payment() -> None:
+    refund = refund_of(fixture("square", "dispute.state.changed"))
+    assert refund.reverses == (PAYMENT_ID,)
+    assert (refund.amount, refund.chargeback, refund.refund_id) == (5400, True, "XDgyFu7yo1E2S5lQGGpYn")
+    event = fixture("square", "dispute.state.changed")
+    event["data"]["object"]["dispute"]["state"] = "WON"
+    with pytest.raises(Ignore, match="dispute_not_lost"):
+        mapped(source(), event)
