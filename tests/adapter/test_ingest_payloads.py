@@ -14,6 +14,7 @@ import pytest
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Sale
+from adapter.metrics import REGISTRY, short_error
 from adapter.payload import (
     any_time,
     compact,
@@ -34,11 +35,12 @@ from providers.paddle import PaddleProvider
 from providers.paystack import PaystackProvider
 from providers.shopify import ShopifyProvider
 from providers.stripe import StripeProvider
-from tests.conftest import fixture
+from tests.conftest import STRIPE_SECRET, fixture
 from tests.providers import flow as flows
 from tests.providers.test_lemonsqueezy import event, lemon_flow
 from tests.providers.test_shopify import SECRET as SHOPIFY_SECRET
 from tests.providers.test_shopify import ShopFlow, delivery_headers, order
+from tests.providers.test_stripe import signature as stripe_signature
 from tests.providers.test_stripe import stripe_flow
 
 make_flow = flows.make_flow  # the providers' fixture: the real ingest on a SQLite store
@@ -262,3 +264,85 @@ def test_a_shopify_negative_tax_is_malformed() -> None:
     headers = delivery_headers(json.dumps(body).encode(), "orders/paid")
     with pytest.raises(PayloadError):
         flows.mapped(src, body, headers)
+
+
+# -- an unexpected exception inside a provider ----------------------------------------------------
+
+
+class BrokenStripe(StripeProvider):
+    """A provider with a bug in `map` (as an installed plugin may have): raises `failure`."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__()
+        self.failure = failure
+
+    def map(self, event: Any, ctx: Any) -> Any:
+        raise self.failure
+
+
+def _errors(source: str) -> float:
+    return REGISTRY.get_sample_value("hooktrack_provider_errors_total",
+                                     {"source": source, "provider": "stripe"}) or 0
+
+
+def _broken_flow(make_flow: Any, failure: Exception) -> flows.Flow:
+    flow: flows.Flow = make_flow(BrokenStripe(failure), [STRIPE_SECRET],
+                                 lambda body: {"Stripe-Signature": stripe_signature(body)}, name="broken")
+    return flow
+
+
+@pytest.mark.parametrize("failure", [TypeError("a bug"), RuntimeError("not in any list of bad input"),
+                                     KeyError("id")], ids=type)
+def test_an_unexpected_exception_in_a_provider_is_kept_counted_and_logged_once(
+        make_flow: Any, caplog: pytest.LogCaptureFixture, failure: Exception) -> None:
+    """A bug in a provider is not mistaken for bad input, and the verified webhook is not lost:
+    the answer is the 400 `malformed_payload` it always was (never a 500), the body is kept for
+    `hooktrack reprocess`, the error is counted in `hooktrack_provider_errors_total` and logged
+    once at error level with its traceback."""
+    flow = _broken_flow(make_flow, failure)
+    before = _errors("broken")
+    with caplog.at_level("INFO"):
+        answer = flow.receive(fixture("stripe", "checkout.session.completed"))
+    assert answer["error"]["code"] == "malformed_payload"
+    assert type(failure).__name__ in answer["error"]["message"]
+    assert _errors("broken") == before + 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None and type(failure).__name__ in errors[0].getMessage()
+
+    def read(tx: Any) -> Any:
+        return tx.all("SELECT status, reason, body FROM events")
+    [(status, reason, body)] = flow.loop.run_until_complete(flow.store.read(read))
+    assert (status, reason) == ("rejected", "malformed_payload") and json.loads(body)["type"]
+
+
+def test_a_recursion_error_in_a_provider_is_logged_short_and_without_traceback(
+        make_flow: Any, caplog: pytest.LogCaptureFixture) -> None:
+    def deep(n: int) -> int:
+        return deep(n + 1) + 1
+    try:
+        deep(0)
+    except RecursionError as exc:
+        failure = exc
+    flow = _broken_flow(make_flow, RecursionError("x" * 5000))
+    flow.src.provider.failure = failure  # type: ignore[attr-defined]
+    before = _errors("broken")
+    with caplog.at_level("INFO"):
+        answer = flow.receive(fixture("stripe", "checkout.session.completed"))
+    assert answer["error"]["code"] == "malformed_payload"
+    assert _errors("broken") == before + 1
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.exc_info is None and "RecursionError" in record.getMessage()
+    assert len(record.getMessage()) < 300
+    assert len(short_error(RecursionError("x" * 5000))) <= len("RecursionError: ") + 203
+
+
+def test_bad_input_answered_by_the_provider_itself_is_not_a_provider_error(make_flow: Any) -> None:
+    flow = stripe_flow(make_flow)
+    body = fixture("stripe", "checkout.session.completed")
+    body["data"]["object"]["amount_total"] = 4999.99
+    before = REGISTRY.get_sample_value("hooktrack_provider_errors_total",
+                                       {"source": flow.src.name, "provider": "stripe"}) or 0
+    assert flow.receive(body)["error"]["code"] == "malformed_payload"
+    assert (REGISTRY.get_sample_value("hooktrack_provider_errors_total",
+                                      {"source": flow.src.name, "provider": "stripe"}) or 0) == before
