@@ -151,7 +151,8 @@ class ReprocessReport:
         return sum(1 for r in self.results.values() if r["status"] == status)
 
 
-_STORED = "SELECT id, source, status, reason, dedup_key, body FROM events"
+_STORED = ("SELECT id, source, status, reason, dedup_key, body, provider_event_id, event_type, received_at "
+           "FROM events")
 _MALFORMED = " WHERE status = 'rejected' AND reason = 'malformed_payload' AND body IS NOT NULL"
 
 
@@ -198,13 +199,30 @@ def _stored_events(ids: list[int], malformed: bool, since_ms: int | None, tx: Tx
     return tx.all(_STORED + _MALFORMED + " AND received_at >= ? ORDER BY id", (since_ms,))
 
 
+def _known_headers(event_id: str | None, event_type: str | None, received_at: int | None) -> dict[str, str]:
+    """What a stored event says of its delivery's headers, which are not stored: the event id and
+    type its provider read from them when it was first parsed (a `malformed_payload` of `map`
+    keeps both), under the names the built-in providers read them from (Standard Webhooks and
+    Svix `webhook-id`, Shopify's `X-Shopify-Event-Id` and `X-Shopify-Topic`), and its arrival as
+    the delivery's timestamp. An event whose parse failed has neither; a provider that needs a
+    header the row cannot give stays malformed."""
+    known: dict[str, str] = {}
+    if event_id:
+        known |= dict.fromkeys(("webhook-id", "svix-id", "x-shopify-event-id", "x-shopify-webhook-id"), event_id)
+    if event_type:
+        known |= dict.fromkeys(("x-shopify-topic", "x-event-name"), event_type)
+    if received_at:
+        known |= dict.fromkeys(("webhook-timestamp", "svix-timestamp"), str(int(received_at) // 1000))
+    return known
+
+
 def _skipped(message: str) -> dict[str, Any]:
     return {"status": "skipped", "message": message}
 
 
 async def _again(ingestor: Ingestor, sources: Mapping[str, Source], row: Any) -> dict[str, Any]:
     """Parse, map and store one stored event again (what `Ingestor.receive` does after verify)."""
-    event_id, name, status, reason, dedup_key, text = row
+    event_id, name, status, reason, dedup_key, text, provider_event_id, event_type, received_at = row
     if text is None:
         return _skipped("no body kept: only verified deliveries keep theirs (and duplicates point to the original)")
     source = sources.get(name)
@@ -213,7 +231,7 @@ async def _again(ingestor: Ingestor, sources: Mapping[str, Source], row: Any) ->
     body = str(text).encode("utf-8")
     received = now_ms()
     try:
-        event = parse_event(source, body, Headers({}))
+        event = parse_event(source, body, Headers(_known_headers(provider_event_id, event_type, received_at)))
         trial_of: str | None = None
         try:
             conversions, ignored = map_event(source, event), None

@@ -15,12 +15,17 @@ from starlette.testclient import TestClient
 
 from adapter.app import create_app
 from adapter.cli import main
+from adapter.operate import reprocess
 from adapter.plugin import load_providers
 from adapter.receiver import TrackingReceiver, run_in_thread
 from adapter.settings import load_settings
+from providers.polar import PolarProvider
 from providers.stripe import StripeProvider
 from tests.adapter.test_admin import refuse_once
 from tests.conftest import STRIPE_SECRET, config, fixture, post_stripe, wait_for
+from tests.providers import flow as flows
+from tests.providers.test_polar import SECRET as POLAR_SECRET
+from tests.providers.test_polar import signed as polar_signed
 
 
 def hooktrack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -221,3 +226,30 @@ def test_reprocess_explains_what_it_cannot_do(tmp_path: Path, receiver: Tracking
     assert _reprocess("--config", cfg).exit_code == 2
     assert _reprocess("1", "--malformed", "--config", cfg).exit_code == 2
     assert _reprocess("1", "--since", "1h", "--config", cfg).exit_code == 2
+
+
+make_flow = flows.make_flow  # the providers' fixture: the real ingest on a SQLite store
+
+
+class BuggyPolar(PolarProvider):
+    def map(self, event: Any, ctx: Any) -> Any:
+        raise KeyError("customer")
+
+
+def test_reprocess_gives_back_the_event_id_a_header_carried(make_flow: Any, tmp_path: Path) -> None:
+    """Polar (Standard Webhooks) names its event by the `webhook-id` header, which is not stored:
+    a map failure keeps the id that parse read, and `reprocess` hands it back, so the event maps
+    under the same delivery id (the dedup key a later retry of it will meet)."""
+    flow = make_flow(BuggyPolar(), [POLAR_SECRET], lambda body: polar_signed(body, msg_id="msg_polar_1"))
+    answer = flow.receive(fixture("polar", "order.paid"))
+    assert answer["error"]["code"] == "malformed_payload"
+    kept = flow.loop.run_until_complete(flow.store.read(lambda tx: tx.all("SELECT id FROM events")))[0][0]
+    settings = config(tmp_path, "http://127.0.0.1:9", store={"url": f"sqlite:///{tmp_path / 'flow0.db'}"},
+                      sources={"polar": {"provider": "polar", "secrets": [POLAR_SECRET]}})
+    report = reprocess(settings, [], malformed=True)
+    result = report.results[kept]
+    assert result["status"] == "accepted", result
+    assert [c["kind"] for c in result["conversions"]] == ["sale"]
+    again = flow.loop.run_until_complete(flow.store.read(
+        lambda tx: tx.all("SELECT dedup_key, status FROM events WHERE id = ?", (result["eventId"],))))
+    assert again == [("msg_polar_1", "accepted")]
