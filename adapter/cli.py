@@ -332,6 +332,42 @@ def replay(ids: tuple[int, ...], dead: bool, source: str | None, since: str | No
 
 
 @main.command()
+@click.argument("ids", nargs=-1, type=_ID)
+@click.option("--malformed", is_flag=True, help="Every event kept as malformed_payload (narrow with --since).")
+@click.option("--since", help="With --malformed: only those received since (30m, 24h, 7d, ISO date/time).")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@friendly
+def reprocess(ids: tuple[int, ...], malformed: bool, since: str | None, config_path: str | None,
+              as_json: bool) -> None:
+    """Map stored events again with the installed providers (after an upgrade that fixed a
+    mapping): `reprocess ID...` or `reprocess --malformed [--since T]`. What they produce is
+    deduped like any delivery: a Sale already counted comes back `duplicate`."""
+    if bool(ids) == malformed:
+        raise click.UsageError("give event ids, or --malformed (not both)")
+    if since and not malformed:
+        raise click.UsageError("--since goes with --malformed")
+    from adapter.operate import reprocess as run_reprocess
+
+    report = run_reprocess(load_settings(config_path), ids, malformed=malformed, since_ms=_since(since))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    if not report.results:
+        click.echo("nothing to do: no event kept as malformed_payload" + (" since then" if since else ""))
+        return
+    for event_id, result in report.results.items():
+        made = ", ".join(f"{c['kind']} #{c['id']}" for c in result.get("conversions") or [])
+        detail = result.get("reason") or result.get("message") or made
+        new = f" as event #{result['eventId']}" if result.get("eventId") else ""
+        click.echo(f"#{event_id}: {result['status']}{new}" + (f" ({_printable(detail)})" if detail else ""))
+    counts = {s: report.count(s) for s in ("accepted", "duplicate", "ignored", "rejected", "skipped")}
+    click.echo("; ".join(f"{s} {n}" for s, n in counts.items() if n))
+    if counts["accepted"]:
+        click.echo("a running `hooktrack serve` or `hooktrack worker` sends the new conversions")
+
+
+@main.command()
 @config_option
 @click.option("--since", help="Count events received since: 30m, 24h, 7d, an ISO date/time (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
@@ -389,6 +425,11 @@ def _since(text: str | None) -> int | None:
     if abs(since) >= 1 << 63:
         raise click.BadParameter("out of range", param_hint="--since")
     return since
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters shown as escapes (a message may quote a provider's field)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _ids(ids: list[int]) -> str:

@@ -19,6 +19,7 @@ from adapter.attribution import apply_identity_keys
 from adapter.destinations import Destination
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sale
+from adapter.metrics import observe_provider_error, short_error
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
 from adapter.refunds import store_link, store_refund
@@ -170,11 +171,12 @@ def _parsed(source: Source, body: bytes, headers: Headers) -> ProviderEvent | li
     several); any other failure of the provider's code on bad input is a `PayloadError`."""
     try:
         parsed = source.provider.parse(body, headers)
-    except PayloadError:
+    except (PayloadError, SignatureError):
         raise
-    # datetime.fromtimestamp raises OverflowError or OSError for out-of-range times: bad input too.
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError,
-            RecursionError) as exc:
+    # Anything else may be bad input or a bug in the provider: answered 400 with the body kept
+    # (for `hooktrack reprocess`), and counted and logged once so a bug is not taken for input.
+    except Exception as exc:
+        observe_provider_error(source.name, source.ctx.provider, "parse", exc)
         raise PayloadError(f"{source.ctx.provider} payload could not be parsed ({type(exc).__name__})") from exc
     if isinstance(parsed, ProviderEvent):
         return parsed
@@ -211,8 +213,11 @@ def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise PayloadError(f"{event.type}: invalid {where}: {first['msg']}") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError, OSError) as exc:
-        raise PayloadError(f"{event.type} is missing or has invalid fields ({type(exc).__name__}: {exc})") from exc
+    except SignatureError:
+        raise
+    except Exception as exc:  # as in parse_event: 400, body kept, counted and logged once
+        observe_provider_error(source.name, source.ctx.provider, "map", exc)
+        raise PayloadError(f"{event.type} is missing or has invalid fields ({short_error(exc)})") from exc
     return list(out)
 
 
@@ -233,13 +238,14 @@ class _Apply:
         self.conversions = conversions
         self.ignored = ignored
         self.created: list[dict[str, Any]] = []
+        self.dedup_key: str | None = event.id  # None: `hooktrack reprocess` of a stored event
 
     def __call__(self, tx: Tx) -> Outcome:
         self.created = []
         src, event = self.source, self.event
         occurred = int(event.occurred_at.timestamp() * 1000)
         row = {
-            "source": src.name, "provider": src.ctx.provider, "dedup_key": event.id,
+            "source": src.name, "provider": src.ctx.provider, "dedup_key": self.dedup_key,
             "provider_event_id": event.id, "event_type": event.type, "received_at": self.received,
             "occurred_at": occurred, "livemode": event.livemode,
             "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,

@@ -39,7 +39,15 @@ from starlette.responses import Response
 from adapter.journal import outbox_gauges
 from adapter.store import Store, Tx
 
-__all__ = ["REGISTRY", "metrics_endpoint", "observe_attempt", "observe_webhook", "serve_metrics"]
+__all__ = [
+    "REGISTRY",
+    "metrics_endpoint",
+    "observe_attempt",
+    "observe_provider_error",
+    "observe_webhook",
+    "serve_metrics",
+    "short_error",
+]
 
 log = logging.getLogger("hooktrack.metrics")
 
@@ -63,6 +71,37 @@ ATTEMPTS = Counter("hooktrack_forward_attempts", "Deliveries tried at the tracki
                    ["kind", "outcome"], registry=REGISTRY)
 LATENCY = Histogram("hooktrack_forward_latency_seconds", "Tracking API response time per attempt.", ["kind"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+
+
+PROVIDER_ERRORS = Counter("hooktrack_provider_errors", "Unexpected exceptions inside a provider's parse or map "
+                          "(a bug to report, not bad input: logged once at error level), by source and "
+                          "provider.", ["source", "provider"], registry=REGISTRY)
+_ERROR_TEXT = 200
+_provider_log = logging.getLogger("hooktrack.provider")
+
+
+def short_error(exc: BaseException) -> str:
+    """`ExceptionClass: message` with the message cut to 200 characters; never raises (a
+    message whose `str()` itself fails is named by its class only)."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ is still an error worth naming
+        message = ""
+    if len(message) > _ERROR_TEXT:
+        message = message[:_ERROR_TEXT] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def observe_provider_error(source: str, provider: str, step: str, exc: BaseException) -> None:
+    """A provider's `parse` or `map` raised something other than `PayloadError` / `Ignore`:
+    count it (`hooktrack_provider_errors_total`) and log it once at error level, with the
+    traceback except for a `RecursionError` (a thousand identical frames, and formatting them
+    can fail in turn). The delivery is still answered 400 `malformed_payload` with its body kept,
+    so `hooktrack reprocess` can map it once the provider is fixed."""
+    PROVIDER_ERRORS.labels(source, provider).inc()
+    _provider_log.error("provider %s raised in %s: %s", provider, step, short_error(exc),
+                        exc_info=None if isinstance(exc, RecursionError) else exc,
+                        extra={"source": source, "provider": provider, "error_class": type(exc).__name__})
 
 
 def observe_webhook(source: str, status: str, reason: str | None = None,

@@ -8,9 +8,15 @@ have to round (a malformed amount, reported as a 400 by the core).
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 __all__ = ["EXPONENTS", "exponent", "normalize_currency", "rescale", "to_minor"]
+
+# A decimal amount as text: ASCII digits only (`Decimal()` also reads "\u0664\u0669", "1e3", "NaN").
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+_MAX_DIGITS = 40
 
 # ISO 4217 currencies whose minor unit is not 1/100. Every other code has exponent 2.
 EXPONENTS: dict[str, int] = {
@@ -40,16 +46,21 @@ def exponent(currency: str) -> int:
 def to_minor(value: str | int | Decimal, currency: str) -> int:
     """Convert a decimal amount in major units ("49.00", "1000", "1.234") to minor units.
 
-    Raises `ValueError` for a non-number or more decimals than the currency has.
+    Raises `ValueError` for a non-number (text other than ASCII digits with an optional sign
+    and one `.`, a bool) or more decimals than the currency has. The sign is the caller's to check.
     """
     if isinstance(value, float):
         raise TypeError("money is never a float; pass the provider's decimal string")
+    if isinstance(value, bool) or (isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value.strip())):
+        raise ValueError(f"not a decimal amount: {value!r}")
     try:
         dec = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
     except InvalidOperation as exc:
         raise ValueError(f"not a decimal amount: {value!r}") from exc
     if not dec.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
+    if dec.adjusted() >= _MAX_DIGITS:  # no payment has 40 digits; int() of 10**999999 would hang
+        raise ValueError(f"not a plausible amount: {str(value)[:50]!r}")
     minor = dec.scaleb(exponent(currency))
     if minor != minor.to_integral_value():
         raise ValueError(f"{value!r} has more decimals than {currency.upper()} allows")

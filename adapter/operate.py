@@ -1,4 +1,4 @@
-"""What the operator commands do (`hooktrack replay`, `stats`, `send`), kept out of cli.py.
+"""What the operator commands do (`hooktrack replay`, `reprocess`, `stats`, `send`), kept out of cli.py.
 
 The CLI parses options and prints; these functions open the store, do the work and report.
 """
@@ -9,22 +9,25 @@ import asyncio
 import functools
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from starlette.datastructures import Headers
 
-from adapter.ingest import now_ms
+from adapter.destinations import build_destination
+from adapter.errors import Ignore, PayloadError
+from adapter.ingest import Ingestor, _Apply, map_event, now_ms, parse_event
 from adapter.journal import dead_conversion_ids, requeue
-from adapter.plugin import Source
+from adapter.plugin import Provider, Source, build_sources, load_providers
 from adapter.samples import SamplesMixin, samples_of
 from adapter.settings import Settings
 from adapter.stats import stats
 from adapter.store import Store, Tx, open_store
 
-__all__ = ["ReplayReport", "read_stats", "replay", "signing_problem"]
+__all__ = ["ReplayReport", "ReprocessReport", "read_stats", "replay", "reprocess", "signing_problem"]
 
 CHUNK = 200  # conversions requeued per transaction: a bulk replay never holds the writer for long
 
@@ -131,3 +134,120 @@ def signing_problem(src: Source, sample: str | None = None) -> str | None:
     except Exception as exc:  # a provider that needs settings this source lacks
         return f"hooktrack cannot sign {src.ctx.provider} webhooks with this source's settings ({exc})"
     return None
+
+
+@dataclass
+class ReprocessReport:
+    """What `reprocess` made of each stored event: `results` maps the stored event id to what
+    mapping it again gave (`status`: accepted, duplicate, ignored, rejected, or skipped when it
+    could not be tried; `eventId` of the new event row, `reason`, `conversions`, `message`)."""
+
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {str(k): v for k, v in self.results.items()}
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results.values() if r["status"] == status)
+
+
+_STORED = ("SELECT id, source, status, reason, dedup_key, body, provider_event_id, event_type, received_at "
+           "FROM events")
+_MALFORMED = " WHERE status = 'rejected' AND reason = 'malformed_payload' AND body IS NOT NULL"
+
+
+def reprocess(settings: Settings, ids: Sequence[int], *, malformed: bool = False, since_ms: int | None = None,
+              registry: Mapping[str, type[Provider]] | None = None) -> ReprocessReport:
+    """Map stored, verified events again with the installed providers (SPEC §6): `ids`, or with
+    `malformed` every event kept as `malformed_payload` (received since `since_ms`).
+
+    The body is read back from the store and parsed, mapped and stored by the same ingest
+    transaction a delivery goes through, as a new event row, so what it produces is deduped like
+    any delivery: a Sale already counted is a `duplicate` (`business_key`), never a second sale.
+    The signature is not checked again (only verified deliveries keep a body), and the delivery's
+    headers are not stored: a provider that reads the event type or id from a header (Shopify's
+    `X-Shopify-Topic`) cannot be reprocessed and stays malformed. A malformed event that maps now
+    is marked `reprocessed`, so `--malformed` does not take it again."""
+    sources = build_sources(settings, registry if registry is not None else load_providers())
+    destination = build_destination(settings)
+
+    async def run() -> ReprocessReport:
+        store = open_store(settings.store.url)
+        await store.open()
+        try:
+            ingestor = Ingestor(store, destination, fill_window_s=settings.forwarder.fill_window_s,
+                                attribution_window_s=settings.forwarder.attribution_window_s)
+            rows = await store.read(functools.partial(_stored_events, list(ids), malformed, since_ms))
+            found = {int(r[0]): r for r in rows}
+            report = ReprocessReport()
+            for event_id in ids or sorted(found):
+                row = found.get(event_id)
+                report.results[event_id] = (await _again(ingestor, sources, row) if row is not None
+                                            else _skipped("no event with this id"))
+            return report
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _stored_events(ids: list[int], malformed: bool, since_ms: int | None, tx: Tx) -> list[Any]:
+    if not malformed:
+        return [row for i in ids for row in tx.all(_STORED + " WHERE id = ?", (i,))]
+    if since_ms is None:
+        return tx.all(_STORED + _MALFORMED + " ORDER BY id")
+    return tx.all(_STORED + _MALFORMED + " AND received_at >= ? ORDER BY id", (since_ms,))
+
+
+def _known_headers(event_id: str | None, event_type: str | None, received_at: int | None) -> dict[str, str]:
+    """What a stored event says of its delivery's headers, which are not stored: the event id and
+    type its provider read from them when it was first parsed (a `malformed_payload` of `map`
+    keeps both), under the names the built-in providers read them from (Standard Webhooks and
+    Svix `webhook-id`, Shopify's `X-Shopify-Event-Id` and `X-Shopify-Topic`), and its arrival as
+    the delivery's timestamp. An event whose parse failed has neither; a provider that needs a
+    header the row cannot give stays malformed."""
+    known: dict[str, str] = {}
+    if event_id:
+        known |= dict.fromkeys(("webhook-id", "svix-id", "x-shopify-event-id", "x-shopify-webhook-id"), event_id)
+    if event_type:
+        known |= dict.fromkeys(("x-shopify-topic", "x-event-name"), event_type)
+    if received_at:
+        known |= dict.fromkeys(("webhook-timestamp", "svix-timestamp"), str(int(received_at) // 1000))
+    return known
+
+
+def _skipped(message: str) -> dict[str, Any]:
+    return {"status": "skipped", "message": message}
+
+
+async def _again(ingestor: Ingestor, sources: Mapping[str, Source], row: Any) -> dict[str, Any]:
+    """Parse, map and store one stored event again (what `Ingestor.receive` does after verify)."""
+    event_id, name, status, reason, dedup_key, text, provider_event_id, event_type, received_at = row
+    if text is None:
+        return _skipped("no body kept: only verified deliveries keep theirs (and duplicates point to the original)")
+    source = sources.get(name)
+    if source is None:
+        return _skipped(f"source {name!r} is no longer configured")
+    body = str(text).encode("utf-8")
+    received = now_ms()
+    try:
+        event = parse_event(source, body, Headers(_known_headers(provider_event_id, event_type, received_at)))
+        trial_of: str | None = None
+        try:
+            conversions, ignored = map_event(source, event), None
+        except Ignore as exc:
+            conversions, ignored, trial_of = [], exc.reason, exc.trial_of
+    except PayloadError as exc:
+        return {"status": "rejected", "reason": "malformed_payload", "message": str(exc)[:300]}
+    if ignored is None and not conversions:
+        ignored = "event_type_not_tracked"
+    apply = _Apply(source, event, body, received, conversions, ignored, ingestor, trial_of)
+    if dedup_key is not None:
+        # The stored event holds its delivery's dedup key: map it again as a new row, and let the
+        # business keys (a Sale's invoice, a Lead's customer) say whether it is a duplicate.
+        apply.dedup_key = None
+    outcome = await ingestor.store.transact(apply)
+    if status == "rejected" and reason == "malformed_payload" and outcome.status != "rejected":
+        await ingestor.store.transact(lambda tx: tx.set_event_status(event_id, "rejected", "reprocessed"))
+    return {"status": outcome.status, "eventId": outcome.event_id, "reason": outcome.reason,
+            "conversions": outcome.conversions}

@@ -32,10 +32,9 @@ A provider's `settings_model` subclasses `RuleSet` to get the validated `rules` 
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -43,13 +42,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, LeadKind, Sale, SaleKind
 from adapter.money import normalize_currency, to_minor
+from adapter.payload import decimal, integer, json_value
 
 __all__ = ["Condition", "JsonPath", "Rule", "RuleSet", "apply_rules", "resolve"]
 
 _PATH = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
 _CONDITION = re.compile(r"\s*(?P<path>[^\s=!]+)\s*(?P<op>==|!=)\s*(?P<literal>.+?)\s*")
 _SALE_ONLY = ("sale_kind", "amount", "amount_format", "tax", "currency", "invoice_id", "subscription_id")
-Scalar = str | int | float | bool | None
+Scalar = str | int | Decimal | bool | None
 
 
 def _check_path(path: str) -> str:
@@ -103,7 +103,7 @@ class Condition(BaseModel):
             raise ValueError(f"{text!r} is not `PATH == LITERAL` or `PATH != LITERAL`")
         literal = match["literal"]
         try:
-            value = json.loads(literal)
+            value = json_value(literal)  # a number as the body's are read: `0.1` is exactly 0.1
         except ValueError:
             raise ValueError(f"{literal!r} is not a JSON literal (quote strings: \"paid\")") from None
         if isinstance(value, dict | list):
@@ -233,22 +233,21 @@ class Rule(BaseModel):
 
 
 def _to_minor(value: Any, fmt: str, currency: str, path: str) -> int:
-    """An amount in ISO minor units: an integer as is ("minor"), a decimal converted exactly."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise PayloadError(f"{path}: {value!r} is not an amount")
+    """An amount in ISO minor units: an integer as is ("minor"), a decimal converted exactly.
+
+    JSON numbers arrive as exact `Decimal`s (`adapter.payload.json_object`); a fraction in a
+    "minor" amount, a bool, non-ASCII digits or more decimals than the currency has would need
+    guessing, so they are a `PayloadError`. The sign is checked by the caller."""
     if fmt == "minor":
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        raise PayloadError(f"{path}: {value!r} is not an integer of minor units (amount_format = \"minor\")")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise PayloadError(f"{path}: {value!r} is not an amount")
-        # A JSON number arrives as the nearest float; its shortest repr is the digits sent.
-        value = repr(value)
+        number = integer(value)
+        if number is None:
+            raise PayloadError(f"{path}: {value!r} is not an integer of minor units (amount_format = \"minor\")")
+        return number
+    exact = decimal(value)
+    if exact is None:
+        raise PayloadError(f"{path}: {value!r} is not a decimal amount")
     try:
-        return to_minor(value, currency)
+        return to_minor(exact, currency)
     except ValueError as exc:
         raise PayloadError(f"{path}: {exc}") from None
 

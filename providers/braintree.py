@@ -199,6 +199,8 @@ class BraintreeProvider(SamplesMixin, Provider):
             raise PayloadError("Braintree transaction without `currency_iso_code`")
         amount = to_minor(str(txn.get("amount") or "0"), currency)
         tax = to_minor(text(txn.get("tax_amount")) or "0", currency)
+        if amount < 0 or tax < 0:  # a negative tax would inflate the amount (issue 12)
+            raise PayloadError(f"Braintree transaction with a negative amount or tax_amount ({amount}, {tax})")
         if amount - tax <= 0:
             raise Ignore("zero_amount")
         customer = mapping(txn.get("customer"))

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
-from adapter.payload import boolean, compact, epoch_time, ident, integer, mapping, text
+from adapter.payload import boolean, compact, epoch_time, ident, mapping, minor_amount, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import secret_in
@@ -66,7 +66,7 @@ class ChargebeeSettings(BaseModel):
 
 
 def _cents(obj: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = integer(obj.get(key, default))
+    value = minor_amount(obj.get(key, default))  # negative: never a payment or a tax
     if value is None:
         raise PayloadError(f"Chargebee `{key}` is not an amount in cents: {obj.get(key, default)!r}")
     return value

@@ -40,7 +40,7 @@ from typing import Any
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale
 from adapter.money import rescale
-from adapter.payload import compact, epoch_time, integer, mapping, object_id, text
+from adapter.payload import compact, epoch_time, mapping, minor_amount, object_id, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import BodyHmac
@@ -56,7 +56,7 @@ def _amount(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
-    amount = integer(value)
+    amount = minor_amount(value)  # negative: never a payment or a tax
     if amount is None:
         raise PayloadError(f"Creem `{key}` is not an integer amount: {value!r}")
     return amount

@@ -34,7 +34,7 @@ from typing import Any
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
-from adapter.payload import compact, ident, integer, iso_time, mapping, text
+from adapter.payload import compact, ident, iso_time, mapping, minor_amount, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import BodyHmac
@@ -51,7 +51,7 @@ _REFUNDS = frozenset({"order_refunded", "subscription_payment_refunded"})
 
 
 def _cents(attrs: dict[str, Any], key: str) -> int:
-    value = integer(attrs.get(key))
+    value = minor_amount(attrs.get(key))  # negative: never a payment or a tax
     if value is None:
         raise PayloadError(f"`{key}` is not an integer amount: {attrs.get(key)!r}")
     return value

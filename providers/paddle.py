@@ -30,7 +30,7 @@ from typing import Any
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
-from adapter.payload import compact, integer, iso_time, mapping, text
+from adapter.payload import compact, iso_time, mapping, minor_amount, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import TimestampedHmac
@@ -55,7 +55,7 @@ def _starts(origin: str | None) -> bool | None:
 
 def _minor(totals: dict[str, Any], key: str, default: str | None = None) -> int:
     """An amount string of `totals` ("4900") as an int; PayloadError when absent or not whole."""
-    value = integer(totals.get(key, default))
+    value = minor_amount(totals.get(key, default))  # negative: never a payment or a tax
     if value is None:
         raise PayloadError(f"transaction totals.{key} is not an amount in minor units: {totals.get(key, default)!r}")
     return value

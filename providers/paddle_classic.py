@@ -30,7 +30,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +43,7 @@ from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import to_minor
-from adapter.payload import compact
+from adapter.payload import compact, json_value
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from providers.forms import encode_form, parse_form, sample_fields
@@ -184,6 +183,8 @@ class PaddleClassicProvider(SamplesMixin, Provider):
             return []
         currency = fields.get("currency", "")
         gross, tax = to_minor(fields["sale_gross"], currency), to_minor(fields.get("payment_tax") or "0", currency)
+        if gross < 0 or tax < 0:  # a negative tax would inflate the amount (issue 12)
+            raise PayloadError(f"alert with a negative sale_gross or payment_tax ({gross}, {tax})")
         if gross - tax <= 0:
             raise Ignore("zero_amount")
         subscription = (fields.get("subscription_id") or "").strip() or None
@@ -247,8 +248,8 @@ def _passthrough_hints(passthrough: str | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        decoded = json.loads(raw)
-    except ValueError:
+        decoded = json_value(raw)
+    except (ValueError, RecursionError):
         decoded = raw
     if isinstance(decoded, dict):
         return {"metadata_sources": (decoded,)}

@@ -36,14 +36,13 @@ Sale's own basis (the charged amount, tax as priced in). Disputes are not mapped
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.money import rescale
-from adapter.payload import compact, ident, integer, iso_time, mapping, text
+from adapter.payload import compact, ident, integer, iso_time, json_value, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import BodyHmac
@@ -60,7 +59,7 @@ def _metadata(value: Any) -> dict[str, Any]:
     """`data.metadata` as a mapping: Paystack sends an object, a JSON string, `""` or `0`."""
     if isinstance(value, str) and value.strip():
         try:
-            value = json.loads(value)
+            value = json_value(value)
         except (ValueError, RecursionError):
             return {}
     return value if isinstance(value, dict) else {}

@@ -75,7 +75,10 @@ def _money(order: Mapping[str, Any], key: str, currency: str, default: str | Non
     value = order.get(key, default)
     if not isinstance(value, str):
         raise PayloadError(f"order `{key}` is not a decimal string: {value!r}")
-    return to_minor(value, currency)
+    minor = to_minor(value, currency)
+    if minor < 0:  # a negative price or tax would need guessing (issue 12)
+        raise PayloadError(f"order `{key}` is negative: {value!r}")
+    return minor
 
 
 def _shipping_tax(order: Mapping[str, Any], currency: str) -> int:

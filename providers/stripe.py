@@ -122,6 +122,8 @@ class StripeProvider(SamplesMixin, Provider):
         if currency is None:
             raise PayloadError("Checkout Session without `currency`")
         tax = _amount(mapping(session.get("total_details")), "amount_tax", 0)
+        if tax < 0 or _amount(session, "amount_total") < 0:  # would need guessing (issue 12)
+            raise PayloadError(f"Checkout Session with a negative amount_total or amount_tax ({tax})")
         amount = rescale(_amount(session, "amount_total") - tax, _stripe_exponent(currency), currency)
         if amount <= 0:
             raise Ignore("zero_amount")
@@ -167,6 +169,8 @@ class StripeProvider(SamplesMixin, Provider):
         total, paid = _amount(invoice, "total"), _amount(invoice, "amount_paid")
         excluding = invoice.get("total_excluding_tax")
         tax = total - _amount(invoice, "total_excluding_tax") if excluding is not None else _invoice_tax(invoice)
+        if tax < 0 or paid < 0:  # a negative tax would inflate the amount (issue 12)
+            raise PayloadError(f"invoice with a negative tax ({tax}) or amount_paid ({paid})")
         # Credits and customer balance lower what was paid; tax was still part of what was due.
         net = total - tax if paid == total else max(0, paid - tax)
         amount = rescale(net, _stripe_exponent(currency), currency)

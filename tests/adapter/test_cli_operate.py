@@ -15,11 +15,17 @@ from starlette.testclient import TestClient
 
 from adapter.app import create_app
 from adapter.cli import main
+from adapter.operate import reprocess
 from adapter.plugin import load_providers
 from adapter.receiver import TrackingReceiver, run_in_thread
+from adapter.settings import load_settings
+from providers.polar import PolarProvider
 from providers.stripe import StripeProvider
 from tests.adapter.test_admin import refuse_once
 from tests.conftest import STRIPE_SECRET, config, fixture, post_stripe, wait_for
+from tests.providers import flow as flows
+from tests.providers.test_polar import SECRET as POLAR_SECRET
+from tests.providers.test_polar import signed as polar_signed
 
 
 def hooktrack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -151,3 +157,99 @@ def test_send_says_when_a_provider_cannot_be_signed(tmp_path: Path, monkeypatch:
     sent = runner.invoke(main, ["send", "stripe", "customer.created", "--config", cfg])
     assert sent.exit_code == 2 and isinstance(sent.exception, SystemExit)  # a message, not a traceback
     assert "private key" in sent.output and "provider's dashboard" in sent.output
+
+
+# -- reprocess ------------------------------------------------------------------------------------
+
+
+class BuggyStripe(StripeProvider):
+    """Stripe as an older release mapped it: a bug in `map` (fixed by the installed provider)."""
+
+    def map(self, event: Any, ctx: Any) -> Any:
+        raise TypeError("a bug fixed in the next release")
+
+
+def _events(cfg: str) -> list[dict[str, Any]]:
+    return sorted(json.loads(hooktrack("events", "--json", "--config", cfg).stdout), key=lambda r: r["id"])
+
+
+def _reprocess(*args: str) -> Any:
+    return CliRunner().invoke(main, ["reprocess", *args])
+
+
+def test_reprocess_maps_a_malformed_event_again_and_dedupes_what_it_makes(
+        tmp_path: Path, receiver: TrackingReceiver) -> None:
+    """A verified delivery the old provider could not map is kept as `malformed_payload`; after
+    the upgrade, `reprocess --malformed` maps it into a Sale through the ingest transaction.
+    Reprocessing it again, or the provider's own retry, is a duplicate: one sale, not two."""
+    cfg = write_config(tmp_path, receiver.url)  # type: ignore[attr-defined]
+    settings = load_settings(cfg)
+    checkout = fixture("stripe", "checkout.session.completed")
+    with TestClient(create_app(settings, registry={"stripe": BuggyStripe}, worker=False)) as old:
+        answer = post_stripe(old, checkout)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "malformed_payload"
+    [kept] = _events(cfg)
+    assert (kept["status"], kept["reason"]) == ("rejected", "malformed_payload")
+
+    fixed = _reprocess("--malformed", "--json", "--config", cfg)  # the installed (real) Stripe provider
+    assert fixed.exit_code == 0, fixed.output
+    result = json.loads(fixed.output)[str(kept["id"])]
+    assert result["status"] == "accepted" and [c["kind"] for c in result["conversions"]] == ["sale"]
+    new_id = result["eventId"]
+    rows = {r["id"]: r for r in _events(cfg)}
+    assert rows[new_id]["status"] == "accepted"
+    assert (rows[kept["id"]]["status"], rows[kept["id"]]["reason"]) == ("rejected", "reprocessed")
+
+    again = _reprocess("--malformed", "--config", cfg)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+    twice = _reprocess(str(new_id), "--json", "--config", cfg)
+    assert twice.exit_code == 0, twice.output
+    assert json.loads(twice.output)[str(new_id)]["status"] == "duplicate"
+    assert json.loads(twice.output)[str(new_id)]["reason"] == "business_key"
+
+    with TestClient(create_app(settings, registry=load_providers(), worker=False)) as upgraded:
+        retry = post_stripe(upgraded, checkout)  # Stripe retries what got a 400
+    assert retry.json()["status"] == "duplicate"
+    stats = json.loads(hooktrack("stats", "--json", "--config", cfg).stdout)
+    assert sum(stats["conversions"]["sale"].values()) == 1, stats["conversions"]
+
+
+def test_reprocess_explains_what_it_cannot_do(tmp_path: Path, receiver: TrackingReceiver) -> None:
+    cfg = write_config(tmp_path, receiver.url)  # type: ignore[attr-defined]
+    with TestClient(create_app(load_settings(cfg), registry=load_providers(), worker=False)) as client:
+        post_stripe(client, fixture("stripe", "customer.created"), secret="whsec_forged")  # no body kept
+    [forged] = _events(cfg)
+    out = _reprocess(str(forged["id"]), "999", "--config", cfg)
+    assert out.exit_code == 0, out.output
+    assert f"#{forged['id']}: skipped (no body kept" in out.output and "#999: skipped (no event" in out.output
+    assert _reprocess("--config", cfg).exit_code == 2
+    assert _reprocess("1", "--malformed", "--config", cfg).exit_code == 2
+    assert _reprocess("1", "--since", "1h", "--config", cfg).exit_code == 2
+
+
+make_flow = flows.make_flow  # the providers' fixture: the real ingest on a SQLite store
+
+
+class BuggyPolar(PolarProvider):
+    def map(self, event: Any, ctx: Any) -> Any:
+        raise KeyError("customer")
+
+
+def test_reprocess_gives_back_the_event_id_a_header_carried(make_flow: Any, tmp_path: Path) -> None:
+    """Polar (Standard Webhooks) names its event by the `webhook-id` header, which is not stored:
+    a map failure keeps the id that parse read, and `reprocess` hands it back, so the event maps
+    under the same delivery id (the dedup key a later retry of it will meet)."""
+    flow = make_flow(BuggyPolar(), [POLAR_SECRET], lambda body: polar_signed(body, msg_id="msg_polar_1"))
+    answer = flow.receive(fixture("polar", "order.paid"))
+    assert answer["error"]["code"] == "malformed_payload"
+    kept = flow.loop.run_until_complete(flow.store.read(lambda tx: tx.all("SELECT id FROM events")))[0][0]
+    settings = config(tmp_path, "http://127.0.0.1:9", store={"url": f"sqlite:///{tmp_path / 'flow0.db'}"},
+                      sources={"polar": {"provider": "polar", "secrets": [POLAR_SECRET]}})
+    report = reprocess(settings, [], malformed=True)
+    result = report.results[kept]
+    assert result["status"] == "accepted", result
+    assert [c["kind"] for c in result["conversions"]] == ["sale"]
+    again = flow.loop.run_until_complete(flow.store.read(
+        lambda tx: tx.all("SELECT dedup_key, status FROM events WHERE id = ?", (result["eventId"],))))
+    assert again == [("msg_polar_1", "accepted")]

@@ -87,3 +87,41 @@ def test_no_secret_signature_key_token_or_email_in_any_log_line(
     replay = next(r for r in records if r["msg"] == "admin replay")
     assert replay["conversion_ids"] == [conv_id]
     assert any(r["msg"].startswith("admin: request without a valid token") for r in records)
+
+
+def _record(msg: str, args: tuple[Any, ...] = (), exc_info: Any = None, **extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("hooktrack.test", logging.ERROR, __file__, 1, msg, args, exc_info)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_a_record_that_cannot_be_formatted_is_still_one_json_line() -> None:
+    """Formatting a log line never raises: a circular `extra`, one nested too deep for JSON, or
+    arguments that do not fit the message give a line naming why (a crash in the formatter
+    once turned a provider's error into a failure of the request)."""
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    formatter = JsonFormatter()
+    for record, error in [(_record("circular", loop=loop), "ValueError"),
+                          (_record("deep", deep=deep), "RecursionError"),
+                          (_record("%d events", ("many",)), "TypeError")]:
+        line = json.loads(formatter.format(record))
+        assert line["level"] == "error" and line["log_error"] == error
+        assert line["msg"] in ("circular", "deep", "%d events")
+
+
+def test_a_recursion_error_with_its_traceback_formats() -> None:
+    def deep(n: int) -> int:
+        return deep(n + 1) + 1
+    try:
+        deep(0)
+    except RecursionError:
+        import sys
+        info = sys.exc_info()
+    line = json.loads(JsonFormatter().format(_record("provider raised", exc_info=info, email="ada@example.com")))
+    assert "RecursionError" in line.get("exc", "") + line.get("exc_class", "")
+    assert line["email"] == "a***@example.com"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -137,7 +138,7 @@ def test_rules_are_read_from_toml_arrays_of_tables(tmp_path: Any) -> None:
         ("minor", 5000, "JPY", 5000),
         ("decimal", "49.00", "USD", 4900),
         ("decimal", "49.99", "usd", 4999),
-        ("decimal", 49.99, "usd", 4999),  # a JSON number: read as the digits that were sent
+        ("decimal", Decimal("49.99"), "usd", 4999),  # a JSON number, read exactly (json_object)
         ("decimal", 49, "usd", 4900),
         ("decimal", "5000", "JPY", 5000),
         ("decimal", "1.234", "KWD", 1234),
@@ -154,13 +155,18 @@ def test_minor_and_decimal_amounts_are_exact(fmt: str, total: Any, currency: str
     ("fmt", "total", "currency"),
     [
         ("minor", "49.00", "usd"),   # decimal text where minor units were promised
-        ("minor", 4900.0, "usd"),
+        ("minor", "4900.0", "usd"),
         ("minor", True, "usd"),
         ("decimal", "49.999", "usd"),  # would have to round
         ("decimal", "12.5", "jpy"),
         ("decimal", "forty-nine", "usd"),
         ("decimal", {"value": 49}, "usd"),
         ("minor", -100, "usd"),
+        ("minor", Decimal("4999.99"), "usd"),  # a fraction of a minor unit
+        ("decimal", 49.99, "usd"),  # a float has already been rounded: never money
+        ("decimal", "\u0664\u0669", "usd"),  # Arabic-Indic digits
+        ("decimal", False, "usd"),
+        ("decimal", "-49.00", "usd"),
     ],
 )
 def test_amounts_that_cannot_be_exact_are_payload_errors(fmt: str, total: Any, currency: str) -> None:
