@@ -75,6 +75,14 @@ PENDING: dict[str, str] = {
     # file -> why it fails today; strict, so each turns into a failure once its fix lands.
 }
 
+SUPERSEDED: dict[str, tuple[str, str]] = {
+    # file -> (EXPECTED.tsv's outcome that SPEC has since changed, what SPEC now asks for).
+    # SPEC §9 maps Lemon Squeezy `subscription_payment_refunded`; EXPECTED.tsv predates it
+    # ("refunds are not tracked"). The body's order is not one this store has a Sale of.
+    "lemonsqueezy/payrails-subscription-payment-refunded.json": ("ignored:event_type_not_tracked",
+                                                                  "ignored:unknown_sale"),
+}
+
 
 def _params() -> list[Any]:
     out = []
@@ -89,7 +97,7 @@ def test_corpus_tables_agree() -> None:
     files = {p.relative_to(CORPUS).as_posix() for p in CORPUS.glob("*/*.json")}
     assert files == set(MANIFEST) == set(EXPECTED)
     assert {row["provider"] for row in MANIFEST.values()} <= set(SECRETS)
-    assert set(PENDING) <= set(EXPECTED)
+    assert set(PENDING) | set(SUPERSEDED) <= set(EXPECTED)
 
 
 @pytest.fixture
@@ -118,7 +126,11 @@ def test_corpus_row(app: TestClient, name: str) -> None:
     response = app.post(f"/webhooks/{provider}", content=body, headers=headers)
     assert response.status_code < 500, response.text
     answer = response.json()
-    outcome, _, detail = expected["outcome"].partition(":")
+    wanted = expected["outcome"]
+    if name in SUPERSEDED:
+        was, wanted = SUPERSEDED[name]
+        assert expected["outcome"] == was, "EXPECTED.tsv changed: drop the SUPERSEDED entry"
+    outcome, _, detail = wanted.partition(":")
 
     if outcome == "rejected":
         assert (response.status_code, answer.get("error", {}).get("code")) == (400, detail), answer
