@@ -142,7 +142,8 @@ class PayPalProvider(SamplesMixin, Provider):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-TIME is not an ISO 8601 time")
         check_freshness(when, ctx.settings.tolerance_s)
         if not cert_url_allowed(values["cert-url"]):
-            raise SignatureError("invalid_signature", "PAYPAL-CERT-URL is not an HTTPS URL of PayPal's certificate hosts")
+            raise SignatureError("invalid_signature",
+                                 "PAYPAL-CERT-URL is not an HTTPS URL of PayPal's certificate hosts")
         try:
             signature = base64.b64decode(values["transmission-sig"], validate=True)
         except (binascii.Error, ValueError):
@@ -168,7 +169,8 @@ class PayPalProvider(SamplesMixin, Provider):
         try:
             cert = x509.load_pem_x509_certificate(self.fetch_certificate(url))
         except Exception as exc:  # network, TLS, HTTP status, not a PEM certificate: PayPal retries
-            raise VerifierUnavailable(f"PayPal's signing certificate could not be fetched ({type(exc).__name__})") from None
+            raise VerifierUnavailable(
+                f"PayPal's signing certificate could not be fetched ({type(exc).__name__})") from None
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise SignatureError("invalid_signature", "PayPal's certificate is not valid now")
         with self._lock:
@@ -203,7 +205,7 @@ class PayPalProvider(SamplesMixin, Provider):
         livemode = None if host not in CERT_HOSTS else host not in _SANDBOX
         occurred = iso_time(data.get("create_time"))
         return ProviderEvent(id=event_id, type=event_type, livemode=livemode, data=data,
-                             **({"occurred_at": occurred} if occurred else {}))
+                             occurred_at=occurred or datetime.now(UTC))
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
         """Captures and sales → Sale; their refunds → Refund; `[]` for other types.

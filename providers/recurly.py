@@ -66,7 +66,7 @@ class RecurlyProvider(SamplesMixin, Provider):
         kind = f"{object_type}.{event_type}"
         occurred = iso_time(data.get("event_time"))
         return ProviderEvent(id=f"{kind}:{object_id}", type=kind, livemode=None, data=data,
-                             **({"occurred_at": occurred} if occurred else {}))
+                             occurred_at=occurred or datetime.now(UTC))
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead]:
         """`account.created` → Lead; `charge_invoice.paid` → `Ignore("amount_not_in_payload")`."""
