@@ -136,7 +136,7 @@ class AppStoreProvider(SamplesMixin, Provider):
         except VerificationException as exc:
             raise SignatureError("invalid_signature", f"App Store JWS refused: {exc.status.name}") from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # cattrs: a payload of another shape
-            raise SignatureError("invalid_signature", f"App Store JWS could not be read ({type(exc).__name__})") from None
+            raise SignatureError("invalid_signature", f"App Store JWS unreadable ({type(exc).__name__})") from None
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The (verified) notification decoded: `notification`, `transaction`, `renewal`.
