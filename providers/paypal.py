@@ -27,7 +27,8 @@ Sales (tax `included`: PayPal amounts are what the buyer paid, with any tax in t
 capture id, payment refs = its order id from `supplementary_data.related_ids.order_id` or the
 `up` link) and `PAYMENT.SALE.COMPLETED` (v1 sale, subscription payments: `amount {total,
 currency}`; `billing_agreement_id` is the subscription). Identity: the merchant's `custom_id`
-(v2) or `custom` (v1) as a client reference. Refunds: `PAYMENT.CAPTURE.REFUNDED` (reverses the
+(v2) or `custom` (v1) as a client reference (`dub_id_<click id>` is a click id, anything else
+the user id). Refunds: `PAYMENT.CAPTURE.REFUNDED` (reverses the
 capture named by the refund's `up` link) and `PAYMENT.SALE.REFUNDED` (`sale_id`). `livemode`:
 False for certificates from the sandbox hosts.
 """
@@ -51,8 +52,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from adapter.attribution import ClientReferenceSettings
 from adapter.errors import Ignore, PayloadError, SignatureError, VerifierUnavailable
 from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.money import to_minor
@@ -74,8 +76,9 @@ _CACHED = 16
 CertificateFetcher = Callable[[str], bytes]
 
 
-class PayPalSettings(BaseModel):
-    """`webhook_id`: the webhook's id in PayPal's developer dashboard (part of what is signed)."""
+class PayPalSettings(ClientReferenceSettings):
+    """`webhook_id`: the webhook's id in PayPal's developer dashboard (part of what is signed);
+    `client_reference_prefix` (default `dub_id_`): a `custom_id` with it is a click id."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

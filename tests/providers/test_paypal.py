@@ -223,6 +223,13 @@ def test_capture_is_a_purchase_with_exact_amount_and_refs() -> None:
     assert sale.external_id == "user_paypal_42"  # custom_id, a client reference without the click prefix
 
 
+def test_a_prefixed_custom_id_is_a_click_id() -> None:
+    event = fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")
+    event["resource"]["custom_id"] = "dub_id_cl_paypal_click"
+    sale = conv(event)
+    assert (sale.click_id, sale.external_id) == ("cl_paypal_click", None)
+
+
 def test_subscription_sale_names_the_billing_agreement() -> None:
     sale = conv(fixture("paypal", "PAYMENT.SALE.COMPLETED"))
     assert isinstance(sale, Sale)
