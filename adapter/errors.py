@@ -3,7 +3,8 @@
     HooktrackError
      ├── ConfigError          bad hooktrack.toml or environment: startup stops with its message
      ├── SignatureError       webhook failed verification: 400 {"error": {"code": ...}}
-     │    └── CredentialsError  source authenticated by credentials (Basic, URL token): 401
+     │    ├── CredentialsError  source authenticated by credentials (Basic, URL token): 401
+     │    └── VerifierUnavailable  what verification needs cannot be had now (PayPal's cert): 503
      ├── PayloadError         signed but unparseable or not the documented shape: 400 malformed_payload
      ├── Ignore               a tracked event type that must not count (unpaid, zero_amount, ...)
      └── StoreUnavailable     the store cannot commit: 503, the provider retries
@@ -21,6 +22,7 @@ __all__ = [
     "PayloadError",
     "SignatureError",
     "StoreUnavailable",
+    "VerifierUnavailable",
 ]
 
 
@@ -53,6 +55,16 @@ class CredentialsError(SignatureError):
     status_code = 401
 
     def __init__(self, message: str, code: str = "invalid_credentials") -> None:
+        super().__init__(code, message)
+
+
+class VerifierUnavailable(SignatureError):
+    """Verification cannot run right now (PayPal's signing certificate cannot be fetched): 503,
+    so the sender retries; nothing is accepted unverified."""
+
+    status_code = 503
+
+    def __init__(self, message: str, code: str = "verifier_unavailable") -> None:
         super().__init__(code, message)
 
 

@@ -1,0 +1,290 @@
+"""PayPal: offline RSA-SHA256 verification with a certificate built here and served on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from starlette.datastructures import Headers
+
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError, VerifierUnavailable
+from adapter.events import Refund, Sale
+from adapter.plugin import Source
+from adapter.testing import ProviderContract, make_source
+from providers.paypal import PayPalProvider
+from tests.conftest import fixture, wait_for
+from tests.providers.flow import mapped, one
+
+WEBHOOK_ID = "8PT597110X687430LKGECATA"
+CERT_URL = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-test0001"
+OTHER_URL = "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-test0002"
+
+
+def _key_and_cert() -> tuple[rsa.RSAPrivateKey, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts.paypal.com")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+KEY, PEM = _key_and_cert()
+OTHER_KEY, OTHER_PEM = _key_and_cert()
+CERTS = {urlsplit(CERT_URL).path: PEM, urlsplit(OTHER_URL).path: OTHER_PEM}
+
+
+class _Certs(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        pem = CERTS.get(self.path)
+        self.send_response(200 if pem else 404)
+        self.end_headers()
+        self.wfile.write(pem or b"not found")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cert_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Certs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class LoopbackFetch:
+    """PayPal's certificate URL answered by the loopback server (same path); counts fetches."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.urls = base, []  # type: ignore[var-annotated]
+
+    def __call__(self, url: str) -> bytes:
+        self.urls.append(url)
+        response = httpx.get(self.base + urlsplit(url).path, timeout=5)
+        response.raise_for_status()
+        return response.content
+
+
+def signed(body: bytes, key: rsa.RSAPrivateKey = KEY, *, cert_url: str = CERT_URL, webhook_id: str = WEBHOOK_ID,
+           when: datetime | None = None, transmission_id: str | None = None) -> dict[str, str]:
+    """PayPal's recipe written out: RSA-SHA256 over `id|time|webhook_id|crc32` (decimal CRC32)."""
+    tid = transmission_id or str(uuid.uuid1())
+    stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = f"{tid}|{stamp}|{webhook_id}|{zlib.crc32(body) & 0xFFFFFFFF:d}".encode()
+    sig = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return {"PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": stamp,
+            "PAYPAL-TRANSMISSION-SIG": base64.b64encode(sig).decode(), "PAYPAL-CERT-URL": cert_url,
+            "PAYPAL-AUTH-ALGO": "SHA256withRSA"}
+
+
+def source(fetch: Any, **settings: Any) -> Source:
+    src = make_source(PayPalProvider(), [], name="paypal", **{"webhook_id": WEBHOOK_ID, **settings})
+    src.provider.fetch_certificate = fetch  # type: ignore[attr-defined]
+    return src
+
+
+def verify(src: Source, body: bytes, headers: dict[str, str]) -> None:
+    src.provider.verify(body, Headers(headers), src.secrets, src.ctx)
+
+
+def refused(src: Source, body: bytes, headers: dict[str, str]) -> SignatureError:
+    with pytest.raises(SignatureError) as caught:
+        verify(src, body, headers)
+    return caught.value
+
+
+BODY = json.dumps(fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")).encode()
+
+
+@pytest.fixture
+def fetch(cert_server: str) -> LoopbackFetch:
+    return LoopbackFetch(cert_server)
+
+
+class TestPayPalContract(ProviderContract):
+    provider_class = PayPalProvider
+    source_settings: ClassVar[dict[str, Any]] = {"webhook_id": WEBHOOK_ID}
+
+    @pytest.fixture(autouse=True)
+    def _serve(self, cert_server: str) -> None:
+        self.base = cert_server
+
+    def source(self, secrets: list[str] | None = None) -> Source:
+        src = super().source(secrets)
+        src.provider.fetch_certificate = LoopbackFetch(self.base)  # type: ignore[attr-defined]
+        return src
+
+    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+        key = KEY if secret == self.secret else OTHER_KEY
+        return signed(body, key, when=datetime.fromtimestamp(timestamp, UTC))
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+def test_genuine_delivery_verifies_and_the_certificate_is_fetched_once(fetch: LoopbackFetch) -> None:
+    src = source(fetch)
+    verify(src, BODY, signed(BODY))
+    verify(src, BODY, signed(BODY))
+    assert fetch.urls == [CERT_URL]
+
+
+def test_the_signed_crc_is_decimal_not_hex(fetch: LoopbackFetch) -> None:
+    tid, stamp = str(uuid.uuid1()), datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    hex_message = f"{tid}|{stamp}|{WEBHOOK_ID}|{zlib.crc32(BODY):08x}".encode()
+    headers = {**signed(BODY, transmission_id=tid, when=datetime.fromisoformat(stamp)),
+               "PAYPAL-TRANSMISSION-SIG": base64.b64encode(
+                   KEY.sign(hex_message, padding.PKCS1v15(), hashes.SHA256())).decode()}
+    assert refused(source(fetch), BODY, headers).code == "invalid_signature"
+
+
+def test_a_certificate_of_another_key_is_refused(fetch: LoopbackFetch) -> None:
+    assert refused(source(fetch), BODY, signed(BODY, cert_url=OTHER_URL)).code == "invalid_signature"
+
+
+def test_another_webhook_id_is_refused(fetch: LoopbackFetch) -> None:
+    assert refused(source(fetch), BODY, signed(BODY, webhook_id="OTHERWEBHOOK1")).code == "invalid_signature"
+
+
+def test_a_forged_body_is_refused(fetch: LoopbackFetch) -> None:
+    forged = BODY.replace(b'"49.99"', b'"99.99"')
+    assert refused(source(fetch), forged, signed(BODY)).code == "invalid_signature"
+
+
+@pytest.mark.parametrize("url", [
+    "http://api.paypal.com/v1/notifications/certs/CERT-1",
+    "https://evil.example/v1/notifications/certs/CERT-1",
+    "https://api.paypal.com.evil.example/v1/notifications/certs/CERT-1",
+    "https://api.paypal.com:8443/v1/notifications/certs/CERT-1",
+    "https://user@api.paypal.com/v1/notifications/certs/CERT-1",
+    "https://api.paypal.com/v1/oauth2/token",
+    "https://127.0.0.1/v1/notifications/certs/CERT-1",
+])
+def test_certificates_come_only_from_paypals_hosts(fetch: LoopbackFetch, url: str) -> None:
+    assert refused(source(fetch), BODY, signed(BODY, cert_url=url)).code == "invalid_signature"
+    assert fetch.urls == []  # refused before any request
+
+
+def test_an_unfetchable_certificate_is_verifier_unavailable(fetch: LoopbackFetch) -> None:
+    missing = "https://api.paypal.com/v1/notifications/certs/CERT-unknown"
+    with pytest.raises(VerifierUnavailable) as caught:
+        verify(source(fetch), BODY, signed(BODY, cert_url=missing))
+    assert caught.value.status_code == 503
+
+
+@pytest.mark.parametrize("offset", [-400, 400])
+def test_transmission_time_outside_the_tolerance_is_stale(fetch: LoopbackFetch, offset: int) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=offset)
+    assert refused(source(fetch), BODY, signed(BODY, when=when)).code == "stale_timestamp"
+
+
+def test_a_transmission_id_replayed_with_another_body_is_refused(fetch: LoopbackFetch) -> None:
+    src, tid = source(fetch), str(uuid.uuid1())
+    verify(src, BODY, signed(BODY, transmission_id=tid))
+    verify(src, BODY, signed(BODY, transmission_id=tid))  # a redelivery: the event-id dedup answers it
+    other = json.dumps(fixture("paypal", "PAYMENT.SALE.COMPLETED")).encode()
+    assert refused(src, other, signed(other, transmission_id=tid)).code == "invalid_signature"
+
+
+def test_webhook_id_is_required(make_client: Any) -> None:
+    with pytest.raises(ConfigError, match="webhook_id"):
+        make_client(sources={"paypal": {"provider": "paypal"}})
+
+
+# -- mapping ------------------------------------------------------------------------------------
+
+
+def conv(event: dict[str, Any], cert_url: str = CERT_URL) -> Any:
+    return one(source(None), event, {"PAYPAL-CERT-URL": cert_url})
+
+
+def test_capture_is_a_purchase_with_exact_amount_and_refs() -> None:
+    sale = conv(fixture("paypal", "PAYMENT.CAPTURE.COMPLETED"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.gross_amount, sale.currency) == ("purchase", 4999, 4999, "usd")
+    assert (sale.invoice_id, sale.payment_refs) == ("42311647XV020574X", ("5O190127TN364715T",))
+    assert sale.external_id == "user_paypal_42"  # custom_id, a client reference without the click prefix
+
+
+def test_a_prefixed_custom_id_is_a_click_id() -> None:
+    event = fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")
+    event["resource"]["custom_id"] = "dub_id_cl_paypal_click"
+    sale = conv(event)
+    assert (sale.click_id, sale.external_id) == ("cl_paypal_click", None)
+
+
+def test_subscription_sale_names_the_billing_agreement() -> None:
+    sale = conv(fixture("paypal", "PAYMENT.SALE.COMPLETED"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.subscription_id) == ("subscription", 1200, "I-BW452GLLEP1G")
+
+
+def test_capture_refund_reverses_the_capture_of_its_up_link() -> None:
+    [refund] = mapped(source(None), fixture("paypal", "PAYMENT.CAPTURE.REFUNDED"))
+    assert isinstance(refund, Refund)
+    assert (refund.reverses, refund.amount, refund.currency, refund.includes_tax) == (
+        ("42311647XV020574X",), 1000, "usd", True)
+    assert refund.refund_id == "1JU08902781691411"
+
+
+@pytest.mark.parametrize(("change", "error"), [({"status": "PENDING"}, Ignore),
+                                               ({"amount": {"value": "10.005", "currency_code": "USD"}}, PayloadError),
+                                               ({"amount": {"value": "0.00", "currency_code": "USD"}}, Ignore)])
+def test_uncountable_captures(change: dict[str, Any], error: type[Exception]) -> None:
+    event = fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")
+    event["resource"].update(change)
+    with pytest.raises(error):
+        conv(event)
+
+
+def test_jpy_amount_is_whole_yen() -> None:
+    event = fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")
+    event["resource"]["amount"] = {"value": "5000", "currency_code": "JPY"}
+    assert conv(event).amount == 5000
+
+
+def test_livemode_from_the_certificate_host_and_untracked_types() -> None:
+    from adapter.ingest import parse_event
+    src = source(None)
+    live = parse_event(src, BODY, Headers({"PAYPAL-CERT-URL": CERT_URL}))
+    sandbox = parse_event(src, BODY, Headers({"PAYPAL-CERT-URL": OTHER_URL}))
+    assert (live.id, live.livemode, sandbox.livemode) == ("WH-58D329510W468432D-8HN650336L201105X", True, False)
+    other = fixture("paypal", "PAYMENT.CAPTURE.COMPLETED")
+    other["event_type"] = "CHECKOUT.ORDER.APPROVED"
+    assert mapped(src, other) == []
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+
+def test_a_capture_reaches_dub_end_to_end_and_an_unfetchable_certificate_is_503(
+        make_client: Any, receiver: Any, fetch: LoopbackFetch) -> None:
+    client = make_client(sources={"paypal": {"provider": "paypal", "webhook_id": WEBHOOK_ID}})
+    client.app.state.sources["paypal"].provider.fetch_certificate = fetch
+    missing = "https://api.paypal.com/v1/notifications/certs/CERT-gone"
+    r = client.post("/webhooks/paypal", content=BODY, headers=signed(BODY, cert_url=missing))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "verifier_unavailable"
+    r = client.post("/webhooks/paypal", content=BODY, headers={**signed(BODY), "Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    again = client.post("/webhooks/paypal", content=BODY, headers=signed(BODY))
+    assert again.json()["status"] == "duplicate"
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["invoiceId"], sale.body["amount"], sale.body["paymentProcessor"]) == (
+        "42311647XV020574X", 4999, "custom")
