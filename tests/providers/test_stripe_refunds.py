@@ -121,3 +121,46 @@ def test_a_subscription_deleted_is_a_recorded_cancellation() -> None:
     with pytest.raises(Ignore) as caught:
         mapped(source(), event("customer.subscription.deleted", {"id": "sub_1", "status": "canceled"}))
     assert caught.value.reason == "cancellation_recorded"
+
+
+# -- end to end: Stripe → hooktrack → the strict Dub stand-in's commissions ----------------------
+
+
+def test_refunds_reach_the_partner_commission_through_the_dub_stand_in(make_client: Any, receiver: Any) -> None:
+    """A paid checkout, then two partial refunds of its charge (Stripe's cumulative
+    `amount_refunded`) and a redelivery: Dub creates the commission a moment after the sale,
+    hooktrack finds it and sets an absolute sale amount each time, from the amount first read."""
+    from tests.conftest import post_stripe, wait_for
+
+    receiver.program = True
+    receiver.commission_delay_s = 0.3
+    client = make_client()
+    checkout = fixture("stripe", "checkout.session.completed")  # $53.90 paid, $4.90 tax
+    intent = checkout["data"]["object"]["payment_intent"]
+    assert post_stripe(client, checkout).json()["status"] == "accepted"
+    refunded = event("charge.refunded", charge(id="ch_ada_1", payment_intent=intent,
+                                               amount=5390, amount_refunded=1078), "evt_refund_1")
+    first = post_stripe(client, refunded).json()
+    assert first["status"] == "accepted", first  # right behind its sale
+
+    def commission() -> Any:
+        [c] = receiver.commissions()
+        return c
+
+    wait_for(lambda: receiver.commissions() and commission().amount == 3920, timeout=15)
+    # 1078 of 5390 gross refunded is a fifth: 4900 net → 3920 remain
+    again = post_stripe(client, refunded)
+    assert again.json()["status"] == "duplicate"
+    second = event("charge.refunded", charge(id="ch_ada_1", payment_intent=intent,
+                                             amount=5390, amount_refunded=2156), "evt_refund_2")
+    assert post_stripe(client, second).json()["status"] == "accepted"
+    # two fifths refunded: 2940 remain of the 4900 first read (not 3920 scaled again: 2352)
+    wait_for(lambda: commission().amount == 2940, timeout=15)
+    more = event("charge.refunded", charge(id="ch_ada_1", payment_intent=intent,
+                                           amount=5390, amount_refunded=5390), "evt_refund_3")
+    assert post_stripe(client, more).json()["status"] == "accepted"
+    wait_for(lambda: commission().status == "refunded", timeout=15)
+    patches = [r for r in receiver.requests if r.kind == "commission" and 200 <= r.status < 300]
+    assert [r.body for r in patches] == [{"saleAmount": 3920, "currency": "usd"},
+                                          {"saleAmount": 2940, "currency": "usd"}, {"status": "refunded"}]
+    assert len(receiver.counted_sales()) == 1
