@@ -3,11 +3,11 @@
 Writes `DIR/hooktrack.toml` (SQLite in DIR, random secrets), starts a local tracking receiver
 and hooktrack on loopback, sends signed sample events — a lead, a one-time purchase, a
 subscription checkout and its first invoice (one Sale), a renewal, a trial, a Paddle and a
-Lemon Squeezy sale, a redelivery and a forged signature — then prints what each became and
-what the receiver got. The demo's tracking API refuses the renewal once (422), so one
-conversion is dead-lettered and can be replayed. The config and database stay behind so
-`hooktrack events --config DIR/hooktrack.toml` can explore them; `--serve` keeps everything
-running for the admin page at /admin/.
+Lemon Squeezy sale, a partial refund of the purchase (its partner commission), a redelivery
+and a forged signature — then prints what each became and what the receiver got. The demo's
+tracking API refuses the renewal once (422), so one conversion is dead-lettered and can be
+replayed. The config and database stay behind so `hooktrack events --config DIR/hooktrack.toml`
+can explore them; `--serve` keeps everything running for the admin page at /admin/.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ SCENARIO: list[tuple[str, str, str, str]] = [
     ("stripe", "customer.subscription.created+trial", "Lead 'Started Trial'", "send"),
     ("paddle", "transaction.completed", "Paddle Sale 'Purchase': string amounts, total - tax", "send"),
     ("lemonsqueezy", "order_created", "Lemon Squeezy Sale 'Purchase': total - tax, in cents", "send"),
+    ("stripe", "charge.refunded", "Refund of $10.78 (tax included) of the $49.00 purchase: the partner "
+     "commission's sale amount becomes $39.20", "send"),
     ("stripe", "checkout.session.completed", "signed with the wrong secret: rejected 400", "forge"),
 ]
 
@@ -118,7 +120,8 @@ def run_demo(directory: str, *, serve: bool = False, port: int = 8000) -> None:
     console = Console()
     if serve:
         _check_port_free(port)
-    receiver = TrackingReceiver(api_key="demo_" + secrets.token_hex(8), respond=refuse_once("Subscription renewal"))
+    receiver = TrackingReceiver(api_key="demo_" + secrets.token_hex(8), respond=refuse_once("Subscription renewal"),
+                                program=True, commission_delay_s=0.5)
     receiver_port = free_port()
     config = write_config(Path(directory), f"http://127.0.0.1:{receiver_port}", receiver.api_key)
     settings = load_settings(config)
@@ -146,7 +149,8 @@ def run_demo(directory: str, *, serve: bool = False, port: int = 8000) -> None:
         events_table(list(reversed(rows)), console, title="what became of each event")
         got = Table("endpoint", "Idempotency-Key", "body", title="what the tracking API received")
         for r in receiver.requests:
-            got.add_row(f"{r.status} /track/{r.kind}", r.headers.get("idempotency-key", ""), _short(r.body))
+            got.add_row(f"{r.status} {_ENDPOINTS.get(r.kind, r.kind)}", r.headers.get("idempotency-key", ""),
+                        _short(r.body))
         console.print(got)
         dead = [c["id"] for ev in rows for c in ev["conversions"] if c["state"] == "dead"]
         console.print(
@@ -215,6 +219,11 @@ def _answer(response: httpx.Response) -> str:
     return f"{response.status_code} {body.get('status')}{reason} event #{body.get('eventId')}"
 
 
+_ENDPOINTS = {"lead": "POST /track/lead", "sale": "POST /track/sale", "commissions": "GET /commissions",
+              "commission": "PATCH /commissions/{id}"}
+
+
 def _short(body: dict[str, Any]) -> str:
-    keep = ("eventName", "customerExternalId", "amount", "currency", "invoiceId", "clickId")
+    keep = ("eventName", "customerExternalId", "amount", "currency", "invoiceId", "clickId", "status",
+            "saleAmount")
     return ", ".join(f"{k}={body[k]}" for k in keep if k in body)

@@ -59,10 +59,11 @@ def test_demo_shows_every_journey_and_leaves_an_explorable_store(tmp_path: Path)
         hooktrack("events", "--json", "--config", str(tmp_path / "demo" / "hooktrack.toml")).stdout
     )
     statuses = sorted(e["status"] for e in events)
-    assert statuses.count("accepted") == 7
+    assert statuses.count("accepted") == 8
     assert statuses.count("duplicate") == 2 and statuses.count("rejected") == 1
     delivered = [c for e in events for c in e["conversions"] if c["state"] == "delivered"]
-    assert {c["event_name"] for c in delivered} == {"Sign up", "Purchase", "Subscription creation", "Started Trial"}
+    assert {c["event_name"] for c in delivered} == {"Sign up", "Purchase", "Subscription creation", "Started Trial",
+                                                "Refund"}
     sold_by = {e["source"] for e in events for c in e["conversions"] if c["kind"] == "sale" and c["state"] == "delivered"}
     assert sold_by == {"stripe", "paddle", "lemonsqueezy"}
     # the demo's tracking API refuses the renewal once, so there is a dead letter to replay
