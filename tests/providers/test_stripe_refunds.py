@@ -9,12 +9,14 @@ list when present, `invoice` before API version 2025-03-31), a Dispute (`amount`
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
 
 from adapter.errors import Ignore
 from adapter.events import PaymentLink, Refund, Sale
+from adapter.receiver import TrackingReceiver, run_in_thread
 from adapter.testing import make_source
 from providers.stripe import StripeProvider
 from tests.conftest import STRIPE_SECRET, fixture
@@ -164,3 +166,52 @@ def test_refunds_reach_the_partner_commission_through_the_dub_stand_in(make_clie
     assert [r.body for r in patches] == [{"saleAmount": 3920, "currency": "usd"},
                                           {"saleAmount": 2940, "currency": "usd"}, {"status": "refunded"}]
     assert len(receiver.counted_sales()) == 1
+
+
+class _SlowOnce(TrackingReceiver):
+    """The stand-in, except that the first PATCH is applied and then answered too late for
+    hooktrack's timeout: the case where a relative change, retried, would apply twice."""
+
+    slow_patches: int = 1
+
+    def update_commission(self, ws: Any, commission_id: str, body: Any) -> dict[str, Any]:
+        answer = super().update_commission(ws, commission_id, body)
+        if self.slow_patches:
+            self.slow_patches -= 1
+            time.sleep(1.5)  # the receiver's own thread: hooktrack gives up after timeout_s
+        return answer
+
+
+def test_two_partial_refunds_leave_2400_of_4900_through_a_redelivery_and_a_timed_out_patch(
+        tmp_path: Any) -> None:
+    """SPEC §9 / issue 13: refunds of 1000, then 2500 in all, of a 4900 sale leave the
+    commission's sale amount at 2400, though Stripe redelivers and the first PATCH times out."""
+    from starlette.testclient import TestClient
+
+    from adapter.app import create_app
+    from adapter.plugin import load_providers
+    from tests.conftest import config, post_stripe, wait_for
+
+    receiver = _SlowOnce(api_key="test_key", program=True, commission_delay_s=0.2)
+    with run_in_thread(receiver.app()) as url:
+        settings = config(tmp_path, url, tracking={"timeout_s": 0.5})
+        with TestClient(create_app(settings, registry=load_providers())) as client:
+            checkout = copy.deepcopy(fixture("stripe", "checkout.session.completed"))
+            session = checkout["data"]["object"]
+            session.update(amount_subtotal=4900, amount_total=4900, total_details={"amount_tax": 0})
+            intent = session["payment_intent"]
+            assert post_stripe(client, checkout).json()["status"] == "accepted"
+
+            def refund(total: int, event_id: str) -> dict[str, Any]:
+                return event("charge.refunded", charge(id="ch_x", payment_intent=intent, amount=4900,
+                                                       amount_refunded=total), event_id)
+
+            assert post_stripe(client, refund(1000, "evt_r1")).json()["status"] == "accepted"
+            assert post_stripe(client, refund(1000, "evt_r1")).json()["status"] == "duplicate"
+            wait_for(lambda: receiver.commissions() and receiver.commissions()[0].amount == 3900, timeout=15)
+            assert post_stripe(client, refund(2500, "evt_r2")).json()["status"] == "accepted"
+            wait_for(lambda: receiver.commissions()[0].amount == 2400, timeout=15)
+            time.sleep(0.5)  # whatever is still retrying has had its chance to apply twice
+            [commission] = receiver.commissions()
+            assert (commission.amount, commission.status) == (2400, "pending")
+            assert receiver.slow_patches == 0  # the timeout did happen
