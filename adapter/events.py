@@ -49,6 +49,8 @@ Text = Annotated[str, Field(min_length=1)]
 601-character name) must not turn a verified webhook into a 400; the destination's `check`
 mends or skips what its API would refuse, with the rule in the journey."""
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+_MAX_STORED = 2**63 - 1
+"""The largest amount a store column holds (a signed 64-bit integer): beyond it, malformed."""
 
 
 class ProviderEvent(BaseModel):
@@ -152,7 +154,7 @@ class Sale(_Hints):
     payment_refs: tuple[Text, ...] = ()
     """Other ids of this payment that a later refund may name it by (a charge, a payment intent,
     an order, a transaction), besides `invoice_id`; remembered when the Sale is stored (SPEC §9)."""
-    gross_amount: StrictInt | None = Field(default=None, ge=0)
+    gross_amount: StrictInt | None = Field(default=None, ge=0, le=_MAX_STORED)
     """The amount including tax, in the same minor units, when the provider gives it: a refund
     whose amount includes tax is scaled by `amount / gross_amount` (SPEC §9)."""
 
@@ -173,7 +175,7 @@ class Refund(BaseModel):
     model_config = _FROZEN
 
     reverses: tuple[Text, ...] = Field(min_length=1)
-    amount: StrictInt | None = Field(default=None, ge=0)
+    amount: StrictInt | None = Field(default=None, ge=0, le=_MAX_STORED)
     currency: Currency | None = None
     cumulative: bool = False
     includes_tax: bool = False
