@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 import stripe
+from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
 from adapter.app import create_app
@@ -21,6 +24,73 @@ FIXTURES = Path(__file__).parent / "fixtures"
 """The tests' own edge-case payloads; the providers' samples are the rest (never copied here)."""
 SAMPLES = Path(__file__).parent.parent / "providers" / "samples"
 STRIPE_SECRET = "whsec_test_secret_0123456789abcdef"
+
+# Hypothesis profiles. `ci` (the default) keeps the README's test command under 5 minutes;
+# `HYPOTHESIS_PROFILE=thorough` runs ten times the examples. Loaded here, before any test
+# module builds its `settings`, because a `settings(...)` takes its defaults when it is made.
+hypothesis_settings.register_profile("ci", max_examples=50, deadline=None)
+hypothesis_settings.register_profile("thorough", max_examples=500, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+SERIAL = "serial"
+"""The xdist group of the `slow` tests (SIGKILLs, server restarts, several processes, a thousand
+sockets): `--dist loadgroup` runs them one after another on one worker, so two of them never
+compete for the cores, while the other worker takes the rest of the suite."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group(SERIAL))
+
+
+def _reliability_tallies() -> tuple[Any, list[str]] | None:
+    """The reliability suites' CASES and NOTES, if this process ran any of them."""
+    sources = sys.modules.get("tests.reliability.sources")
+    return None if sources is None else (sources.CASES, sources.NOTES)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its reliability tallies to the controller (see `pytest_testnodedown`)."""
+    output = getattr(session.config, "workeroutput", None)
+    tallies = _reliability_tallies()
+    if output is not None and tallies is not None:
+        cases, notes = tallies
+        output["hooktrack_cases"] = [[suite, provider, n] for (suite, provider), n in cases.items()]
+        output["hooktrack_notes"] = list(notes)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """The controller adds up what each worker's reliability suites counted."""
+    output = getattr(node, "workeroutput", {})
+    if "hooktrack_cases" not in output:
+        return
+    from tests.reliability.sources import CASES, NOTES
+
+    for suite, provider, n in output["hooktrack_cases"]:
+        CASES[suite, provider] += n
+    NOTES.extend(output["hooktrack_notes"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the Hypothesis cases that ran, per suite and provider, and the suites' notes."""
+    tallies = _reliability_tallies()
+    if tallies is None:
+        return
+    cases, notes = tallies
+    if notes:
+        terminalreporter.section("reliability")
+        for note in notes:
+            terminalreporter.write_line(note)
+    if not cases:
+        return
+    terminalreporter.section("hypothesis cases")
+    for suite in sorted({suite for suite, _ in cases}):
+        per = {p: n for (s, p), n in sorted(cases.items()) if s == suite}
+        detail = ", ".join(f"{p}={n}" for p, n in per.items())
+        terminalreporter.write_line(f"{suite}: {sum(per.values())} ({detail})")
+    terminalreporter.write_line(f"total: {sum(cases.values())} generated cases")
 
 
 @pytest.fixture

@@ -48,8 +48,9 @@ FUZZ = settings(
 )
 """Base Hypothesis settings of the suites; tests set `max_examples` on top."""
 
-EXAMPLES = int(os.environ.get("HOOKTRACK_FUZZ_EXAMPLES", "150"))
-"""Hypothesis examples per provider and property; raise it for a deeper run."""
+EXAMPLES = int(os.environ.get("HOOKTRACK_FUZZ_EXAMPLES", settings.default.max_examples))
+"""Hypothesis examples per provider and property: the profile's (tests/conftest.py: 50 by
+default, 500 with `HYPOTHESIS_PROFILE=thorough`) unless `HOOKTRACK_FUZZ_EXAMPLES` says."""
 
 CASES: Counter[tuple[str, str]] = Counter()
 """(suite, provider) -> number of generated cases that ran."""

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from adapter.cli import main
 from adapter.records import Conversion
 from adapter.render import events_table, journey_view, safe
 from tests.reliability.sources import FUZZ
@@ -74,12 +76,15 @@ def test_events_and_show_print_every_hostile_string_without_an_escape(tmp_path: 
     assert listed.returncode == 0, listed.stderr.decode()
     assert b"\x1b" not in listed.stdout + listed.stderr and b"\x9b" not in listed.stdout
     assert b"[/]" in listed.stdout  # printed as text, not parsed
+    # One process for the list (the real entry point); `events show` in-process through
+    # click, one per string: the same command and output, without a Python start each.
+    runner = CliRunner()
     for event_id in range(1, len(HOSTILE) + 1):
-        shown = _hooktrack("events", "show", str(event_id), "--config", str(config))
-        assert shown.returncode == 0, (event_id, shown.stderr.decode())
-        out = shown.stdout.decode()
+        shown = runner.invoke(main, ["events", "show", str(event_id), "--config", str(config)])
+        assert shown.exit_code == 0, (event_id, shown.output, shown.exception)
+        out = shown.stdout
         assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out, (event_id, out)
-        assert "Traceback" not in shown.stderr.decode()
+        assert "Traceback" not in shown.stderr
     assert "\\x1b[2J" in _hooktrack("events", "show", "9", "--config", str(config)).stdout.decode()
 
 
