@@ -73,6 +73,14 @@ REASONS: dict[str, str] = {
     "cancellation_recorded": "a cancellation is recorded; the tracking API has nothing to send it to.",
     "dispute_not_lost": "a dispute that closed without being lost reverses nothing.",
     "no_payment_link": "the invoice payment names no payment intent or charge to link.",
+    "no_commission": "the tracking API has no partner commission for this sale (the sale had no partner): "
+                     "nothing to reverse.",
+    "no_program": "the workspace has no partner program, so there is no commission to reverse.",
+    "commission_paid": "the partner commission was already paid out (or is in a payout being paid): the "
+                       "tracking API will not change it; settle it with the partner by hand.",
+    "already_refunded": "the partner commission was already marked refunded.",
+    "already_applied": "the partner commission already has the sale amount this refund leaves.",
+    "reprocessed": "this body was mapped again by `hooktrack reprocess`; see the newer event.",
 }
 
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -148,6 +156,9 @@ def _conversions(tx: Tx, event_ids: list[int], destination: Destination | None, 
                 request = destination.render(record)
                 conv["payload"] = request.body or {}
                 conv["idempotency_key"] = request.headers.get("Idempotency-Key", "")
+                conv["request"] = f"{request.method} {request.path}"
+            if record.reverses is not None:
+                conv["reverses"] = record.reverses  # the Sale a Refund reverses (its conversion id)
         out.append(conv)
     return out
 

@@ -91,7 +91,12 @@ def journey_view(ev: dict[str, Any], console: Console | None = None) -> None:
             out.print(f"    why: {safe(conv['reason_text'])}")
         if conv.get("state") == "dead":
             out.print(f"    replay it: [bold]hooktrack replay {conv['id']}[/]")
-        out.print("    sent: " + safe(json.dumps(conv.get("payload", {}), separators=(", ", ": "))), soft_wrap=True)
+        if conv.get("reverses") is not None:
+            out.print(f"    reverses: sale #{conv['reverses']}")
+        sent = json.dumps(conv.get("payload", {}), separators=(", ", ": "))
+        if conv.get("request") and not conv.get("payload"):  # a request without a body (a lookup)
+            sent = conv["request"]
+        out.print("    sent: " + safe(sent), soft_wrap=True)
         for a in conv.get("attempts_log", []):
             status = a["status_code"] if a["status_code"] is not None else a["error"]
             excerpt = f"  {a['response_excerpt']}" if a.get("response_excerpt") else ""

@@ -101,12 +101,12 @@ def test_log_in_filter_open_a_journey_replay_and_see_it_delivered(
     page.click("#login-form button")
 
     # live counts and the chart, from the stats endpoints
-    expect(page.locator('[data-count="accepted"] b')).to_have_text("7")
+    expect(page.locator('[data-count="accepted"] b')).to_have_text("8")
     expect(page.locator('[data-count="rejected"] b')).to_have_text("1")
     expect(page.locator('[data-count="dead"] b')).to_have_text("1")
     expect(page.locator("#chart rect.bar.accepted")).to_have_count(1)
     expect(page.locator("#chart rect.bar.failed")).to_have_count(1)
-    expect(page.locator("#events tr")).to_have_count(10)
+    expect(page.locator("#events tr")).to_have_count(11)
     _keep(page, tmp_path, "admin.png")
 
     # filter: the forged delivery is listed with its reason, its body was never stored
@@ -144,7 +144,7 @@ def test_a_token_link_logs_in_and_leaves_the_address_bar(demo: dict[str, str], p
     from playwright.sync_api import expect
 
     page.goto(f"{demo['url']}/admin/#token={demo['token']}")
-    expect(page.locator('[data-count="accepted"] b')).to_have_text("7")
+    expect(page.locator('[data-count="accepted"] b')).to_have_text("8")
     assert demo["token"] not in page.url
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()

@@ -71,6 +71,13 @@ def test_demo_shows_every_journey_and_leaves_an_explorable_store(tmp_path: Path)
     assert [(c["event_name"], c["reason"]) for c in dead] == [("Subscription renewal", "http_422")]
     shown = hooktrack("events", "show", str(events[-1]["id"]), "--config", str(tmp_path / "demo" / "hooktrack.toml"))
     assert shown.returncode == 0 and "event #" in shown.stdout
+    # the refund's journey: the Sale it reverses and both requests (find the commission, change it)
+    [refund] = [e for e in events if e["event_type"] == "charge.refunded"]
+    sale = next(c["id"] for e in events for c in e["conversions"] if c["event_name"] == "Purchase"
+                and e["source"] == "stripe")
+    shown = hooktrack("events", "show", str(refund["id"]), "--config", str(tmp_path / "demo" / "hooktrack.toml"))
+    assert f"reverses: sale #{sale}" in shown.stdout
+    assert "find_commission:follow" in shown.stdout and "update_commission:delivered" in shown.stdout
 
 
 def test_check_redacts_the_credentials_of_every_url_it_prints(tmp_path: Path) -> None:
