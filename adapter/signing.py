@@ -49,6 +49,8 @@ __all__ = [
     "TimestampedHmac",
     "any_pair_equal",
     "check_freshness",
+    "mac",
+    "mac_matches",
     "message_id",
     "secret_in",
     "secret_keys",
@@ -338,6 +340,18 @@ class StandardWebhooks(Scheme):
 
 def _mac(key: bytes, message: bytes, digest: Digest) -> bytes:
     return hmac.new(key, message, digest).digest()
+
+
+def mac(key: bytes, message: bytes, digest: Digest = "sha256") -> bytes:
+    """The HMAC of `message` under `key`, for a scheme that signs fields inside the payload
+    (Adyen's notification items) and so cannot be declared as a header scheme."""
+    return _mac(key, message, digest)
+
+
+def mac_matches(keys: Iterable[bytes], message: bytes, given: Sequence[bytes], digest: Digest = "sha256") -> bool:
+    """Whether any of `given` is the HMAC of `message` under any of `keys`: every pair compared
+    in constant time (rotation: every configured key is tried)."""
+    return any_pair_equal([_mac(key, message, digest) for key in keys], given)
 
 
 def _sha256(value: str | bytes) -> bytes:

@@ -38,7 +38,6 @@ import base64
 import binascii
 import copy
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -52,7 +51,7 @@ from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.payload import boolean, compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from adapter.signing import any_pair_equal, secret_in
+from adapter.signing import mac, mac_matches, secret_in
 from providers.chargebee import _basic_credentials
 
 __all__ = ["AdyenProvider", "AdyenSettings", "item_signature"]
@@ -97,8 +96,7 @@ def signing_string(item: Mapping[str, Any]) -> str:
 
 def item_signature(item: Mapping[str, Any], hex_key: str) -> str:
     """The base64 `hmacSignature` of one NotificationRequestItem under a hex HMAC key."""
-    mac = hmac.new(binascii.unhexlify(hex_key), signing_string(item).encode(), hashlib.sha256).digest()
-    return base64.b64encode(mac).decode()
+    return base64.b64encode(mac(binascii.unhexlify(hex_key), signing_string(item).encode())).decode()
 
 
 def _items(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -153,8 +151,7 @@ class AdyenProvider(SamplesMixin, Provider):
                 raise SignatureError("invalid_signature",
                                      f"notification item {index}: hmacSignature is not base64") from None
             message = signing_string(item).encode()
-            expected = [hmac.new(key, message, hashlib.sha256).digest() for key in keys]
-            if not any_pair_equal(expected, [given_mac]):
+            if not mac_matches(keys, message, [given_mac]):
                 raise SignatureError("invalid_signature",
                                      f"notification item {index}: no HMAC key matches its hmacSignature; "
                                      "the whole delivery is refused")
