@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from adapter.errors import SignatureError
+from adapter.errors import CredentialsError, SignatureError
 
 __all__ = [
     "BodyHmac",
@@ -48,6 +48,7 @@ __all__ = [
     "StandardWebhooks",
     "TimestampedHmac",
     "any_pair_equal",
+    "basic_credentials",
     "check_freshness",
     "mac",
     "mac_matches",
@@ -430,3 +431,16 @@ def _render(template: str, timestamped: bool, body: bytes, stamp: str) -> bytes:
         out += literal.encode()
         out += body if field == "body" else stamp.encode() if field else b""
     return bytes(out)
+
+
+def basic_credentials(header: str | None) -> bytes:
+    """The `user:password` bytes of an `Authorization: Basic ...` header, or CredentialsError."""
+    if not header:
+        raise CredentialsError("No HTTP Basic credentials (Authorization: Basic ...)")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        raise CredentialsError("Authorization is not HTTP Basic credentials")
+    try:
+        return base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise CredentialsError("HTTP Basic credentials are not valid base64") from None

@@ -51,8 +51,7 @@ from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.payload import boolean, compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from adapter.signing import mac, mac_matches, secret_in
-from providers.chargebee import _basic_credentials
+from adapter.signing import basic_credentials, mac, mac_matches, secret_in
 
 __all__ = ["AdyenProvider", "AdyenSettings", "item_signature"]
 
@@ -131,7 +130,7 @@ class AdyenProvider(SamplesMixin, Provider):
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
         """HTTP Basic credentials first (401), then every item's HMAC under any configured key."""
         settings: AdyenSettings = ctx.options
-        given = _basic_credentials(headers.get("authorization"))
+        given = basic_credentials(headers.get("authorization"))
         if not secret_in(given, [pair.encode() for pair in settings.basic_auth]):
             raise CredentialsError("HTTP Basic credentials do not match the source's basic_auth")
         try:

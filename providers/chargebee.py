@@ -30,7 +30,6 @@ ignored (`api_version_v1`): their content has another shape.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +40,7 @@ from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import boolean, compact, epoch_time, ident, mapping, minor_amount, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from adapter.signing import secret_in
+from adapter.signing import basic_credentials, secret_in
 
 __all__ = ["ChargebeeProvider", "ChargebeeSettings"]
 
@@ -72,19 +71,6 @@ def _cents(obj: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
-def _basic_credentials(header: str | None) -> bytes:
-    """The `user:password` bytes of an `Authorization: Basic ...` header, or CredentialsError."""
-    if not header:
-        raise CredentialsError("No HTTP Basic credentials (Authorization: Basic ...)")
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
-        raise CredentialsError("Authorization is not HTTP Basic credentials")
-    try:
-        return base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise CredentialsError("HTTP Basic credentials are not valid base64") from None
-
-
 class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
@@ -96,7 +82,7 @@ class ChargebeeProvider(SamplesMixin, Provider):
     def verify(self, body: bytes, headers: Headers, secrets: Sequence[str], ctx: SourceContext) -> None:
         """Require one of the source's `basic_auth` pairs; raises `CredentialsError` (401)."""
         settings: ChargebeeSettings = ctx.options
-        given = _basic_credentials(headers.get("authorization"))
+        given = basic_credentials(headers.get("authorization"))
         if not secret_in(given, [pair.encode() for pair in settings.basic_auth]):  # every pair compared
             raise CredentialsError("HTTP Basic credentials do not match the source's basic_auth")
 
