@@ -35,11 +35,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
 
 from adapter.errors import CredentialsError, SignatureError
 
 __all__ = [
+    "BasicAuthPairs",
     "BodyHmac",
     "Digest",
     "Encoding",
@@ -444,3 +447,15 @@ def basic_credentials(header: str | None) -> bytes:
         return base64.b64decode(token.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise CredentialsError("HTTP Basic credentials are not valid base64") from None
+
+
+def _basic_auth_pairs(pairs: list[str]) -> list[str]:
+    for index, pair in enumerate(pairs):
+        user, colon, password = pair.partition(":")
+        if not colon or not user or not password:  # never echo the value: it is a password
+            raise ValueError(f'basic_auth[{index}] must be "user:password" with both parts non-empty')
+    return pairs
+
+
+BasicAuthPairs = Annotated[list[str], Field(min_length=1, repr=False), AfterValidator(_basic_auth_pairs)]
+"""A source's `basic_auth = ["user:password", ...]` (several while rotating), each with both parts."""

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import PlainTextResponse, Response
 
 from adapter.errors import CredentialsError, Ignore, PayloadError, SignatureError
@@ -51,7 +51,7 @@ from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.payload import boolean, compact, ident, integer, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from adapter.signing import basic_credentials, mac, mac_matches, secret_in
+from adapter.signing import BasicAuthPairs, basic_credentials, mac, mac_matches, secret_in
 
 __all__ = ["AdyenProvider", "AdyenSettings", "item_signature"]
 
@@ -63,17 +63,8 @@ class AdyenSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    basic_auth: list[str] = Field(min_length=1, repr=False)
+    basic_auth: BasicAuthPairs
     capture: Literal["auto", "manual"] = "auto"
-
-    @field_validator("basic_auth")
-    @classmethod
-    def _pairs(cls, pairs: list[str]) -> list[str]:
-        for index, pair in enumerate(pairs):
-            user, colon, password = pair.partition(":")
-            if not colon or not user or not password:  # never echo the value: it is a password
-                raise ValueError(f'basic_auth[{index}] must be "user:password" with both parts non-empty')
-        return pairs
 
 
 def _field(value: Any) -> str:

@@ -33,14 +33,14 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from adapter.errors import CredentialsError, Ignore, PayloadError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import boolean, compact, epoch_time, ident, mapping, minor_amount, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from adapter.signing import basic_credentials, secret_in
+from adapter.signing import BasicAuthPairs, basic_credentials, secret_in
 
 __all__ = ["ChargebeeProvider", "ChargebeeSettings"]
 
@@ -52,16 +52,7 @@ class ChargebeeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    basic_auth: list[str] = Field(min_length=1, repr=False)
-
-    @field_validator("basic_auth")
-    @classmethod
-    def _pairs(cls, pairs: list[str]) -> list[str]:
-        for index, pair in enumerate(pairs):
-            user, colon, password = pair.partition(":")
-            if not colon or not user or not password:  # never echo the value: it is a password
-                raise ValueError(f'basic_auth[{index}] must be "user:password" with both parts non-empty')
-        return pairs
+    basic_auth: BasicAuthPairs
 
 
 def _cents(obj: dict[str, Any], key: str, default: int | None = None) -> int:
