@@ -218,6 +218,8 @@ def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:
     except Exception as exc:  # as in parse_event: 400, body kept, counted and logged once
         observe_provider_error(source.name, source.ctx.provider, "map", exc)
         raise PayloadError(f"{event.type} is missing or has invalid fields ({short_error(exc)})") from exc
+    if not out and event.type in source.provider.cancellations:
+        raise Ignore("cancellation_recorded")
     return list(out)
 
 

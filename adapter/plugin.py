@@ -86,6 +86,9 @@ class Provider:
     """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
     settings_model: ClassVar[type[BaseModel] | None] = None
     """Pydantic model of the provider's own source settings; unknown keys are startup errors."""
+    cancellations: ClassVar[frozenset[str]] = frozenset()
+    """Event types that end a subscription: an event of one that `map` turns into nothing is
+    answered `ignored`, `cancellation_recorded` (SPEC §9), so its journey says what it was."""
 
     ctx: SourceContext | None = None
 

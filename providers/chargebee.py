@@ -66,6 +66,7 @@ class ChargebeeProvider(SamplesMixin, Provider):
     """Chargebee: HTTP Basic credentials on the source (401 otherwise); events deduped on `id`."""
 
     name = "chargebee"
+    cancellations = frozenset({"subscription_cancelled"})
     invoice_ids = "account"  # invoice ids are per-site sequence numbers (`123`, or a site-chosen prefix)
     requires_secrets = False
     settings_model = ChargebeeSettings

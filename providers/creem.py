@@ -78,6 +78,7 @@ class CreemProvider(SamplesMixin, Provider):
     """Creem: `creem-signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "creem"
+    cancellations = frozenset({"subscription.canceled", "subscription.expired"})
     scheme = BodyHmac(header="creem-signature")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:

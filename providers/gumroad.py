@@ -94,6 +94,7 @@ class GumroadProvider(SamplesMixin, Provider):
     """Gumroad Ping: `?token=` in the URL (the source's secrets) plus a `seller_id` check."""
 
     name = "gumroad"
+    cancellations = frozenset({"cancellation", "subscription_ended"})
     invoice_ids = "account"  # SPEC §1 names Gumroad: `sale_id` is Gumroad's per-seller sale id, not a global key
     settings_model = GumroadSettings
 

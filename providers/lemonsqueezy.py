@@ -65,6 +65,7 @@ class LemonSqueezyProvider(SamplesMixin, Provider):
     """Lemon Squeezy: `X-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "lemonsqueezy"
+    cancellations = frozenset({"subscription_cancelled", "subscription_expired"})
     scheme = BodyHmac(header="X-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:

@@ -78,6 +78,7 @@ class PaddleProvider(SamplesMixin, Provider):
     """Paddle Billing: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex over `ts:body`."""
 
     name = "paddle"
+    cancellations = frozenset({"subscription.canceled"})
     scheme = TimestampedHmac(header="Paddle-Signature", ts="ts", sig="h1", signed="{ts}:{body}", separator=";")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:

@@ -114,6 +114,7 @@ class PaddleClassicProvider(SamplesMixin, Provider):
     """Paddle Classic: `p_signature`, RSA-SHA1 over the PHP-serialised sorted form fields."""
 
     name = "paddle_classic"
+    cancellations = frozenset({"subscription_cancelled"})
     invoice_ids = "account"  # `order_id` is a numeric order number (`8511230-4399001`) of the vendor
     requires_secrets = False
     settings_model = PaddleClassicSettings

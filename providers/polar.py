@@ -49,6 +49,7 @@ class PolarProvider(SamplesMixin, Provider):
     HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
 
     name = "polar"
+    cancellations = frozenset({"subscription.canceled", "subscription.revoked"})
     scheme = StandardWebhooks(key_encoding="utf8+whsec")
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:

@@ -65,6 +65,7 @@ class RazorpayProvider(SamplesMixin, Provider):
     """Razorpay: `X-Razorpay-Signature`, HMAC-SHA256 hex of the raw body; no timestamp."""
 
     name = "razorpay"
+    cancellations = frozenset({"subscription.cancelled", "subscription.completed"})
     scheme = BodyHmac(header="X-Razorpay-Signature")
 
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:

@@ -186,12 +186,20 @@ def test_amount_that_is_not_an_integer_is_a_400(client: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_payload"
 
 
-@pytest.mark.parametrize("event_type", ["subscription.active", "subscription.canceled", "subscription.update",
-                                        "dispute.created"])
+@pytest.mark.parametrize("event_type", ["subscription.active", "subscription.update", "dispute.created"])
 def test_untracked_event_types_are_ignored(event_type: str) -> None:
     data = fixture("creem", "checkout.completed")
     data["eventType"] = event_type
     assert mapped(source(), data) == []
+
+
+@pytest.mark.parametrize("event_type", ["subscription.canceled", "subscription.expired"])
+def test_cancellations_are_recorded(event_type: str) -> None:
+    data = fixture("creem", "checkout.completed")
+    data["eventType"] = event_type
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), data)
+    assert caught.value.reason == "cancellation_recorded"
 
 
 def test_redelivery_and_dashboard_resend_are_duplicates(make_flow: Any) -> None:

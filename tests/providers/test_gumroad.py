@@ -250,7 +250,9 @@ def test_subscription_pings_without_sale_id_are_keyed_by_subscription_and_time()
                  "cancelled": "true", "cancelled_at": "2024-06-01T08:00:00.000Z", "created_at": "2024-04-10T11:02:17Z"})
     event = src.provider.parse(body, Headers({}))
     assert (event.id, event.type) == ("cancellation:Hq8wE3rT6yU9iO2pA5sD7f==:2024-06-01T08:00:00.000Z", "cancellation")
-    assert map_event(src, event) == []
+    with pytest.raises(Ignore) as caught:  # a subscription's end: recorded on the journey
+        map_event(src, event)
+    assert caught.value.reason == "cancellation_recorded"
 
 
 # -- samples and `hooktrack send` -------------------------------------------------------------------
