@@ -155,7 +155,10 @@ def test_garbled_signature_strings_are_refused(
             assert_refused(response)
 
     case()
-    assert len(garbled_beyond_repair) >= EXAMPLES // 10, "too few cases lost all signature material to be meaningful"
+    # A meaningful run garbles some signature beyond repair; with the default profile's few
+    # examples per provider (a third of them may draw a header that is no signature) at least one.
+    needed = EXAMPLES // 10 if EXAMPLES >= 150 else 1
+    assert len(garbled_beyond_repair) >= needed, "too few cases lost all signature material to be meaningful"
     assert client.get("/healthz").status_code == 200
     time.sleep(0.3)
     counts = store_counts(tmp_path / "hooktrack.db")

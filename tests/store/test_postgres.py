@@ -108,7 +108,9 @@ def test_deadlocked_transaction_is_run_again(pg_store: Harness) -> None:
         return fn
 
     pg_store.concurrently([crosswise("a", 1, 2), crosswise("b", 2, 1)])
-    assert sorted(runs.values()) == [1, 2]  # PostgreSQL aborted one; the store ran it again
+    # PostgreSQL aborted one and the store ran it again (on a loaded machine the other may be
+    # aborted too, once the first has been retried): every transaction committed exactly once.
+    assert 2 in runs.values() and max(runs.values()) <= 3
     assert pg_store.read(lambda tx: tx.all("SELECT n FROM pair ORDER BY id")) == [(2,), (2,)]
 
 
