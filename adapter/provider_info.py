@@ -76,7 +76,10 @@ def source_block(name: str, cls: type[Provider], *, test_secrets: bool) -> tuple
             conf["secrets"] = [_placeholder(name, "webhook_secret")]
         conf.update(_required(name, cls.settings_model))
         return conf, None
-    return conf, _problem(name, cls, conf)
+    problem = _problem(name, cls, conf)
+    if problem:  # show what is still to fill in, as placeholders
+        conf.update({k: v for k, v in _required(name, cls.settings_model).items() if k not in conf})
+    return conf, problem
 
 
 def _problem(name: str, cls: type[Provider], conf: dict[str, Any]) -> str | None:
