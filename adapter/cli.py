@@ -173,12 +173,25 @@ def migrate(config_path: str | None) -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
-def providers(as_json: bool) -> None:
-    """Installed provider plugins, built-in and third-party."""
+@click.option("--test-secrets", is_flag=True,
+              help="With NAME: throwaway secrets the built-in samples are signed with (for `hooktrack send`).")
+@friendly
+def providers(name: str | None, as_json: bool, test_secrets: bool) -> None:
+    """Installed provider plugins; with NAME, what it maps, its settings and a `[sources.NAME]` block."""
     from adapter.plugin import ENTRY_POINT_GROUP, load_providers
 
     loaded = load_providers()
+    if name is not None:
+        if name not in loaded:
+            raise ConfigError(f"no provider {name!r} installed (have: {', '.join(sorted(loaded))})")
+        from adapter.provider_info import describe_provider
+
+        click.echo(describe_provider(name, loaded[name], test_secrets=test_secrets))
+        return
+    if test_secrets:
+        raise ConfigError("--test-secrets needs a provider NAME")
     rows = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         cls = loaded.get(ep.name)

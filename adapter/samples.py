@@ -14,6 +14,7 @@ has no samples.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -75,6 +76,14 @@ class SamplesMixin:
     def sample_query(self, secret: str) -> dict[str, str]:
         """Query parameters a genuine delivery's URL carries (a URL token); none by default."""
         return {}
+
+    def test_source(self) -> dict[str, Any]:
+        """Throwaway source settings (less `provider`) that the built-in samples are signed
+        with, for `hooktrack providers NAME --test-secrets`: by default one fresh `whsec_` +
+        base64 secret (a Standard Webhooks secret, and a plain HMAC key for every other scheme).
+        Raises `NotImplementedError` (with why) when hooktrack cannot sign this provider's
+        webhooks with anything a config can hold."""
+        return {"secrets": ["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()]}
 
 
 def samples_of(provider: object) -> dict[str, bytes]:

@@ -39,6 +39,7 @@ import binascii
 import copy
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -150,6 +151,11 @@ class AdyenProvider(SamplesMixin, Provider):
         """The `Authorization` header Adyen sends (the item HMACs are in the body: `sign_sample`)."""
         settings: AdyenSettings = ctx.options
         return {"Authorization": "Basic " + base64.b64encode(settings.basic_auth[0].encode()).decode()}
+
+    def test_source(self) -> dict[str, Any]:
+        """A fresh hex HMAC key (as the Customer Area generates) and HTTP Basic credentials."""
+        return {"secrets": [secrets.token_hex(32).upper()],
+                "basic_auth": [f"hooktrack:{secrets.token_urlsafe(18)}"]}
 
     def sign_sample(self, body: bytes, secret: str) -> bytes:
         """Every item's `additionalData.hmacSignature` computed under the hex key `secret`."""

@@ -193,6 +193,14 @@ class AppStoreProvider(SamplesMixin, Provider):
             metadata=details, **hints,
         )]
 
+    def test_source(self) -> dict[str, Any]:
+        """None: no throwaway secret makes the samples verify (see the message)."""
+        raise NotImplementedError(
+            "the App Store signs with Apple's private keys (a JWS whose x5c chain must end at the source's "
+            "`root_certificates`), so hooktrack cannot sign App Store samples; send a test "
+            "notification from App Store Connect (or the App Store Server API's "
+            "requestTestNotification) instead")
+
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
         """Samples are decoded notifications (`hooktrack` cannot sign as Apple): new UUID and dates."""
         data["notificationUUID"] = f"{str(data.get('notificationUUID', ''))[:24]}{unique[:12]:0>12}"

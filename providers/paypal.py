@@ -195,6 +195,13 @@ class PayPalProvider(SamplesMixin, Provider):
 
     # -- parse and map -------------------------------------------------------------------
 
+    def test_source(self) -> dict[str, Any]:
+        """None: no throwaway secret makes the samples verify (see the message)."""
+        raise NotImplementedError(
+            "PayPal signs with its own private key, whose certificate hooktrack fetches only from PayPal's "
+            "hosts, so hooktrack cannot sign PayPal samples; use the developer dashboard's "
+            "webhook simulator or a sandbox payment instead")
+
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by its `id` (`WH-...`), typed by `event_type`, timed by `create_time`.
 
