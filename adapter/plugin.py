@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from adapter.errors import PayloadError
 from adapter.events import Mapped, ProviderEvent
-from adapter.payload import json_object
+from adapter.payload import iso_time, json_object, text
 from adapter.settings import Settings, SourceSettings
-from adapter.signing import Scheme
+from adapter.signing import Scheme, message_id
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -36,6 +37,7 @@ __all__ = [
     "Provider",
     "Source",
     "SourceContext",
+    "StandardWebhooksEnvelope",
     "build_sources",
     "load_providers",
 ]
@@ -240,3 +242,33 @@ def build_sources(settings: Settings, registry: Mapping[str, type[Provider]]) ->
             raise ConfigError(f"sources.{name}.secrets: {exc}") from None
         sources[name] = Source(name=name, provider=provider, ctx=ctx, secrets=tuple(conf.secrets))
     return sources
+
+
+class StandardWebhooksEnvelope:
+    """`parse` and `sample_headers` of a Standard Webhooks sender whose body is the envelope
+    `{"type": ..., "timestamp": <ISO 8601>, "data": {...}}` (Polar, Whop, Dodo): the delivery id
+    is the `webhook-id` header, the type and time come from the body. `label` names the sender
+    in the errors. Mix in before `Provider`."""
+
+    label: ClassVar[str] = "Standard Webhooks"
+
+    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
+        """The `webhook-id` `sign` uses, so a sample parses on its own (tests, tooling)."""
+        return {"webhook-id": message_id(body)}
+
+    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
+        """The event by its `webhook-id` header, typed and timed by the body.
+
+        Raises `PayloadError` without a `webhook-id`, a string `type`, an ISO 8601 `timestamp`
+        or a `data` object.
+        """
+        data = json_object(body)
+        msg_id, event_type = text(headers.get("webhook-id")), text(data.get("type"))
+        if msg_id is None:
+            raise PayloadError(f"{self.label} webhook without a webhook-id header")
+        if event_type is None or not isinstance(data.get("data"), dict):
+            raise PayloadError(f"{self.label} event without string `type` and a `data` object")
+        occurred = iso_time(data.get("timestamp"))
+        if occurred is None:
+            raise PayloadError(f"{self.label} event without an ISO 8601 `timestamp`")
+        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)

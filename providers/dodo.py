@@ -22,17 +22,18 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Refund, Sale
 from adapter.money import normalize_currency
 from adapter.payload import compact, integer, iso_time, mapping, text
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Provider, SourceContext, StandardWebhooksEnvelope
 from adapter.samples import SamplesMixin
-from adapter.signing import StandardWebhooks, message_id
+from adapter.signing import StandardWebhooks
 
 __all__ = ["DodoProvider"]
 
 
-class DodoProvider(SamplesMixin, Provider):
+class DodoProvider(StandardWebhooksEnvelope, SamplesMixin, Provider):
     """Dodo Payments: Standard Webhooks (`whsec_` base64 secret)."""
 
     name = "dodo"
+    label = "Dodo"
     scheme = StandardWebhooks(key_encoding="whsec")
     tax = "excluded"  # `tax` is reported and taken off `total_amount`
 
@@ -43,20 +44,7 @@ class DodoProvider(SamplesMixin, Provider):
             if text(obj.get(key)) and (key == "refund_id" or "refund_id" not in obj):
                 obj[key] = f"{obj[key]}{unique}"
 
-    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        return {"webhook-id": message_id(body)}
 
-    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
-        data = self.json_body(body)
-        msg_id, event_type = text(headers.get("webhook-id")), text(data.get("type"))
-        if msg_id is None:
-            raise PayloadError("Dodo webhook without a webhook-id header")
-        if event_type is None or not isinstance(data.get("data"), dict):
-            raise PayloadError("Dodo event without string `type` and a `data` object")
-        occurred = iso_time(data.get("timestamp"))
-        if occurred is None:
-            raise PayloadError("Dodo event without an ISO 8601 `timestamp`")
-        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale | Refund]:
         """`payment.succeeded` → Sale, `refund.succeeded` → Refund, `[]` otherwise; raises

@@ -30,9 +30,9 @@ from typing import Any
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.payload import compact, integer, iso_time, mapping, text
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Provider, SourceContext, StandardWebhooksEnvelope
 from adapter.samples import SamplesMixin
-from adapter.signing import StandardWebhooks, message_id
+from adapter.signing import StandardWebhooks
 
 __all__ = ["PolarProvider"]
 
@@ -44,11 +44,12 @@ _KINDS: dict[str, SaleKind] = {
 }
 
 
-class PolarProvider(SamplesMixin, Provider):
+class PolarProvider(StandardWebhooksEnvelope, SamplesMixin, Provider):
     """Polar: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`),
     HMAC key = the secret string's UTF-8 bytes (and the decoded bytes of a `whsec_` secret)."""
 
     name = "polar"
+    label = "Polar"
     cancellations = frozenset({"subscription.canceled", "subscription.revoked"})
     scheme = StandardWebhooks(key_encoding="utf8+whsec")
 
@@ -56,26 +57,7 @@ class PolarProvider(SamplesMixin, Provider):
         # The webhook-id is derived from the body, so a new `timestamp` is a new message.
         data["timestamp"] = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
 
-    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        """The `webhook-id` `sign` uses, so a sample parses on its own (tests, tooling)."""
-        return {"webhook-id": message_id(body)}
 
-    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
-        """The event by its `webhook-id` header, typed and timed by the body.
-
-        Raises `PayloadError` without a `webhook-id`, `type`, `timestamp` or `data` object.
-        """
-        data = self.json_body(body)
-        msg_id = text(headers.get("webhook-id"))
-        event_type = text(data.get("type"))
-        if msg_id is None:
-            raise PayloadError("Polar webhook without a webhook-id header")
-        if event_type is None or not isinstance(data.get("data"), dict):
-            raise PayloadError("Polar event without string `type` and a `data` object")
-        occurred = iso_time(data.get("timestamp"))
-        if occurred is None:
-            raise PayloadError("Polar event without an ISO 8601 `timestamp`")
-        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
         """`order.paid` → Sale, `order.refunded` → cumulative Refund, `customer.created` → Lead,

@@ -24,9 +24,9 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Lead, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import exponent, normalize_currency
 from adapter.payload import compact, iso_time, mapping, text
-from adapter.plugin import Headers, Provider, SourceContext
+from adapter.plugin import Provider, SourceContext, StandardWebhooksEnvelope
 from adapter.samples import SamplesMixin
-from adapter.signing import StandardWebhooks, message_id
+from adapter.signing import StandardWebhooks
 
 __all__ = ["WhopProvider"]
 
@@ -34,10 +34,11 @@ _KINDS: dict[str, SaleKind] = {"one_time": "purchase", "manual": "purchase",
                                "subscription_update": "subscription_update"}
 
 
-class WhopProvider(SamplesMixin, Provider):
+class WhopProvider(StandardWebhooksEnvelope, SamplesMixin, Provider):
     """Whop: Standard Webhooks, HMAC key = the secret string's UTF-8 bytes."""
 
     name = "whop"
+    label = "Whop"
     scheme = StandardWebhooks(key_encoding="utf8")
     tax = "excluded"  # `tax_amount` is reported and taken off `total`
 
@@ -47,20 +48,7 @@ class WhopProvider(SamplesMixin, Provider):
         if text(obj.get("id")):
             obj["id"] = f"{obj['id']}_{unique}"
 
-    def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        return {"webhook-id": message_id(body)}
 
-    def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
-        data = self.json_body(body)
-        msg_id, event_type = text(headers.get("webhook-id")), text(data.get("type"))
-        if msg_id is None:
-            raise PayloadError("Whop webhook without a webhook-id header")
-        if event_type is None or not isinstance(data.get("data"), dict):
-            raise PayloadError("Whop event without string `type` and a `data` object")
-        occurred = iso_time(data.get("timestamp"))
-        if occurred is None:
-            raise PayloadError("Whop event without an ISO 8601 `timestamp`")
-        return ProviderEvent(id=msg_id, type=event_type, occurred_at=occurred, livemode=None, data=data)
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Lead | Sale | Refund]:
         """`payment.succeeded` → Sale, trialing `membership.activated` → Lead, succeeded
