@@ -118,19 +118,6 @@ class Tx(Reports):
             (conversion_id, source, key),
         )
 
-    def first_invoice_of(self, source: str, subscription_id: str, invoice_id: str, now: int) -> str:
-        """The first paid invoice stored for a subscription, recording `invoice_id` if none."""
-        self.execute(
-            "INSERT INTO subscriptions (source, subscription_id, first_invoice_id, created_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (source, subscription_id) DO NOTHING",
-            (source, subscription_id, invoice_id, now),
-        )
-        row = self.one(
-            "SELECT first_invoice_id FROM subscriptions WHERE source = ? AND subscription_id = ?",
-            (source, subscription_id),
-        )
-        return str(row[0])
-
     def subscription_first(self, source: str, subscription_id: str) -> str | None:
         """The first paid invoice recorded for a subscription; `""` when only its trial is known
         (`remember_trial`), None when hooktrack has seen nothing of it."""

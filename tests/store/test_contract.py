@@ -177,10 +177,14 @@ def test_checkout_and_first_invoice_arriving_together_are_one_sale(store: Harnes
 
 
 def test_first_paid_invoice_of_a_subscription_is_recorded_once(store: Harness) -> None:
-    firsts = store.concurrently([
-        (lambda inv: lambda tx: tx.first_invoice_of("s", "sub_1", inv, NOW))(f"in_{i}") for i in range(8)
-    ])
-    assert len(set(firsts)) == 1
+    def first(inv: str) -> Any:
+        def fn(tx: Any) -> str | None:
+            tx.record_first_invoice("s", "sub_1", inv, NOW)
+            return tx.subscription_first("s", "sub_1")
+        return fn
+
+    firsts = store.concurrently([first(f"in_{i}") for i in range(8)])
+    assert len(set(firsts)) == 1 and firsts[0] in {f"in_{i}" for i in range(8)}
 
 
 # -- identity memory --------------------------------------------------------------------
@@ -442,7 +446,7 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     _age(store, [events[c] for c in (delivered, skipped, unattributed, pending, dead)], old)
     bare = [store.tx(lambda tx: tx.insert_event(event_row(None, old, "duplicate"))) for _ in range(5)]
     store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", old))
-    store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_old", old))
+    store.tx(lambda tx: tx.record_first_invoice("s", "sub_old", "in_old", old))
     store.tx(lambda tx: tx.remember("s", "customer", "cus_old", Identity("user_old", True, None, None, None), old))
 
     pruned = store.run(Retention(store.store, 30, batch=2, pause_s=0).run_once(NOW))
@@ -457,7 +461,7 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     attempts = store.read(lambda tx: tx.all("SELECT conversion_id FROM attempts"))
     assert [r[0] for r in attempts] == [dead]
     assert store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", NOW)) == 0  # still a duplicate
-    assert store.tx(lambda tx: tx.first_invoice_of("s", "sub_old", "in_new", NOW)) == "in_old"
+    assert store.tx(lambda tx: tx.subscription_first("s", "sub_old")) == "in_old"
     assert store.read(lambda tx: tx.identity("s", "customer", "cus_old")).external_id == "user_old"  # type: ignore[union-attr]
 
 

@@ -371,7 +371,7 @@ def test_dedup_and_identity_memory_survive_the_upgrade(upgraded: tuple[Harness, 
     assert harness.read(lambda tx: tx.one("SELECT count(*) FROM conversions"))[0] == len(written.conversions)
     memory = harness.read(lambda tx: tx.identity("stripe", "customer", "cus_PAYMENT01"))
     assert memory is not None and (memory.external_id, memory.click_id) == ("user_42", "cl_click_pay")
-    assert harness.tx(lambda tx: tx.first_invoice_of("stripe", "sub_1GRACE", "in_other", LATER)) == "in_1SUBFIRST"
+    assert harness.tx(lambda tx: tx.subscription_first("stripe", "sub_1GRACE")) == "in_1SUBFIRST"
     # The filled-in record still renders and sends (the fill read the upgraded record).
     (claimed,) = [c for c in harness.tx(lambda tx: tx.claim("dub", "w", LATER, 60_000, 10))
                   if c.conversion_id == written.conversions["pending"]]
