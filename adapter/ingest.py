@@ -27,7 +27,7 @@ from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.text import body_text
 
-__all__ = ["Ingestor", "Outcome", "checked", "map_event", "now_ms", "parse_event", "parse_events"]
+__all__ = ["Ingestor", "Outcome", "checked", "map_event", "mapped_or_ignored", "now_ms", "parse_event", "parse_events"]
 
 log = logging.getLogger("hooktrack.ingest")
 
@@ -114,17 +114,12 @@ class Ingestor:
 
     async def _one(self, source: Source, body: bytes, received: int, event: ProviderEvent) -> Outcome:
         """Map and store one verified event of a delivery."""
-        trial_of: str | None = None
         try:
-            conversions, ignored = map_event(source, event), None
-        except Ignore as exc:
-            conversions, ignored, trial_of = [], exc.reason, exc.trial_of
+            conversions, ignored, trial_of = mapped_or_ignored(source, event)
         except PayloadError as exc:
             err = SignatureError("malformed_payload", str(exc))
             await self._reject(source, received, err.code, body, event)
             return Outcome("rejected", reason=err.code, error=err, http_status=400, provider_event_id=event.id)
-        if ignored is None and not conversions:
-            ignored = "event_type_not_tracked"
         apply = _Apply(source, event, body, received, conversions, ignored, self, trial_of)
         outcome = await self.store.transact(apply)
         outcome.provider_event_id = event.id
@@ -221,6 +216,17 @@ def map_event(source: Source, event: ProviderEvent) -> list[Mapped]:
     if not out and event.type in source.provider.cancellations:
         raise Ignore("cancellation_recorded")
     return list(out)
+
+
+def mapped_or_ignored(source: Source, event: ProviderEvent) -> tuple[list[Mapped], str | None, str | None]:
+    """`map_event` as the ingest stores it: the conversions, or why the event counts nothing
+    (`Ignore`'s reason, or `event_type_not_tracked` for nothing mapped), and the subscription an
+    ignored trial invoice belongs to. Raises `PayloadError`."""
+    try:
+        conversions = map_event(source, event)
+    except Ignore as exc:
+        return [], exc.reason, exc.trial_of
+    return conversions, None if conversions else "event_type_not_tracked", None
 
 
 class _Apply:

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from starlette.datastructures import Headers
 
 from adapter.destinations import build_destination
-from adapter.errors import Ignore, PayloadError
-from adapter.ingest import Ingestor, _Apply, map_event, now_ms, parse_event
+from adapter.errors import PayloadError
+from adapter.ingest import Ingestor, _Apply, mapped_or_ignored, now_ms, parse_event
 from adapter.journal import dead_conversion_ids, requeue
 from adapter.plugin import Provider, Source, build_sources, load_providers
 from adapter.samples import SamplesMixin, samples_of
@@ -232,15 +232,9 @@ async def _again(ingestor: Ingestor, sources: Mapping[str, Source], row: Any) ->
     received = now_ms()
     try:
         event = parse_event(source, body, Headers(_known_headers(provider_event_id, event_type, received_at)))
-        trial_of: str | None = None
-        try:
-            conversions, ignored = map_event(source, event), None
-        except Ignore as exc:
-            conversions, ignored, trial_of = [], exc.reason, exc.trial_of
+        conversions, ignored, trial_of = mapped_or_ignored(source, event)
     except PayloadError as exc:
         return {"status": "rejected", "reason": "malformed_payload", "message": str(exc)[:300]}
-    if ignored is None and not conversions:
-        ignored = "event_type_not_tracked"
     apply = _Apply(source, event, body, received, conversions, ignored, ingestor, trial_of)
     if dedup_key is not None:
         # The stored event holds its delivery's dedup key: map it again as a new row, and let the
