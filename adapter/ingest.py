@@ -7,6 +7,7 @@ transaction whose commit is durable before the answer is sent (SPEC §3).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -91,7 +92,10 @@ class Ingestor:
         received = now_ms()
         ctx = source.ctx if not query else _with_query(source, query)
         try:
-            source.provider.verify(body, headers, source.secrets, ctx)
+            if source.provider.verify_may_block:  # a certificate fetch must not stall other webhooks
+                await asyncio.to_thread(source.provider.verify, body, headers, source.secrets, ctx)
+            else:
+                source.provider.verify(body, headers, source.secrets, ctx)
         except SignatureError as exc:
             await self._reject(source, received, exc.code, None)
             return Outcome("rejected", reason=exc.code, error=exc, http_status=exc.status_code)

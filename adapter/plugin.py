@@ -88,6 +88,9 @@ class Provider:
     """False for sources authenticated by other settings (HTTP Basic credentials, ...)."""
     settings_model: ClassVar[type[BaseModel] | None] = None
     """Pydantic model of the provider's own source settings; unknown keys are startup errors."""
+    verify_may_block: ClassVar[bool] = False
+    """True when `verify` may wait on I/O (PayPal fetches its certificate on a cache miss): the
+    core then runs it in a worker thread, so one slow fetch does not hold up other webhooks."""
     cancellations: ClassVar[frozenset[str]] = frozenset()
     """Event types that end a subscription: an event of one that `map` turns into nothing is
     answered `ignored`, `cancellation_recorded` (SPEC §9), so its journey says what it was."""

@@ -119,6 +119,7 @@ class PayPalProvider(SamplesMixin, Provider):
 
     name = "paypal"
     requires_secrets = False
+    verify_may_block = True  # the certificate fetch on a cache miss (up to its timeout)
     settings_model = PayPalSettings
     tax: ClassVar[str] = "included"
 

@@ -288,3 +288,32 @@ def test_a_capture_reaches_dub_end_to_end_and_an_unfetchable_certificate_is_503(
     [sale] = wait_for(receiver.delivered)
     assert (sale.body["invoiceId"], sale.body["amount"], sale.body["paymentProcessor"]) == (
         "42311647XV020574X", 4999, "custom")
+
+
+def test_a_slow_certificate_fetch_does_not_hold_up_other_webhooks(
+        make_client: Any, fetch: LoopbackFetch) -> None:
+    """The fetch on a cache miss runs off the event loop: a Stripe webhook arriving meanwhile
+    is answered at once, not after PayPal's certificate host answers."""
+    import threading
+    import time
+
+    from tests.conftest import post_stripe
+
+    def slow(url: str) -> Any:
+        time.sleep(1.5)
+        return fetch(url)
+
+    client = make_client(sources={"paypal": {"provider": "paypal", "webhook_id": WEBHOOK_ID},
+                                  "stripe": {"provider": "stripe", "secrets": ["whsec_test_secret_0123456789abcdef"]}})
+    client.app.state.sources["paypal"].provider.fetch_certificate = slow
+    answers: list[int] = []
+    paypal = threading.Thread(target=lambda: answers.append(
+        client.post("/webhooks/paypal", content=BODY, headers=signed(BODY)).status_code))
+    paypal.start()
+    time.sleep(0.3)  # PayPal's verify is now waiting on the certificate
+    started = time.monotonic()
+    r = post_stripe(client, fixture("stripe", "customer.created"))
+    took = time.monotonic() - started
+    paypal.join()
+    assert r.status_code == 200 and answers == [200]
+    assert took < 1.0, f"the Stripe webhook waited {took:.2f}s behind PayPal's certificate fetch"
