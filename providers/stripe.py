@@ -63,6 +63,7 @@ class StripeProvider(SamplesMixin, Provider):
     """Stripe: `Stripe-Signature: t=..,v1=..`, HMAC-SHA256 hex over `t.body`."""
 
     name = "stripe"
+    cancellations = frozenset({"customer.subscription.deleted"})
     settings_model = StripeSettings
     scheme = TimestampedHmac(header="Stripe-Signature", ts="t", sig="v1", signed="{ts}.{body}")
 
@@ -98,8 +99,6 @@ class StripeProvider(SamplesMixin, Provider):
             return [self._chargeback(event.type, obj)]
         if event.type == "invoice_payment.paid":
             return [self._payment_link(obj)]
-        if event.type == "customer.subscription.deleted":
-            raise Ignore("cancellation_recorded")
         if event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
             return [self._checkout_sale(obj)]
         if event.type == "invoice.paid":
