@@ -47,6 +47,24 @@ def _read_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Switch to WAL, waiting out other connections that are switching too.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked"
+    at once, without its busy handler, when two connections that both read the file race for
+    it (replicas starting together on a store written in rollback mode). Retry until the
+    store's lock timeout instead of failing a start that only had to wait.
+    """
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     """`Store` on one SQLite file (`sqlite:///path`)."""
 
@@ -66,7 +84,7 @@ class SQLiteStore:
         conn = sqlite3.connect(
             self.path, timeout=self.lock_timeout_s, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn, time.monotonic() + self.lock_timeout_s)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         return conn
