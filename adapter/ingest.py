@@ -450,12 +450,12 @@ def _resolve(tx: Tx, source: str, conv: Lead | Sale, now: int) -> Identity:
         and (not email or (memory.email or "").strip().lower() == email)
     )
     if not unchanged:
-        if conv.provider_customer_id:
-            tx.remember(source, "customer", conv.provider_customer_id, ident, now)
+        keys = [("customer", conv.provider_customer_id)] if conv.provider_customer_id else []
         if email:
-            tx.remember(source, "email", email, ident, now)
+            keys.append(("email", email))
         if phone:
-            tx.remember(source, "phone", phone, ident, now)
+            keys.append(("phone", phone))
+        tx.remember(source, keys, ident, now)
     return ident
 
 

@@ -9,7 +9,7 @@ here, not beside the SQL, so that callers depend on the core and not on a storag
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
 __all__ = ["Attempt", "Claimed", "Conversion", "ConversionKind", "DestinationState", "Identity", "Settlement"]
@@ -74,8 +74,12 @@ class Conversion:
     def to_json(self) -> str:
         """Compact JSON of the fields that differ from their defaults, as the store keeps it
         (so `amount` 0, `livemode` False and `invoice_unique` False survive the round trip)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if not _is_default(f, getattr(self, f.name))}
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        data = {}
+        for name, default in _defaults(type(self)):
+            value = getattr(self, name)
+            if default is _REQUIRED or type(value) is not type(default) or value != default:
+                data[name] = value
+        return _COMPACT.encode(data)
 
     @classmethod
     def from_json(cls, text: str) -> Conversion:
@@ -89,15 +93,27 @@ class Conversion:
         return replace(self, **changes)
 
 
-def _is_default(f: Field[Any], value: Any) -> bool:
-    """True when `value` is the field's default (`0` is not the default `False`)."""
-    if callable(f.default_factory):
-        default = f.default_factory()
-    elif f.default is not MISSING:
-        default = f.default
-    else:
-        return False
-    return type(value) is type(default) and bool(value == default)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_REQUIRED = object()
+_DEFAULTS: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _defaults(cls: type) -> list[tuple[str, Any]]:
+    """`(field name, default)` of a dataclass, `_REQUIRED` for a field without one; worked
+    out once per class (a field's value is left out of the JSON when it is its default of the
+    same type: `0` is not the default `False`)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        found = []
+        for f in fields(cls):
+            if callable(f.default_factory):
+                found.append((f.name, f.default_factory()))
+            elif f.default is not MISSING:
+                found.append((f.name, f.default))
+            else:
+                found.append((f.name, _REQUIRED))
+        _DEFAULTS[cls] = found
+    return found
 
 
 @dataclass(frozen=True)

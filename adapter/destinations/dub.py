@@ -43,6 +43,8 @@ EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)([A-Z0-9_'+\-\.]*)[A-Z0-9_+-]@([A-Z0-9][A-
 
 def utf16_len(text: str) -> int:
     """A string's length as JavaScript counts it (UTF-16 code units), as the API's limits do."""
+    if text.isascii():  # the common case, without encoding a copy
+        return len(text)
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
@@ -69,6 +71,8 @@ def dub_amount(amount: int, currency: str) -> tuple[int, str | None]:
     (half to even): KWD 15005 fils → (1500, "15.005")."""
     iso = exponent(currency)
     dub = 0 if currency in DUB_ZERO_DECIMAL else 2
+    if iso == dub:  # most currencies (USD, EUR, JPY): Dub's unit is the ISO minor unit
+        return amount, None
     scaled = Decimal(amount).scaleb(dub - iso)
     whole = scaled.to_integral_value(rounding=ROUND_HALF_EVEN)
     if whole == scaled:

@@ -154,12 +154,19 @@ class Tx(Reports):
         )
         return Identity(row[0], bool(row[1]), row[2], row[3], row[4]) if row else None
 
-    def remember(self, source: str, key_kind: str, key: str, ident: Identity, now: int) -> None:
-        """Upsert memory: an explicit external id replaces a fallback one, never the reverse;
-        other fields keep their newest known value."""
+    def remember(self, source: str, keys: Sequence[tuple[str, str]], ident: Identity, now: int) -> None:
+        """Upsert memory under each `(key_kind, key)`, in one statement: an explicit external id
+        replaces a fallback one, never the reverse; other fields keep their newest known value."""
+        if not keys:
+            return
+        values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in keys)
+        params: list[Any] = []
+        for key_kind, key in keys:
+            params += (source, key_kind, key, ident.external_id, ident.explicit, ident.click_id, ident.email,
+                       ident.name, now)
         self.execute(
             "INSERT INTO identities (source, key_kind, key, external_id, explicit, click_id, email, name,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f" updated_at) VALUES {values} "
             "ON CONFLICT (source, key_kind, key) DO UPDATE SET "
             "external_id = CASE WHEN identities.explicit AND NOT excluded.explicit "
             "  THEN identities.external_id ELSE COALESCE(excluded.external_id, identities.external_id) END, "
@@ -168,8 +175,7 @@ class Tx(Reports):
             "email = COALESCE(excluded.email, identities.email), "
             "name = COALESCE(excluded.name, identities.name), "
             "updated_at = excluded.updated_at",
-            (source, key_kind, key, ident.external_id, ident.explicit, ident.click_id, ident.email,
-             ident.name, now),
+            params,
         )
 
     # -- conversions and deliveries ------------------------------------------------------
@@ -221,10 +227,14 @@ class Tx(Reports):
     def remember_payment_refs(self, source: str, refs: Iterable[str], conversion_id: int, gross_amount: int | None,
                               now: int) -> None:
         """Remember the ids a stored Sale may be named by; an id already remembered keeps its Sale."""
-        rows = [(source, ref, conversion_id, gross_amount, now) for ref in dict.fromkeys(refs) if ref]
-        if rows:
-            self.executemany("INSERT INTO payment_refs (source, ref, conversion_id, gross_amount, created_at) "
-                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, ref) DO NOTHING", rows)
+        wanted = [ref for ref in dict.fromkeys(refs) if ref]
+        if wanted:  # one statement for all of them: a Sale names two or three
+            params: list[Any] = []
+            for ref in wanted:
+                params += (source, ref, conversion_id, gross_amount, now)
+            self.execute("INSERT INTO payment_refs (source, ref, conversion_id, gross_amount, created_at) VALUES "
+                         + ", ".join("(?, ?, ?, ?, ?)" for _ in wanted) + " ON CONFLICT (source, ref) DO NOTHING",
+                         params)
 
     def link_payments(self, source: str, ids: Sequence[str], now: int) -> None:
         """Remember that `ids` name one payment (every pair, both ways)."""

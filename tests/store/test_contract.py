@@ -191,9 +191,9 @@ def test_first_paid_invoice_of_a_subscription_is_recorded_once(store: Harness) -
 
 
 def test_explicit_identity_is_never_replaced_by_a_fallback(store: Harness) -> None:
-    store.tx(lambda tx: tx.remember("s", "customer", "cus_1", Identity("cus_1", False, None, "a@x.io", None), NOW))
-    store.tx(lambda tx: tx.remember("s", "customer", "cus_1", Identity("user_42", True, "cl_1", None, "Ada"), NOW))
-    store.tx(lambda tx: tx.remember("s", "customer", "cus_1", Identity("cus_1", False, None, None, None), NOW))
+    store.tx(lambda tx: tx.remember("s", [("customer", "cus_1")], Identity("cus_1", False, None, "a@x.io", None), NOW))
+    store.tx(lambda tx: tx.remember("s", [("customer", "cus_1")], Identity("user_42", True, "cl_1", None, "Ada"), NOW))
+    store.tx(lambda tx: tx.remember("s", [("customer", "cus_1")], Identity("cus_1", False, None, None, None), NOW))
     got = store.read(lambda tx: tx.identity("s", "customer", "cus_1"))
     assert got == Identity("user_42", True, "cl_1", "a@x.io", "Ada")
     assert store.read(lambda tx: tx.identity("other", "customer", "cus_1")) is None
@@ -202,7 +202,7 @@ def test_explicit_identity_is_never_replaced_by_a_fallback(store: Harness) -> No
 def test_concurrent_memory_updates_keep_every_learned_field(store: Harness) -> None:
     updates = [Identity("user_7", True, None, None, None), Identity(None, False, "cl_7", None, None),
                Identity(None, False, None, "g@x.io", None), Identity(None, False, None, None, "Grace")]
-    store.concurrently([(lambda i: lambda tx: tx.remember("s", "customer", "cus_7", i, NOW))(u) for u in updates * 3])
+    store.concurrently([(lambda i: lambda tx: tx.remember("s", [("customer", "cus_7")], i, NOW))(u) for u in updates * 3])
     assert store.read(lambda tx: tx.identity("s", "customer", "cus_7")) == Identity("user_7", True, "cl_7", "g@x.io", "Grace")
 
 
@@ -447,7 +447,7 @@ def test_retention_prunes_old_settled_events_and_keeps_what_is_still_owed(store:
     bare = [store.tx(lambda tx: tx.insert_event(event_row(None, old, "duplicate"))) for _ in range(5)]
     store.tx(lambda tx: tx.claim_business_key("s", "sale:in_old", old))
     store.tx(lambda tx: tx.record_first_invoice("s", "sub_old", "in_old", old))
-    store.tx(lambda tx: tx.remember("s", "customer", "cus_old", Identity("user_old", True, None, None, None), old))
+    store.tx(lambda tx: tx.remember("s", [("customer", "cus_old")], Identity("user_old", True, None, None, None), old))
 
     pruned = store.run(Retention(store.store, 30, batch=2, pause_s=0).run_once(NOW))
 
