@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_conversion ON attempts (conversion_id);
 """
 
-T0 = 1_796_193_259_000
+T0 = (int(time.time()) - 3600) * 1000  # an hour ago: pending conversions stay inside their window
 
 
 def _record(**fields: Any) -> str:
