@@ -14,8 +14,8 @@ from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Refund, Sale
 from adapter.testing import make_source
 from providers.appstore import AppStoreProvider
+from providers.appstore_chain import Chain
 from tests.conftest import fixture, wait_for
-from tests.providers.appstore_chain import Chain
 from tests.providers.flow import mapped, one
 
 CHAIN = Chain.build()
