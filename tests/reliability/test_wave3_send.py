@@ -41,7 +41,8 @@ UNSIGNABLE = ("paypal",)
 # The samples that are not Sales: a trial Lead, refunds, a Lead without a click id (ignored), and
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
 NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "fastspring": {"return.created"},
-             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"}}
+             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
+             "appstore": {"SUBSCRIBED+trial"}}
 # Sales that name nobody: a Mollie payment link has no customer, email or metadata, so the core
 # skips its Sale (`no_identifier`) and Dub never sees it.
 UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
