@@ -57,7 +57,7 @@ from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.appstore_chain import Chain
+from providers.appstore_chain import Chain, signing_chain
 
 __all__ = ["AppStoreProvider", "AppStoreSettings", "load_roots"]
 
@@ -107,24 +107,14 @@ class AppStoreSettings(BaseModel):
     @classmethod
     def _signs_for_these_roots(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A PEM key + leaf + intermediate whose chain Apple's library accepts under
-        `root_certificates` now, in a Sandbox source (the samples are Sandbox notifications, and
+        `root_certificates` now (`signing_chain`), in a Sandbox source (the samples are Sandbox notifications, and
         a Production source should trust Apple's root alone)."""
         if value is None or "root_certificates" not in info.data:
             return value  # a root_certificates error is reported on its own
         if info.data.get("environment") != "Sandbox":
             raise ValueError("only for a Sandbox source (the samples are Sandbox notifications; "
                              "a Production source trusts Apple's root only)")
-        roots = load_roots(info.data["root_certificates"])
-        chain = Chain.from_signing_pem(value, roots)
-        probe = chain.jws({"bundleId": info.data.get("bundle_id"), "environment": "Sandbox",
-                           "signedDate": int(datetime.now(UTC).timestamp() * 1000)})
-        verifier = SignedDataVerifier(roots, False, Environment.SANDBOX, info.data.get("bundle_id") or "")
-        try:
-            verifier.verify_and_decode_signed_transaction(probe)
-        except VerificationException as exc:
-            raise ValueError(f"Apple's library refuses its chain under root_certificates ({exc.status.name}: "
-                             "Apple's OIDs on the leaf and intermediate, valid now), so every sample "
-                             "it signs would be refused") from None
+        signing_chain(value, load_roots(info.data["root_certificates"]))
         return value
 
     @model_validator(mode="after")
@@ -153,7 +143,7 @@ class AppStoreProvider(SamplesMixin, Provider):
         self.verifier = SignedDataVerifier(roots, False, Environment(options.environment), options.bundle_id,
                                            options.app_apple_id)
         if options.sample_signing_key is not None:
-            self.signer = Chain.from_signing_pem(options.sample_signing_key, roots)
+            self.signer = signing_chain(options.sample_signing_key, roots)
 
     def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
         """No secrets: Apple signs with its own keys; `root_certificates` is what is trusted."""

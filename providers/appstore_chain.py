@@ -7,8 +7,9 @@ makes a fresh root → intermediate → leaf of that shape with `cryptography`, 
 fresh root and whose `sample_signing_key` (`Chain.signing_pem`: the leaf's private key, then the
 leaf and intermediate certificates) signs the built-in samples. The tests use the same chains.
 
-Nothing here verifies anything: verification is Apple's `SignedDataVerifier` against the
-source's `root_certificates` (providers/appstore.py).
+Nothing here verifies a webhook: that is Apple's `SignedDataVerifier` against the source's
+`root_certificates` (providers/appstore.py). `signing_chain` only asks the same library, at
+startup, whether a `sample_signing_key` could sign anything those roots accept.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from appstoreserverlibrary.models.Environment import Environment
+from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier, VerificationException
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["INTERMEDIATE_OID", "LEAF_OID", "Chain"]
+__all__ = ["INTERMEDIATE_OID", "LEAF_OID", "Chain", "signing_chain"]
 
 LEAF_OID = x509.ObjectIdentifier("1.2.840.113635.100.6.11.1")
 INTERMEDIATE_OID = x509.ObjectIdentifier("1.2.840.113635.100.6.2.1")
@@ -141,6 +144,24 @@ class Chain:
         if "renewalInfo" in data:
             data["signedRenewalInfo"] = self.jws(data.pop("renewalInfo"))
         return json.dumps({"signedPayload": self.jws(notification)}).encode()
+
+
+def signing_chain(pem: str, roots: Sequence[bytes]) -> Chain:
+    """The chain of a `sample_signing_key` (`Chain.from_signing_pem`), refused unless Apple's
+    library accepts a JWS it signs now under `roots` (DER): Apple's OIDs on the leaf and the
+    intermediate, every certificate valid now, a chain the library (X509_STRICT) builds to a
+    root. Raises `ValueError` saying why, since every sample it signed would be refused."""
+    chain = Chain.from_signing_pem(pem, roots)
+    probe = chain.jws({"bundleId": "hooktrack.probe", "environment": "Sandbox",
+                       "signedDate": int(datetime.now(UTC).timestamp() * 1000)})
+    verifier = SignedDataVerifier(list(roots), False, Environment.SANDBOX, "hooktrack.probe")
+    try:
+        verifier.verify_and_decode_signed_transaction(probe)
+    except VerificationException as exc:
+        raise ValueError(f"Apple's library refuses its chain under root_certificates ({exc.status.name}; it needs "
+                         "Apple's OIDs on the leaf and intermediate and certificates valid now), so every "
+                         "sample it signs would be refused") from None
+    return chain
 
 
 def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
