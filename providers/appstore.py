@@ -16,6 +16,13 @@ one or more certificates) or the path of a file holding PEM or DER (Apple publis
 hooktrack refuses them. Apple retries a notification for up to three days, so no freshness
 window is applied to `signedDate`; a replay is a duplicate by `notificationUUID`.
 
+Samples: only Apple holds Apple's keys, so hooktrack signs the built-in samples only for a
+Sandbox source with a `sample_signing_key` (a PEM: private key, leaf and intermediate
+certificates of a chain shaped like Apple's, `providers/appstore_chain.py`), as the throwaway
+source `hooktrack providers appstore --test-secrets` prints does. The key only signs samples;
+verification stays Apple's library against `root_certificates`, and the key is refused at
+startup unless its chain verifies against them (else every send would be a 400).
+
 Mapping (tax `included`: `price` is what the customer paid, any tax in it):
 - `SUBSCRIBED` → Sale (kind `subscription`, starts it), or, for a free trial (`offerDiscountType`
   `FREE_TRIAL` or `price` 0), a `Started Trial` Lead, so the first `DID_RENEW` is named the creation;
@@ -30,6 +37,7 @@ sets at purchase) is the app's user id (`external_id`). `livemode` is True for P
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,7 +49,7 @@ from appstoreserverlibrary.models.Environment import Environment
 from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier, VerificationException
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale
@@ -49,6 +57,7 @@ from adapter.money import rescale
 from adapter.payload import compact, epoch_time, integer, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
+from providers.appstore_chain import Chain, signing_chain
 
 __all__ = ["AppStoreProvider", "AppStoreSettings", "load_roots"]
 
@@ -85,11 +94,27 @@ class AppStoreSettings(BaseModel):
     bundle_id: str = Field(min_length=1)
     environment: Literal["Production", "Sandbox"] = "Production"
     app_apple_id: int | None = Field(default=None, gt=0)
+    sample_signing_key: str | None = Field(default=None, min_length=1, repr=False)
+    """Signs the built-in samples (never used to verify): see the module docstring."""
 
     @field_validator("root_certificates")
     @classmethod
     def _loadable(cls, value: list[str]) -> list[str]:
         load_roots(value)
+        return value
+
+    @field_validator("sample_signing_key")
+    @classmethod
+    def _signs_for_these_roots(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A PEM key + leaf + intermediate whose chain Apple's library accepts under
+        `root_certificates` now (`signing_chain`), in a Sandbox source (the samples are Sandbox notifications, and
+        a Production source should trust Apple's root alone)."""
+        if value is None or "root_certificates" not in info.data:
+            return value  # a root_certificates error is reported on its own
+        if info.data.get("environment") != "Sandbox":
+            raise ValueError("only for a Sandbox source (the samples are Sandbox notifications; "
+                             "a Production source trusts Apple's root only)")
+        signing_chain(value, load_roots(info.data["root_certificates"]))
         return value
 
     @model_validator(mode="after")
@@ -108,13 +133,17 @@ class AppStoreProvider(SamplesMixin, Provider):
     settings_model = AppStoreSettings
     tax: ClassVar[str] = "included"
     verifier: SignedDataVerifier | None = None
+    signer: Chain | None = None
+    """Signs samples (from `sample_signing_key`); never consulted by `verify`."""
 
     def configure(self, ctx: SourceContext) -> None:
         super().configure(ctx)
         options: AppStoreSettings = ctx.options
-        self.verifier = SignedDataVerifier(load_roots(options.root_certificates), False,
-                                           Environment(options.environment), options.bundle_id,
+        roots = load_roots(options.root_certificates)
+        self.verifier = SignedDataVerifier(roots, False, Environment(options.environment), options.bundle_id,
                                            options.app_apple_id)
+        if options.sample_signing_key is not None:
+            self.signer = signing_chain(options.sample_signing_key, roots)
 
     def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
         """No secrets: Apple signs with its own keys; `root_certificates` is what is trusted."""
@@ -194,17 +223,56 @@ class AppStoreProvider(SamplesMixin, Provider):
         )]
 
     def test_source(self) -> dict[str, Any]:
-        """None: no throwaway secret makes the samples verify (see the message)."""
-        raise NotImplementedError(
-            "the App Store signs with Apple's private keys (a JWS whose x5c chain must end at the source's "
-            "`root_certificates`), so hooktrack cannot sign App Store samples; send a test "
-            "notification from App Store Connect (or the App Store Server API's "
-            "requestTestNotification) instead")
+        """A fresh root → intermediate → leaf shaped like Apple's: the root in
+        `root_certificates`, the leaf's key and certificates in `sample_signing_key`, for a
+        Sandbox source of the samples' `bundle_id`. The chain is valid for three years."""
+        chain = Chain.build("hooktrack throwaway", days_back=1, days_ahead=3 * 365)
+        return {"root_certificates": [chain.root_pem()], "bundle_id": "com.example.app",
+                "environment": "Sandbox", "sample_signing_key": chain.signing_pem()}
+
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """No headers: the signature is the body's JWS, which `sample()` signs with the
+        source's `sample_signing_key`. NotImplementedError without one (what to do instead)."""
+        options = ctx.options
+        if not isinstance(options, AppStoreSettings) or options.sample_signing_key is None:
+            raise NotImplementedError(
+                "the App Store signs with Apple's private keys (a JWS whose x5c chain must end at the source's "
+                "`root_certificates`), so hooktrack cannot sign App Store samples for this source; send a test "
+                "notification from App Store Connect (or the App Store Server API's "
+                "requestTestNotification) instead, or try hooktrack locally with the throwaway source "
+                "`hooktrack providers appstore --test-secrets` prints (its `sample_signing_key`)")
+        return {}
+
+    def sample(self, name: str, *, unique: str, now: int) -> bytes:
+        """Sample `name` made fresh and, for a source with a `sample_signing_key`, signed as Apple
+        sends it: `{"signedPayload": JWS}` with the transaction and renewal info as JWS inside,
+        all by the key's leaf, for the source's `bundle_id`. Without one, the
+        decoded notification (which `verify` refuses)."""
+        data = json.loads(self.samples()[name])
+        self.refresh_sample(data, unique, now)
+        if self.signer is None or self.ctx is None:
+            return json.dumps(data).encode()
+        options: AppStoreSettings = self.ctx.options
+        info = mapping(data.get("data"))
+        for part in (info, mapping(info.get("transactionInfo"))):
+            part["bundleId"] = options.bundle_id
+        return self.signer.body(data)
 
     def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
-        """Samples are decoded notifications (`hooktrack` cannot sign as Apple): new UUID and dates."""
+        """A new notificationUUID, a new transactionId (Apple's are unique, and Dub's sale key),
+        and every `signedDate` now (the certificates must be valid at it)."""
         data["notificationUUID"] = f"{str(data.get('notificationUUID', ''))[:24]}{unique[:12]:0>12}"
         data["signedDate"] = now * 1000
+        info = mapping(data.get("data"))
+        txn, renewal = mapping(info.get("transactionInfo")), mapping(info.get("renewalInfo"))
+        if "transactionId" in txn:
+            fresh = "2" + str(int(hashlib.sha256(unique.encode()).hexdigest(), 16))[:15]
+            if txn.get("originalTransactionId") == txn["transactionId"]:  # a subscription's first
+                txn["originalTransactionId"] = renewal["originalTransactionId"] = fresh
+            txn["transactionId"] = fresh
+        for part in (txn, renewal):
+            if part:
+                part["signedDate"] = now * 1000
 
 
 def _signed_payload(body: bytes) -> str | None:

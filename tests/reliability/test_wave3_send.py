@@ -3,10 +3,12 @@ block `hooktrack providers NAME --test-secrets` prints, pasted into a config, ma
 built-in sample `hooktrack send` posts verify, and each Sale it maps to is *counted* by the
 strict Dub stand-in (not only answered 200) with the provider's `paymentProcessor`.
 
-App Store and PayPal are left out: their webhooks are signed with Apple's / PayPal's private
-keys, so `--test-secrets` says why it has no block to offer (asserted below). Recurly's JSON
-webhooks carry no amount, so its samples map to no Sale at all (its `charge_invoice.paid` is
-ignored by design); the test still sends them and expects nothing counted.
+App Store samples are signed with a throwaway chain shaped like Apple's (`--test-secrets`
+gives its root and `sample_signing_key`). PayPal is left out: its webhooks are signed with
+PayPal's private key, so `--test-secrets` says why it has no block to offer (asserted below).
+Recurly's JSON webhooks carry no amount, so its samples map to no Sale at all (its
+`charge_invoice.paid` is ignored by design); the test still sends them and expects nothing
+counted.
 """
 
 from __future__ import annotations
@@ -33,19 +35,23 @@ from tests.conftest import wait_for
 from tests.providers.flow import mapped
 
 PROCESSOR = {"revenuecat": "revenuecat", "adyen": "custom", "mollie": "custom", "recurly": "custom",
-             "fastspring": "custom", "maxio": "custom", "whop": "custom", "dodo": "custom"}
-UNSIGNABLE = ("appstore", "paypal")
+             "fastspring": "custom", "maxio": "custom", "whop": "custom", "dodo": "custom",
+             "appstore": "apple"}
+UNSIGNABLE = ("paypal",)
 # The samples that are not Sales: a trial Lead, refunds, a Lead without a click id (ignored), and
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
 NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "fastspring": {"return.created"},
-             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"}}
+             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
+             "appstore": {"SUBSCRIBED+trial"}}
 # Sales that name nobody: a Mollie payment link has no customer, email or metadata, so the core
 # skips its Sale (`no_identifier`) and Dub never sees it.
 UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
 
 # Maxio's webhooks carry no click id or metadata: the app tracks the sign-up with Dub itself
-# (a Lead for the customer's `reference`), and Maxio's Sales attach to that customer.
-KNOWN_CUSTOMERS = {"maxio": [("user_maxio_42", "cl_maxio_signup")]}
+# (a Lead for the customer's `reference`), and Maxio's Sales attach to that customer. Apple's
+# carry no click id either: the app tracked the lead for the `appAccountToken` it set.
+KNOWN_CUSTOMERS = {"maxio": [("user_maxio_42", "cl_maxio_signup")],
+                   "appstore": [("7f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f", "cl_appstore_signup")]}
 
 
 def block(name: str) -> dict[str, Any]:
