@@ -3,8 +3,9 @@ block `hooktrack providers NAME --test-secrets` prints, pasted into a config, ma
 built-in sample `hooktrack send` posts verify, and each Sale it maps to is *counted* by the
 strict Dub stand-in (not only answered 200) with the provider's `paymentProcessor`.
 
-App Store and PayPal are left out: their webhooks are signed with Apple's / PayPal's private
-keys, so `--test-secrets` says why it has no block to offer (asserted below). Recurly's JSON
+The App Store is left out: its webhooks are signed with Apple's private keys, so
+`--test-secrets` says why it has no block to offer (asserted below). PayPal's block pins a
+throwaway certificate and carries its key as `sample_signing_key`. Recurly's JSON
 webhooks carry no amount, so its samples map to no Sale at all (its `charge_invoice.paid` is
 ignored by design); the test still sends them and expects nothing counted.
 """
@@ -33,19 +34,22 @@ from tests.conftest import wait_for
 from tests.providers.flow import mapped
 
 PROCESSOR = {"revenuecat": "revenuecat", "adyen": "custom", "mollie": "custom", "recurly": "custom",
-             "fastspring": "custom", "maxio": "custom", "whop": "custom", "dodo": "custom"}
-UNSIGNABLE = ("appstore", "paypal")
+             "fastspring": "custom", "maxio": "custom", "whop": "custom", "dodo": "custom",
+             "paypal": "custom"}
+UNSIGNABLE = ("appstore",)
 # The samples that are not Sales: a trial Lead, refunds, a Lead without a click id (ignored), and
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
 NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "fastspring": {"return.created"},
-             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"}}
+             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
+             "paypal": {"PAYMENT.CAPTURE.REFUNDED"}}
 # Sales that name nobody: a Mollie payment link has no customer, email or metadata, so the core
 # skips its Sale (`no_identifier`) and Dub never sees it.
 UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
 
 # Maxio's webhooks carry no click id or metadata: the app tracks the sign-up with Dub itself
 # (a Lead for the customer's `reference`), and Maxio's Sales attach to that customer.
-KNOWN_CUSTOMERS = {"maxio": [("user_maxio_42", "cl_maxio_signup")]}
+KNOWN_CUSTOMERS = {"maxio": [("user_maxio_42", "cl_maxio_signup")],
+                   "paypal": [("user_paypal_42", "cl_paypal_signup")]}  # PayPal's `custom_id`
 
 
 def block(name: str) -> dict[str, Any]:
