@@ -55,17 +55,12 @@ import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from adapter.attribution import ClientReferenceSettings
@@ -76,6 +71,7 @@ from adapter.payload import compact, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import check_freshness, timestamp_seconds
+from providers.paypal_certs import load_certificate, load_private_key, rsa_key, self_signed, sign, signed_by
 
 __all__ = ["CERT_HOSTS", "SAMPLE_CERT_URL", "PayPalProvider", "PayPalSettings", "fetch_over_https",
            "signed_message"]
@@ -101,7 +97,10 @@ CertificateFetcher = Callable[[str], bytes]
 
 class PayPalSettings(ClientReferenceSettings):
     """`webhook_id`: the webhook's id in PayPal's developer dashboard (part of what is signed);
-    `client_reference_prefix` (default `dub_id_`): a `custom_id` with it is a click id."""
+    `client_reference_prefix` (default `dub_id_`): a `custom_id` with it is a click id;
+    `pinned_certificates` and `sample_signing_key` (optional, PEM): see the module docstring.
+    Startup refuses a pin that is not a PEM RSA certificate or has expired, and a signing key that
+    is not an unencrypted PEM RSA key or matches no pin."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,7 +116,7 @@ class PayPalSettings(ClientReferenceSettings):
         now = datetime.now(UTC)
         for index, pem in enumerate(pems):
             try:
-                cert = _load_certificate(pem)
+                cert = load_certificate(pem)
             except ValueError as exc:
                 raise ValueError(f"[{index}] {exc}") from None
             if cert.not_valid_after_utc < now:
@@ -129,53 +128,14 @@ class PayPalSettings(ClientReferenceSettings):
     def _signing_key(cls, pem: str | None, info: ValidationInfo) -> str | None:
         if pem is None:
             return None
-        public = _load_private_key(pem).public_key().public_numbers()
+        public = load_private_key(pem).public_key().public_numbers()
         pins = info.data.get("pinned_certificates")
         if pins is None:  # pinned_certificates itself was refused: that error says why
             return pem
-        if not any(_rsa_key(_load_certificate(p)).public_numbers() == public for p in pins):
-            raise ValueError("does not match any of pinned_certificates: samples signed with it would be "
-                             "refused (pin the certificate of this key)")
+        if not any(rsa_key(load_certificate(p)).public_numbers() == public for p in pins):
+            raise ValueError("does not match any of pinned_certificates (pin this key's certificate): "
+                             "samples signed with it would be refused")
         return pem
-
-
-def _pem_text(pem: str) -> bytes:
-    text = pem.strip()
-    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
-        text = text.replace("\\n", "\n")
-    return text.encode()
-
-
-@lru_cache(maxsize=32)
-def _load_certificate(pem: str) -> x509.Certificate:
-    """A PEM certificate with an RSA key; raises `ValueError` saying what it is not."""
-    try:
-        cert = x509.load_pem_x509_certificate(_pem_text(pem))
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
-    _rsa_key(cert)
-    return cert
-
-
-def _rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
-    key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("is not an RSA certificate (PayPal signs SHA256withRSA)")
-    return key
-
-
-@lru_cache(maxsize=8)
-def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
-    """An unencrypted PEM RSA private key; raises `ValueError` saying what it is not."""
-    try:
-        key = serialization.load_pem_private_key(_pem_text(pem), password=None)
-    except TypeError:
-        raise ValueError("is an encrypted private key: give it unencrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("is not an RSA private key (PayPal signs SHA256withRSA)")
-    return key
 
 
 def fetch_over_https(url: str) -> bytes:
@@ -257,7 +217,7 @@ class PayPalProvider(SamplesMixin, Provider):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-SIG is not base64") from None
         options: PayPalSettings = ctx.options
         message = signed_message(values["transmission-id"], values["transmission-time"], options.webhook_id, body)
-        if not any(_signed_by(cert, signature, message) for cert in self._certificates(values["cert-url"], options)):
+        if not any(signed_by(cert, signature, message) for cert in self._certificates(values["cert-url"], options)):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-SIG does not match the body "
                                  "for this webhook_id")
         self._remember(values["transmission-id"], body, ctx.settings.tolerance_s)
@@ -267,7 +227,7 @@ class PayPalProvider(SamplesMixin, Provider):
         if not options.pinned_certificates:
             return [self._certificate(url)]
         now = datetime.now(UTC)
-        valid = [c for c in map(_load_certificate, options.pinned_certificates)
+        valid = [c for c in map(load_certificate, options.pinned_certificates)
                  if c.not_valid_before_utc <= now <= c.not_valid_after_utc]
         if not valid:
             raise SignatureError("invalid_signature", "no certificate of pinned_certificates is valid now")
@@ -301,7 +261,7 @@ class PayPalProvider(SamplesMixin, Provider):
         transmission_id = str(uuid.uuid1())  # PayPal's are time-based UUIDs
         stamp = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         message = signed_message(transmission_id, stamp, options.webhook_id, body)
-        signature = _load_private_key(options.sample_signing_key).sign(message, padding.PKCS1v15(), hashes.SHA256())
+        signature = sign(options.sample_signing_key, message)
         return {"PAYPAL-TRANSMISSION-ID": transmission_id, "PAYPAL-TRANSMISSION-TIME": stamp,
                 "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
                 "PAYPAL-CERT-URL": SAMPLE_CERT_URL, "PAYPAL-AUTH-ALGO": "SHA256withRSA"}
@@ -322,17 +282,9 @@ class PayPalProvider(SamplesMixin, Provider):
     def test_source(self) -> dict[str, Any]:
         """A throwaway webhook id, a fresh self-signed certificate pinned and its private key as
         `sample_signing_key` (valid a year; never PayPal's, so real deliveries fail against it)."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooktrack PayPal sample signer (not PayPal)")])
-        now = datetime.now(UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-                .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        cert, key = self_signed("hooktrack PayPal sample signer (not PayPal)", days=365)
         return {"webhook_id": "HOOKTRACKTEST" + secrets.token_hex(6).upper(),
-                "pinned_certificates": [cert.public_bytes(serialization.Encoding.PEM).decode()],
-                "sample_signing_key": pem.decode()}
+                "pinned_certificates": [cert], "sample_signing_key": key}
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by its `id` (`WH-...`), typed by `event_type`, timed by `create_time`.
@@ -415,17 +367,6 @@ class PayPalProvider(SamplesMixin, Provider):
         resource = mapping(data.get("resource"))
         if "id" in resource:
             resource["id"] = f"{resource['id'][:8]}{unique.upper()}"
-
-
-def _signed_by(cert: x509.Certificate, signature: bytes, message: bytes) -> bool:
-    key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise SignatureError("invalid_signature", "PayPal's certificate has no RSA key")
-    try:
-        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _sale(kind: Any, amount: int, currency: str, invoice: str, *, refs: tuple[str | None, ...],

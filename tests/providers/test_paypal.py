@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from starlette.datastructures import Headers
 
@@ -328,8 +328,8 @@ def test_a_slow_certificate_fetch_does_not_hold_up_other_webhooks(
 
 
 def _pem_key(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()  # `BEGIN RSA PRIVATE KEY` is fine too
 
 
 def test_secrets_block() -> dict[str, Any]:
@@ -458,12 +458,14 @@ def test_sign_without_a_signing_key_says_hooktrack_cannot_sign() -> None:
         src.provider.sign(BODY, "", 0, src.ctx)
 
 
-def _expired_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+def _odd_certificate(kind: str) -> str:
+    """An expired RSA certificate (`EXPIRED`) or a current one of an EC key (`EC`)."""
+    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "EC" else OTHER_KEY
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)])
     now = datetime.now(UTC)
+    end = now - timedelta(days=1) if kind == "EXPIRED" else now + timedelta(days=30)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - timedelta(days=60)).not_valid_after(now - timedelta(days=1))
+            .serial_number(1).not_valid_before(now - timedelta(days=60)).not_valid_after(end)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -471,6 +473,10 @@ def _expired_pem() -> str:
 @pytest.mark.parametrize(("change", "key", "why"), [
     ({"pinned_certificates": ["not a certificate"]}, "pinned_certificates", "not a PEM certificate"),
     ({"pinned_certificates": "EXPIRED"}, "pinned_certificates", "expired"),
+    ({"pinned_certificates": "EC"}, "pinned_certificates", "not an RSA certificate"),
+    ({"sample_signing_key": KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw")).decode()}, "sample_signing_key", "encrypted"),
     ({"sample_signing_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"},
      "sample_signing_key", "not a PEM private key"),
     ({"sample_signing_key": _pem_key(OTHER_KEY)}, "sample_signing_key", "does not match"),
@@ -480,8 +486,8 @@ def _expired_pem() -> str:
 def test_bad_pins_and_keys_stop_startup_naming_the_key(change: dict[str, Any], key: str, why: str) -> None:
     conf = {"provider": "paypal", "webhook_id": WEBHOOK_ID, "pinned_certificates": [PEM.decode()],
             "sample_signing_key": _pem_key(KEY), **change}
-    if conf["pinned_certificates"] == "EXPIRED":
-        conf["pinned_certificates"] = [_expired_pem()]
+    if conf["pinned_certificates"] in ("EXPIRED", "EC"):
+        conf["pinned_certificates"] = [_odd_certificate(conf["pinned_certificates"])]
     with pytest.raises(ConfigError, match=key) as caught:
         build(conf)
     assert why in str(caught.value)
