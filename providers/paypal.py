@@ -253,15 +253,18 @@ class PayPalProvider(SamplesMixin, Provider):
         return cert
 
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """The headers PayPal would send, signed with the source's `sample_signing_key` (`secret` is
-        unused). Raises `NotImplementedError` without one: only PayPal holds PayPal's key."""
+        """The headers PayPal would send, signed with the source's `sample_signing_key`, or with
+        `secret` when it is a PEM private key (`post_sample(..., secret=other_key)` forges one;
+        PayPal sources have no secrets, so any other `secret` is unused). Raises
+        `NotImplementedError` without a key: only PayPal holds PayPal's."""
         options: PayPalSettings | None = ctx.options
-        if options is None or options.sample_signing_key is None:
+        key = secret if "PRIVATE KEY-----" in secret else options.sample_signing_key if options else None
+        if options is None or key is None:
             raise NotImplementedError(_CANNOT_SIGN)
         transmission_id = str(uuid.uuid1())  # PayPal's are time-based UUIDs
         stamp = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         message = signed_message(transmission_id, stamp, options.webhook_id, body)
-        signature = sign(options.sample_signing_key, message)
+        signature = sign(key, message)
         return {"PAYPAL-TRANSMISSION-ID": transmission_id, "PAYPAL-TRANSMISSION-TIME": stamp,
                 "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
                 "PAYPAL-CERT-URL": SAMPLE_CERT_URL, "PAYPAL-AUTH-ALGO": "SHA256withRSA"}

@@ -402,11 +402,9 @@ def test_every_sample_signed_with_the_test_secrets_is_accepted_and_its_sale_coun
 
 
 def test_a_sample_signed_with_another_key_is_refused(sample_app: tuple[Any, Source, dict[str, Any]]) -> None:
-    client, _, block = sample_app
-    other = build({**test_secrets_block(), "webhook_id": block["webhook_id"]})  # same webhook, another key
-    body = other.provider.sample("PAYMENT.CAPTURE.COMPLETED", unique="otherkey", now=int(datetime.now(UTC).timestamp()))  # type: ignore[attr-defined]
-    headers = other.provider.sign(body, "", int(datetime.now(UTC).timestamp()), other.ctx)
-    r = client.post("/webhooks/paypal", content=body, headers=headers)
+    client, src, _ = sample_app
+    r = post_sample(src, "PAYMENT.CAPTURE.COMPLETED", "http://testserver", client=client,
+                    secret=test_secrets_block()["sample_signing_key"])  # a key of another pin
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature", r.text
 
 
