@@ -14,13 +14,23 @@ delivery is answered 503 (`VerifierUnavailable`) so PayPal retries (up to 25 tim
 The fetch is `PayPalProvider.fetch_certificate`, a callable `url -> PEM bytes`, replaceable per
 instance (tests serve their own certificate on loopback; nothing else ever fetches).
 
+`pinned_certificates` (PEM, optional; several during a rotation, any match passes) replaces the
+fetch: the signature is checked against them and nothing is fetched (air-gapped hosts; local
+testing). `PAYPAL-CERT-URL` must still name PayPal's certificate hosts, so nothing else about a
+delivery is trusted more. A pin cannot be checked offline to be PayPal's: a wrong one makes every
+genuine delivery fail (400, PayPal retries and shows the failures), loud rather than a door, unless
+its private key is at hand. `sample_signing_key` (PEM private key, optional) is such a key: it signs
+`hooktrack send` samples, must match a pinned certificate, and is refused in a `livemode = "live"`
+source. `test_source()` makes both fresh (a self-signed throwaway, never PayPal's).
+
 `PAYPAL-TRANSMISSION-TIME` must be within the source's `tolerance_s` of now. The signature covers
 only a CRC32 of the body, which is not a cryptographic digest: a body with the same CRC32 could be
 replayed under genuine headers. So the delivery id is the event's `id` (`WH-...`), and a
 transmission id seen within the tolerance window with a *different* body is refused
 (`invalid_signature`); the same body again is a redelivery (answered `duplicate` by event id).
 That memory is per process; a deployment with several hooktrack processes behind one URL
-shares only the event-id dedup (and Sales' invoice-id dedup).
+shares only the event-id dedup (and Sales' invoice-id dedup), which a forged body with ids of its
+own passes: keep such a deployment's `tolerance_s` short (the replay window).
 
 Sales (tax `included`: PayPal amounts are what the buyer paid, with any tax in them):
 `PAYMENT.CAPTURE.COMPLETED` (Orders v2 capture, `amount {value, currency_code}`; invoice = the
@@ -38,8 +48,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import secrets
 import threading
 import time
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -49,21 +61,20 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from adapter.attribution import ClientReferenceSettings
-from adapter.errors import Ignore, PayloadError, SignatureError, VerifierUnavailable
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError, VerifierUnavailable
 from adapter.events import Mapped, ProviderEvent, Refund, Sale
 from adapter.money import to_minor
 from adapter.payload import compact, iso_time, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import check_freshness, timestamp_seconds
+from providers.paypal_certs import load_certificate, load_private_key, rsa_key, self_signed, sign, signed_by
 
-__all__ = ["CERT_HOSTS", "PayPalProvider", "PayPalSettings", "fetch_over_https", "signed_message"]
+__all__ = ["CERT_HOSTS", "SAMPLE_CERT_URL", "PayPalProvider", "PayPalSettings", "fetch_over_https",
+           "signed_message"]
 
 CERT_HOSTS = frozenset({"api.paypal.com", "api-m.paypal.com", "api.sandbox.paypal.com", "api-m.sandbox.paypal.com"})
 """The hosts PayPal's `PAYPAL-CERT-URL` names (live and sandbox, classic and `api-m`)."""
@@ -72,17 +83,59 @@ _SANDBOX = frozenset({"api.sandbox.paypal.com", "api-m.sandbox.paypal.com"})
 _HEADERS = ("transmission-id", "transmission-time", "transmission-sig", "cert-url", "auth-algo")
 _MAX_CERT_BYTES = 64 * 1024
 _CACHED = 16
+SAMPLE_CERT_URL = "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-hooktrack-sample"
+"""The `PAYPAL-CERT-URL` of signed samples: a sandbox host (samples are test events), and only a
+name with a pin (verification uses `pinned_certificates`, it fetches nothing)."""
+_CANNOT_SIGN = (
+    "PayPal signs with its own private key, whose certificate hooktrack fetches only from PayPal's "
+    "hosts, so hooktrack cannot sign PayPal samples; use the developer dashboard's "
+    "webhook simulator or a sandbox payment instead (or, for local testing, a source with the throwaway "
+    "pinned_certificates and sample_signing_key that `hooktrack providers paypal --test-secrets` prints)")
 
 CertificateFetcher = Callable[[str], bytes]
 
 
 class PayPalSettings(ClientReferenceSettings):
     """`webhook_id`: the webhook's id in PayPal's developer dashboard (part of what is signed);
-    `client_reference_prefix` (default `dub_id_`): a `custom_id` with it is a click id."""
+    `client_reference_prefix` (default `dub_id_`): a `custom_id` with it is a click id;
+    `pinned_certificates` and `sample_signing_key` (optional, PEM): see the module docstring.
+    Startup refuses a pin that is not a PEM RSA certificate or has expired, and a signing key that
+    is not an unencrypted PEM RSA key or matches no pin."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     webhook_id: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9]+$")
+    pinned_certificates: list[str] = Field(default_factory=list)
+    """PEM certificates verification uses instead of fetching `PAYPAL-CERT-URL` (any match passes)."""
+    sample_signing_key: str | None = None
+    """PEM RSA private key of a pinned certificate: signs `hooktrack send` samples, nothing else."""
+
+    @field_validator("pinned_certificates")
+    @classmethod
+    def _certificates(cls, pems: list[str]) -> list[str]:
+        now = datetime.now(UTC)
+        for index, pem in enumerate(pems):
+            try:
+                cert = load_certificate(pem)
+            except ValueError as exc:
+                raise ValueError(f"[{index}] {exc}") from None
+            if cert.not_valid_after_utc < now:
+                raise ValueError(f"[{index}] expired on {cert.not_valid_after_utc:%Y-%m-%d}: it can verify nothing")
+        return pems
+
+    @field_validator("sample_signing_key")
+    @classmethod
+    def _signing_key(cls, pem: str | None, info: ValidationInfo) -> str | None:
+        if pem is None:
+            return None
+        public = load_private_key(pem).public_key().public_numbers()
+        pins = info.data.get("pinned_certificates")
+        if pins is None:  # pinned_certificates itself was refused: that error says why
+            return pem
+        if not any(rsa_key(load_certificate(p)).public_numbers() == public for p in pins):
+            raise ValueError("does not match any of pinned_certificates (pin this key's certificate): "
+                             "samples signed with it would be refused")
+        return pem
 
 
 def fetch_over_https(url: str) -> bytes:
@@ -129,6 +182,16 @@ class PayPalProvider(SamplesMixin, Provider):
         self._seen: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
+    def configure(self, ctx: SourceContext) -> None:
+        """Refuse a sample-signing key in a live source: whoever holds it could sign live events.
+        Raises `ConfigError` naming `sample_signing_key`."""
+        super().configure(ctx)
+        options: PayPalSettings | None = ctx.options
+        if options is not None and options.sample_signing_key is not None and ctx.settings.livemode == "live":
+            raise ConfigError(f"sources.{ctx.source}.sample_signing_key: a key that signs samples does not belong "
+                              "in a livemode = \"live\" source (anyone holding it could sign deliveries); "
+                              "remove it, and the test certificate from pinned_certificates")
+
     def check_secrets(self, secrets: Sequence[str], ctx: SourceContext) -> None:
         """Secrets are not used (PayPal signs with its own key); `webhook_id` is required."""
 
@@ -153,16 +216,22 @@ class PayPalProvider(SamplesMixin, Provider):
         except (binascii.Error, ValueError):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-SIG is not base64") from None
         options: PayPalSettings = ctx.options
-        key = self._certificate(values["cert-url"]).public_key()
         message = signed_message(values["transmission-id"], values["transmission-time"], options.webhook_id, body)
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise SignatureError("invalid_signature", "PayPal's certificate has no RSA key")
-        try:
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
+        if not any(signed_by(cert, signature, message) for cert in self._certificates(values["cert-url"], options)):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-SIG does not match the body "
-                                 "for this webhook_id") from None
+                                 "for this webhook_id")
         self._remember(values["transmission-id"], body, ctx.settings.tolerance_s)
+
+    def _certificates(self, url: str, options: PayPalSettings) -> list[x509.Certificate]:
+        """The pinned certificates valid now (nothing is fetched), else the one `url` names."""
+        if not options.pinned_certificates:
+            return [self._certificate(url)]
+        now = datetime.now(UTC)
+        valid = [c for c in map(load_certificate, options.pinned_certificates)
+                 if c.not_valid_before_utc <= now <= c.not_valid_after_utc]
+        if not valid:
+            raise SignatureError("invalid_signature", "no certificate of pinned_certificates is valid now")
+        return valid
 
     def _certificate(self, url: str) -> x509.Certificate:
         with self._lock:
@@ -183,6 +252,23 @@ class PayPalProvider(SamplesMixin, Provider):
                 self._certs.popitem(last=False)
         return cert
 
+    def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
+        """The headers PayPal would send, signed with the source's `sample_signing_key`, or with
+        `secret` when it is a PEM private key (`post_sample(..., secret=other_key)` forges one;
+        PayPal sources have no secrets, so any other `secret` is unused). Raises
+        `NotImplementedError` without a key: only PayPal holds PayPal's."""
+        options: PayPalSettings | None = ctx.options
+        key = secret if "PRIVATE KEY-----" in secret else options.sample_signing_key if options else None
+        if options is None or key is None:
+            raise NotImplementedError(_CANNOT_SIGN)
+        transmission_id = str(uuid.uuid1())  # PayPal's are time-based UUIDs
+        stamp = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = signed_message(transmission_id, stamp, options.webhook_id, body)
+        signature = sign(key, message)
+        return {"PAYPAL-TRANSMISSION-ID": transmission_id, "PAYPAL-TRANSMISSION-TIME": stamp,
+                "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
+                "PAYPAL-CERT-URL": SAMPLE_CERT_URL, "PAYPAL-AUTH-ALGO": "SHA256withRSA"}
+
     def _remember(self, transmission_id: str, body: bytes, tolerance_s: int) -> None:
         """Refuse a genuine transmission id replayed with another body (a CRC32 collision)."""
         now, digest = time.monotonic(), hashlib.sha256(body).digest()
@@ -197,11 +283,11 @@ class PayPalProvider(SamplesMixin, Provider):
     # -- parse and map -------------------------------------------------------------------
 
     def test_source(self) -> dict[str, Any]:
-        """None: no throwaway secret makes the samples verify (see the message)."""
-        raise NotImplementedError(
-            "PayPal signs with its own private key, whose certificate hooktrack fetches only from PayPal's "
-            "hosts, so hooktrack cannot sign PayPal samples; use the developer dashboard's "
-            "webhook simulator or a sandbox payment instead")
+        """A throwaway webhook id, a fresh self-signed certificate pinned and its private key as
+        `sample_signing_key` (valid a year; never PayPal's, so real deliveries fail against it)."""
+        cert, key = self_signed("hooktrack PayPal sample signer (not PayPal)", days=365)
+        return {"webhook_id": "HOOKTRACKTEST" + secrets.token_hex(6).upper(),
+                "pinned_certificates": [cert], "sample_signing_key": key}
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The event by its `id` (`WH-...`), typed by `event_type`, timed by `create_time`.

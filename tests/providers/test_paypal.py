@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import tomllib
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -15,17 +16,21 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from starlette.datastructures import Headers
 
+from adapter.cli import main
 from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError, VerifierUnavailable
 from adapter.events import Refund, Sale
-from adapter.plugin import Source
+from adapter.plugin import Source, build_sources, load_providers
+from adapter.samples import post_sample
+from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
-from providers.paypal import PayPalProvider
+from providers.paypal import SAMPLE_CERT_URL, PayPalProvider
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
 
@@ -317,3 +322,178 @@ def test_a_slow_certificate_fetch_does_not_hold_up_other_webhooks(
     paypal.join()
     assert r.status_code == 200 and answers == [200]
     assert took < 1.0, f"the Stripe webhook waited {took:.2f}s behind PayPal's certificate fetch"
+
+
+# -- pinned certificates and signed samples (`--test-secrets`) --------------------------------------
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()  # `BEGIN RSA PRIVATE KEY` is fine too
+
+
+def test_secrets_block() -> dict[str, Any]:
+    """The `[sources.paypal]` table `hooktrack providers paypal --test-secrets` prints."""
+    result = CliRunner().invoke(main, ["providers", "paypal", "--test-secrets"])
+    assert result.exit_code == 0, result.output
+    assert "# note:" not in result.output, result.output
+    block: dict[str, Any] = tomllib.loads(result.output)["sources"]["paypal"]
+    return block
+
+
+test_secrets_block.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+class NoFetch:
+    """A `fetch_certificate` that records the URL and fails: with a pin, nothing may be fetched."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __call__(self, url: str) -> bytes:
+        self.urls.append(url)
+        raise AssertionError(f"fetched {url} although the certificate is pinned")
+
+
+def build(conf: dict[str, Any], name: str = "paypal") -> Source:
+    settings = parse_settings({"tracking": {"url": "http://127.0.0.1:9", "api_key": "k"}, "sources": {name: conf}})
+    return build_sources(settings, load_providers())[name]
+
+
+def test_the_test_secrets_block_parses_as_toml_and_builds_a_source_that_signs() -> None:
+    block = test_secrets_block()
+    assert set(block) == {"provider", "webhook_id", "pinned_certificates", "sample_signing_key"}
+    assert "secrets" not in block
+    src = build(block)
+    headers = src.provider.sign(BODY, "", int(datetime.now(UTC).timestamp()), src.ctx)
+    assert headers["PAYPAL-CERT-URL"] == SAMPLE_CERT_URL and headers["PAYPAL-AUTH-ALGO"] == "SHA256withRSA"
+    src.provider.fetch_certificate = NoFetch()  # type: ignore[attr-defined]
+    verify(src, BODY, headers)
+    assert test_secrets_block()["sample_signing_key"] != block["sample_signing_key"]  # fresh each time
+
+
+@pytest.fixture
+def sample_app(make_client: Any) -> tuple[Any, Source, dict[str, Any]]:
+    block = test_secrets_block()
+    client = make_client(sources={"paypal": block})
+    src: Source = client.app.state.sources["paypal"]
+    src.provider.fetch_certificate = NoFetch()  # type: ignore[attr-defined]
+    return client, src, block
+
+
+def test_every_sample_signed_with_the_test_secrets_is_accepted_and_its_sale_counted_at_dub(
+        sample_app: tuple[Any, Source, dict[str, Any]], receiver: Any) -> None:
+    client, src, _ = sample_app
+    # The merchant's app tracked the sign-up of the samples' user (their `custom_id`) with Dub.
+    receiver.track_lead(receiver.workspace(receiver.api_key), {
+        "clickId": "cl_paypal_signup", "eventName": "Sign up", "customerExternalId": "user_paypal_42",
+        "mode": "wait"})
+    answers = {name: post_sample(src, name, "http://testserver", client=client)
+               for name in sorted(src.provider.samples())}  # type: ignore[attr-defined]
+    assert sorted(answers) == ["PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.REFUNDED", "PAYMENT.SALE.COMPLETED"]
+    assert {n: a.status_code for n, a in answers.items()} == dict.fromkeys(answers, 200), \
+        {n: a.text for n, a in answers.items()}
+    for sale in ("PAYMENT.CAPTURE.COMPLETED", "PAYMENT.SALE.COMPLETED"):
+        assert answers[sale].json()["status"] == "accepted", answers[sale].text
+    sales = wait_for(lambda: receiver.counted_sales() if len(receiver.counted_sales()) >= 2 else None, timeout=10)
+    assert sorted((s.amount, s.payment_processor) for s in sales) == [(1200, "custom"), (4999, "custom")]
+    assert [(r.kind, r.status, r.body) for r in receiver.requests if r.status in (400, 422)] == []
+    assert src.provider.fetch_certificate.urls == []  # type: ignore[attr-defined]
+
+
+def test_a_sample_signed_with_another_key_is_refused(sample_app: tuple[Any, Source, dict[str, Any]]) -> None:
+    client, src, _ = sample_app
+    r = post_sample(src, "PAYMENT.CAPTURE.COMPLETED", "http://testserver", client=client,
+                    secret=test_secrets_block()["sample_signing_key"])  # a key of another pin
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature", r.text
+
+
+def test_a_tampered_sample_is_refused(sample_app: tuple[Any, Source, dict[str, Any]]) -> None:
+    client, src, _ = sample_app
+    now = int(datetime.now(UTC).timestamp())
+    body = src.provider.sample("PAYMENT.CAPTURE.COMPLETED", unique="tampered", now=now)  # type: ignore[attr-defined]
+    headers = src.provider.sign(body, "", now, src.ctx)
+    r = client.post("/webhooks/paypal", content=body.replace(b'"49.99"', b'"99.99"'), headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature", r.text
+    assert client.post("/webhooks/paypal", content=body, headers=headers).json()["status"] == "accepted"
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example/v1/notifications/certs/CERT-hooktrack-sample",
+    "http://api.sandbox.paypal.com/v1/notifications/certs/CERT-hooktrack-sample",
+    "https://api.sandbox.paypal.com/v1/oauth2/token",
+])
+def test_the_allow_list_holds_with_a_pinned_certificate(
+        sample_app: tuple[Any, Source, dict[str, Any]], url: str) -> None:
+    client, src, _ = sample_app
+    now = int(datetime.now(UTC).timestamp())
+    body = src.provider.sample("PAYMENT.CAPTURE.COMPLETED", unique="allowlist", now=now)  # type: ignore[attr-defined]
+    headers = {**src.provider.sign(body, "", now, src.ctx), "PAYPAL-CERT-URL": url}
+    r = client.post("/webhooks/paypal", content=body, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature", r.text
+    assert "CERT-URL" in r.json()["error"]["message"]
+
+
+def test_a_genuine_paypal_delivery_fails_against_a_throwaway_pin(fetch: LoopbackFetch) -> None:
+    """A live config left with a test pin is loud: PayPal's own signature does not verify (400,
+    PayPal retries and shows the failures), and nothing is fetched to paper over it."""
+    block = test_secrets_block()
+    src = source(fetch, pinned_certificates=block["pinned_certificates"])
+    assert refused(src, BODY, signed(BODY)).code == "invalid_signature"
+    assert fetch.urls == []
+
+
+def test_any_pinned_certificate_verifies_during_a_rotation(fetch: LoopbackFetch) -> None:
+    src = source(fetch, pinned_certificates=[OTHER_PEM.decode(), PEM.decode()])
+    verify(src, BODY, signed(BODY))
+    verify(src, BODY, signed(BODY, OTHER_KEY, cert_url=OTHER_URL))
+    assert fetch.urls == []
+
+
+def test_sign_without_a_signing_key_says_hooktrack_cannot_sign() -> None:
+    src = source(None)
+    with pytest.raises(NotImplementedError, match="cannot sign PayPal samples"):
+        src.provider.sign(BODY, "", 0, src.ctx)
+
+
+def _odd_certificate(kind: str) -> str:
+    """An expired RSA certificate (`EXPIRED`) or a current one of an EC key (`EC`)."""
+    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "EC" else OTHER_KEY
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)])
+    now = datetime.now(UTC)
+    end = now - timedelta(days=1) if kind == "EXPIRED" else now + timedelta(days=30)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - timedelta(days=60)).not_valid_after(end)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(("change", "key", "why"), [
+    ({"pinned_certificates": ["not a certificate"]}, "pinned_certificates", "not a PEM certificate"),
+    ({"pinned_certificates": "EXPIRED"}, "pinned_certificates", "expired"),
+    ({"pinned_certificates": "EC"}, "pinned_certificates", "not an RSA certificate"),
+    ({"sample_signing_key": KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw")).decode()}, "sample_signing_key", "encrypted"),
+    ({"sample_signing_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"},
+     "sample_signing_key", "not a PEM private key"),
+    ({"sample_signing_key": _pem_key(OTHER_KEY)}, "sample_signing_key", "does not match"),
+    ({"pinned_certificates": [], "sample_signing_key": _pem_key(KEY)}, "sample_signing_key", "does not match"),
+    ({"livemode": "live"}, "sample_signing_key", "livemode"),
+])
+def test_bad_pins_and_keys_stop_startup_naming_the_key(change: dict[str, Any], key: str, why: str) -> None:
+    conf = {"provider": "paypal", "webhook_id": WEBHOOK_ID, "pinned_certificates": [PEM.decode()],
+            "sample_signing_key": _pem_key(KEY), **change}
+    if conf["pinned_certificates"] in ("EXPIRED", "EC"):
+        conf["pinned_certificates"] = [_odd_certificate(conf["pinned_certificates"])]
+    with pytest.raises(ConfigError, match=key) as caught:
+        build(conf)
+    assert why in str(caught.value)
+
+
+def test_a_pin_without_a_signing_key_serves_an_air_gapped_host(fetch: LoopbackFetch) -> None:
+    src = build({"provider": "paypal", "webhook_id": WEBHOOK_ID, "livemode": "live",
+                 "pinned_certificates": [PEM.decode().replace("\n", "\\n")]})  # squeezed into one line
+    src.provider.fetch_certificate = fetch  # type: ignore[attr-defined]
+    verify(src, BODY, signed(BODY))
+    assert fetch.urls == []

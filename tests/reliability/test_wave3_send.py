@@ -4,9 +4,9 @@ built-in sample `hooktrack send` posts verify, and each Sale it maps to is *coun
 strict Dub stand-in (not only answered 200) with the provider's `paymentProcessor`.
 
 App Store samples are signed with a throwaway chain shaped like Apple's (`--test-secrets`
-gives its root and `sample_signing_key`). PayPal is left out: its webhooks are signed with
-PayPal's private key, so `--test-secrets` says why it has no block to offer (asserted below).
-Recurly's JSON webhooks carry no amount, so its samples map to no Sale at all (its
+gives its root and `sample_signing_key`); PayPal's block pins a throwaway certificate and
+carries its key as `sample_signing_key`. Recurly's JSON webhooks carry no amount (without an
+`api_key`, which `--test-secrets` cannot make up), so its samples map to no Sale at all (its
 `charge_invoice.paid` is ignored by design); the test still sends them and expects nothing
 counted.
 """
@@ -36,13 +36,12 @@ from tests.providers.flow import mapped
 
 PROCESSOR = {"revenuecat": "revenuecat", "adyen": "custom", "mollie": "custom", "recurly": "custom",
              "fastspring": "custom", "maxio": "custom", "whop": "custom", "dodo": "custom",
-             "appstore": "apple"}
-UNSIGNABLE = ("paypal",)
+             "appstore": "apple", "paypal": "custom"}
 # The samples that are not Sales: a trial Lead, refunds, a Lead without a click id (ignored), and
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
 NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "fastspring": {"return.created"},
              "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
-             "appstore": {"SUBSCRIBED+trial"}}
+             "appstore": {"SUBSCRIBED+trial"}, "paypal": {"PAYMENT.CAPTURE.REFUNDED"}}
 # Sales that name nobody: a Mollie payment link has no customer, email or metadata, so the core
 # skips its Sale (`no_identifier`) and Dub never sees it.
 UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
@@ -51,7 +50,8 @@ UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
 # (a Lead for the customer's `reference`), and Maxio's Sales attach to that customer. Apple's
 # carry no click id either: the app tracked the lead for the `appAccountToken` it set.
 KNOWN_CUSTOMERS = {"maxio": [("user_maxio_42", "cl_maxio_signup")],
-                   "appstore": [("7f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f", "cl_appstore_signup")]}
+                   "appstore": [("7f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f", "cl_appstore_signup")],
+                   "paypal": [("user_paypal_42", "cl_paypal_signup")]}  # PayPal's `custom_id`
 
 
 def block(name: str) -> dict[str, Any]:
@@ -118,12 +118,3 @@ def test_test_secrets_make_every_sale_sample_count_at_dub(served: TestClient, re
     if name != "recurly":
         assert sale_samples > 0, f"{name}: no sample maps to a Sale"
         assert len(receiver.counted_sales()) >= sale_samples
-
-
-@pytest.mark.parametrize("name", UNSIGNABLE)
-def test_unsignable_providers_say_why_instead_of_a_block_that_cannot_verify(name: str) -> None:
-    result = CliRunner().invoke(main, ["providers", name, "--test-secrets"])
-    assert result.exit_code == 0, result.output
-    assert "# note:" in result.output and "cannot sign" in result.output
-    source = tomllib.loads(result.output)["sources"][name]
-    assert "secrets" not in source  # no made-up key that their verification would accept
