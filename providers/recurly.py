@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapter.errors import Ignore, PayloadError, VerifierUnavailable
 from adapter.events import Lead, Mapped, ProviderEvent, Refund, Sale, SaleKind
-from adapter.payload import compact, ident, iso_time, json_object, json_value, major_amount, mapping, text
+from adapter.payload import compact, decimal, ident, iso_time, json_object, json_value, major_amount, mapping, text
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from adapter.signing import TimestampedHmac
@@ -120,7 +120,6 @@ class RecurlyProvider(SamplesMixin, Provider):
     scheme = TimestampedHmac(header="recurly-signature", ts=None, sig=None, signed="{ts}.{body}",
                              separator=",", unit="ms")
     settings_model = RecurlySettings
-    tax: ClassVar[str] = "excluded"
 
     def __init__(self) -> None:
         self.transport: httpx.BaseTransport | None = None
@@ -237,11 +236,11 @@ def _plain(value: Any) -> Any:
 
 
 def _money(invoice: dict[str, Any], key: str, currency: str, negative: bool = False) -> int:
-    value = invoice.get(key, "0")
-    amount = major_amount(value[1:] if negative and isinstance(value, str) and value.startswith("-") else value,
-                          currency)
+    """`invoice[key]` (0 when absent) in minor units; `negative` for a credit invoice's amounts."""
+    value = decimal(invoice.get(key, 0))
+    amount = major_amount(-value if negative and value is not None else value, currency)
     if amount is None:
-        raise PayloadError(f"Recurly invoice `{key}` is not an amount in {currency}: {value!r}")
+        raise PayloadError(f"Recurly invoice `{key}` is not an amount in {currency}: {invoice.get(key)!r}")
     return amount
 
 
