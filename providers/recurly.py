@@ -150,14 +150,14 @@ class RecurlyProvider(SamplesMixin, Provider):
         invoice = self._invoice(invoice_id, ctx.options)
         # Spliced in as text, so the delivery's own bytes stay as Recurly sent them.
         raw = body_text(body).rstrip()
-        return (raw[:-1] + f', "{INVOICE_KEY}": ' + json.dumps(invoice) + "}").encode()
+        return (raw[:-1] + f', "{INVOICE_KEY}": ' + json.dumps(invoice, default=str) + "}").encode()
 
     def _invoice(self, invoice_id: str, options: RecurlySettings) -> dict[str, Any]:
         url = f"{options.base}/invoices/{quote(invoice_id, safe='')}"
         try:
             with httpx.Client(transport=self.transport, timeout=TIMEOUT_S, follow_redirects=False) as client:
                 response = client.get(url, headers={"Accept": ACCEPT}, auth=(options.api_key or "", ""))
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # network, TLS, timeout, a URL httpx refuses: nothing to store yet
             raise VerifierUnavailable(f"Recurly's API could not be reached for invoice {invoice_id} "
                                       f"({type(exc).__name__}); Recurly will retry") from None
         if response.status_code == 404:
