@@ -8,24 +8,28 @@ import hmac
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
 from starlette.datastructures import Headers
+from starlette.testclient import TestClient
 
+from adapter.app import create_app
 from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.journal import conversions_of
 from adapter.operate import reprocess
-from adapter.plugin import build_sources
+from adapter.plugin import build_sources, load_providers
+from adapter.receiver import TrackingReceiver
 from adapter.samples import post_sample
 from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.recurly import RecurlyProvider
-from tests.conftest import fixture
+from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
 
 SECRET = "recurly_endpoint_key_0123456789abcdef"
@@ -362,3 +366,27 @@ def test_a_refund_credit_invoice_reverses_the_charge_invoice_it_credits(make_flo
                                                                     ("refund", "pending", None)]
     goodwill = flow.receive({**credit, "id": "inv_goodwill"})
     assert (goodwill["status"], goodwill["reason"]) == ("ignored", "not_a_refund")
+
+
+def test_a_recurly_sale_is_counted_by_dub_end_to_end(tmp_path: Path, receiver: TrackingReceiver) -> None:
+    """Issue 15: through the app, the forwarder and the strict Dub stand-in, a paid Recurly invoice
+    of a customer Dub knows (the app tracked its sign-up) is a counted sale of its amount."""
+    api = RecurlyAPI()
+    api.serve()
+    settings = parse_settings({
+        "store": {"url": f"sqlite:///{tmp_path / 'hooktrack.db'}"},
+        "tracking": {"url": receiver.url, "api_key": receiver.api_key, "timeout_s": 2},  # type: ignore[attr-defined]
+        "forwarder": {"base_delay_s": 0.05, "max_delay_s": 0.2, "poll_interval_s": 0.05, "fill_window_s": 0},
+        "sources": {"recurly": {"provider": "recurly", "secrets": [SECRET], "api_key": API_KEY}},
+    })
+    ws = receiver.workspace(receiver.api_key)
+    receiver.track_lead(ws, {"clickId": "cl_recurly_signup", "eventName": "Sign up",
+                             "customerExternalId": "user_recurly_42", "mode": "wait"})
+    with TestClient(create_app(settings, registry=load_providers())) as client:
+        client.app.state.sources["recurly"].provider.transport = api.transport  # type: ignore[attr-defined]
+        body = paid()
+        answer = client.post("/webhooks/recurly", content=body, headers=signed(body))
+        assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
+        wait_for(lambda: len(receiver.counted_sales()) == 1, timeout=10)
+    [sale] = receiver.counted_sales()
+    assert (sale.amount, sale.currency, sale.invoice_id) == (4900, "usd", INVOICE_ID), sale
