@@ -59,8 +59,9 @@ class CredentialsError(SignatureError):
 
 
 class VerifierUnavailable(SignatureError):
-    """Verification cannot run right now (PayPal's signing certificate cannot be fetched): 503,
-    so the sender retries; nothing is accepted unverified."""
+    """Verification cannot run right now (PayPal's signing certificate cannot be fetched), or
+    the lookup a thin webhook needs cannot (`Provider.fetch`: Recurly's invoice): 503, so the
+    sender retries; nothing is accepted unverified or stored without what it needs."""
 
     status_code = 503
 

@@ -96,7 +96,9 @@ class Ingestor:
                 await asyncio.to_thread(source.provider.verify, body, headers, source.secrets, ctx)
             else:
                 source.provider.verify(body, headers, source.secrets, ctx)
-        except SignatureError as exc:
+            if source.provider.fetches:  # an API lookup for an id-only webhook (Recurly): off the loop
+                body = await asyncio.to_thread(source.provider.fetch, body, ctx)
+        except SignatureError as exc:  # a lookup that cannot be done now is VerifierUnavailable: 503
             await self._reject(source, received, exc.code, None)
             return Outcome("rejected", reason=exc.code, error=exc, http_status=exc.status_code)
         try:

@@ -75,7 +75,8 @@ class Provider:
     provider whose `parse` depends on source settings (where the event id lives, say) reads
     them from `self.ctx`, and `check_secrets` can refuse unusable secrets before serving.
 
-    Optional: `settings_model` for the provider's own source settings; `sign(body, secret,
+    Optional: `settings_model` for the provider's own source settings; `fetch(body, ctx)`, a
+    blocking lookup of what a thin webhook lacks (run after `verify`, see `fetches`); `sign(body, secret,
     timestamp, ctx)`, the headers a genuine delivery would carry; and built-in sample events for
     `hooktrack send`, `hooktrack demo` and the `ProviderContract` suite, from
     `adapter.samples.SamplesMixin` (which every built-in provider inherits).
@@ -91,6 +92,9 @@ class Provider:
     verify_may_block: ClassVar[bool] = False
     """True when `verify` may wait on I/O (PayPal fetches its certificate on a cache miss): the
     core then runs it in a worker thread, so one slow fetch does not hold up other webhooks."""
+    fetches: bool = False
+    """True when `fetch` looks up what the webhook lacks (set in `configure` from the source's
+    settings: Recurly with an `api_key`); the core then runs `fetch` in a worker thread."""
     cancellations: ClassVar[frozenset[str]] = frozenset()
     """Event types that end a subscription: an event of one that `map` turns into nothing is
     answered `ignored`, `cancellation_recorded` (SPEC §9), so its journey says what it was."""
@@ -121,6 +125,18 @@ class Provider:
         if self.scheme is None:
             raise NotImplementedError(f"{self.name} declares no signature scheme and does not override verify")
         self.scheme.verify(body, headers, secrets, ctx.settings.tolerance_s)
+
+    def fetch(self, body: bytes, ctx: SourceContext) -> bytes:
+        """The verified body with what `map` needs and the webhook does not carry, looked up from
+        the provider's API (Recurly's JSON webhooks carry only ids); called only when `fetches`.
+
+        Runs in a worker thread after `verify` and before `parse`. What it returns is what is
+        parsed and stored, so `map` stays pure and `hooktrack reprocess` maps the stored body
+        again without a second lookup. Returns `body` unchanged when it has nothing to add (an
+        event type it does not look up, a body `parse` will refuse). Raises `VerifierUnavailable`
+        (503, so the sender retries) when the API cannot answer now, never another exception.
+        """
+        return body
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent | Sequence[ProviderEvent]:
         """The verified delivery as a `ProviderEvent`: the delivery id (the dedup key, the same

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import httpx
 import pytest
 from starlette.datastructures import Headers
+from starlette.testclient import TestClient
 
-from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Lead
+from adapter.app import create_app
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
+from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
+from adapter.journal import conversions_of
+from adapter.operate import reprocess
+from adapter.plugin import build_sources, load_providers
+from adapter.receiver import TrackingReceiver
 from adapter.samples import post_sample
+from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.recurly import RecurlyProvider
-from tests.conftest import fixture
+from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
 
 SECRET = "recurly_endpoint_key_0123456789abcdef"
@@ -86,7 +98,7 @@ def test_account_created_is_a_sign_up_by_account_code(make_flow: Any) -> None:
     assert (stored.kind, stored.event_name, stored.external_id) == ("lead", "Sign up", "user_recurly_42")
 
 
-def test_paid_charge_invoice_is_ignored_because_the_json_body_has_no_amount(make_flow: Any) -> None:
+def test_without_an_api_key_a_paid_invoice_is_ignored_for_want_of_an_amount(make_flow: Any) -> None:
     body = json.dumps(fixture("recurly", "charge_invoice.paid")).encode()
     with pytest.raises(Ignore) as caught:
         mapped(source(), body)
@@ -114,3 +126,267 @@ def test_a_signed_sample_is_accepted_through_the_app_and_a_forged_one_refused(ma
     assert again.json()["reason"] == "amount_not_in_payload"
     forged = client.post("/webhooks/recurly", content=BODY, headers=signed(BODY, OTHER))
     assert forged.status_code == 400 and forged.json()["error"]["code"] == "invalid_signature"
+
+
+# -- with an api_key: the invoice read from Recurly's API (served in-process, never our verifier) --
+
+API_KEY = "recurly_private_api_key_0123456789"
+INVOICE_ID = "t1ml7zqv4g2e"
+
+
+class RecurlyAPI:
+    """Recurly's API v3 as the tests serve it, behind an injected httpx transport: the invoices it
+    knows, every request it got (and on which thread), and `down` (an exception or a status)."""
+
+    def __init__(self) -> None:
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.requests: list[httpx.Request] = []
+        self.threads: list[int] = []
+        self.down: Exception | int | None = None
+        self.transport = httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.threads.append(threading.get_ident())
+        if isinstance(self.down, Exception):
+            raise self.down
+        if self.down is not None:
+            return httpx.Response(self.down, json={"error": {"type": "unavailable", "message": "down"}})
+        if request.headers.get("authorization") != "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode():
+            return httpx.Response(401, json={"error": {"type": "unauthorized", "message": "bad key"}})
+        found = self.invoices.get(unquote(request.url.path.removeprefix("/invoices/")))
+        if found is None:
+            return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Invoice"}})
+        return httpx.Response(200, content=json.dumps(found).encode())  # Recurly's JSON numbers, as text
+
+    def serve(self, invoice_id: str = INVOICE_ID, **fields: Any) -> dict[str, Any]:
+        """Serve a paid charge invoice (a $49 + $4.90 tax subscription purchase, unless `fields`)."""
+        invoice = {
+            "id": invoice_id, "object": "invoice", "type": "charge", "origin": "purchase", "state": "paid",
+            "account": {"object": "account", "id": "sjt4jqpiw8ms", "code": "user_recurly_42",
+                        "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace"},
+            "subscription_ids": ["sub_recurly_1"], "number": "1042", "currency": "USD",
+            "subtotal": 49.0, "discount": 0.0, "tax": 4.9, "total": 53.9, "paid": 53.9, "balance": 0.0,
+            "created_at": "2026-04-10T12:34:50Z", "closed_at": "2026-04-10T12:34:55Z",
+            "line_items": [{"object": "line_item", "type": "charge", "subscription_id": "sub_recurly_1",
+                            "amount": 49.0, "description": "Pro plan"}],
+            **fields,
+        }
+        self.invoices[invoice_id] = invoice
+        return invoice
+
+
+def paid(invoice_id: str = INVOICE_ID) -> bytes:
+    body = fixture("recurly", "charge_invoice.paid")
+    return json.dumps({**body, "id": invoice_id}).encode()
+
+
+def recurly_flow(make_flow: Any, api: RecurlyAPI, **settings: Any) -> Any:
+    provider = RecurlyProvider()
+    provider.transport = api.transport
+    return make_flow(provider, [SECRET], lambda b: signed(b), api_key=API_KEY, **settings)
+
+
+def sent(flow: Any, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the Dub destination will send for the event `answer` names."""
+    rows = flow.loop.run_until_complete(flow.store.read(lambda tx: conversions_of(tx, answer["eventId"], flow.destination)))
+    return [row["payload"] for row in rows]
+
+
+def test_a_paid_purchase_is_a_subscription_creation_read_from_recurlys_api(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    flow = recurly_flow(make_flow, api)
+    answer = flow.receive(paid())
+    assert answer["status"] == "accepted", answer
+    [sale] = flow.stored(answer)
+    assert (sale.kind, sale.event_name, sale.external_id, sale.invoice_id) == (
+        "sale", "Subscription creation", "user_recurly_42", INVOICE_ID)
+    assert sale.email == "ada@example.com" and sale.name == "Ada Lovelace"
+    [payload] = sent(flow, answer)
+    assert (payload["amount"], payload["currency"]) == (4900, "usd")  # total 53.90 less 4.90 tax
+    assert sale.metadata["invoiceNumber"] == "1042"
+    [request] = api.requests
+    assert str(request.url) == f"https://v3.recurly.com/invoices/{INVOICE_ID}"
+    assert request.headers["accept"] == "application/vnd.recurly.v2021-02-25+json"
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+
+
+def test_renewals_and_changes_are_named_from_the_invoice_origin(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve("inv_renew_unseen", origin="renewal", subscription_ids=["sub_before_install"])
+    api.serve("inv_first")
+    api.serve("inv_second", origin="renewal")
+    api.serve("inv_change", origin="immediate_change", total=12.5, tax=0, subtotal=12.5)
+    api.serve("inv_one_off", subscription_ids=[], total=20, tax=0)
+    flow = recurly_flow(make_flow, api)
+    names = {}
+    for invoice_id in ("inv_renew_unseen", "inv_first", "inv_second", "inv_change", "inv_one_off"):
+        answer = flow.receive(paid(invoice_id))
+        assert answer["status"] == "accepted", (invoice_id, answer)
+        [names[invoice_id]] = [s.event_name for s in flow.stored(answer)]
+    assert names == {  # a renewal of a subscription hooktrack never saw start stays a renewal
+        "inv_renew_unseen": "Subscription renewal", "inv_first": "Subscription creation",
+        "inv_second": "Subscription renewal", "inv_change": "Subscription update", "inv_one_off": "Purchase"}
+
+
+def test_a_free_trial_purchase_is_ignored_and_its_first_paid_renewal_is_the_creation(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve("inv_trial", total=0, subtotal=0, tax=0, paid=0)
+    api.serve("inv_after_trial", origin="renewal")
+    flow = recurly_flow(make_flow, api)
+    trial = flow.receive(paid("inv_trial"))
+    assert (trial["status"], trial["reason"]) == ("ignored", "zero_amount")
+    [sale] = flow.stored(flow.receive(paid("inv_after_trial")))
+    assert sale.event_name == "Subscription creation"
+
+
+def test_amounts_are_exact_in_the_currencys_minor_units() -> None:
+    api = RecurlyAPI()
+    src = make_source(RecurlyProvider(), [SECRET], name="recurly", api_key=API_KEY)
+    src.provider.transport = api.transport  # type: ignore[attr-defined]
+    for fields, expected in (({"total": 4999.99, "tax": 0.01}, (499998, "usd")),
+                             ({"total": 1200, "tax": 100, "currency": "JPY"}, (1100, "jpy")),
+                             ({"total": 10.125, "tax": 0, "currency": "KWD"}, (10125, "kwd"))):
+        api.serve(**fields)
+        body = src.provider.fetch(paid(), src.ctx)
+        sale = one(src, body)
+        assert isinstance(sale, Sale) and (sale.amount, sale.currency) == expected, fields
+        assert sale.gross_amount == sale.amount + {"usd": 1, "jpy": 100, "kwd": 0}[sale.currency]
+
+
+def test_recurly_api_down_answers_503_so_recurly_retries_and_the_redelivery_counts(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    flow = recurly_flow(make_flow, api)
+    for down in (httpx.ConnectError("connection refused"), httpx.ReadTimeout("timed out"), 500, 503, 429, 401):
+        api.down = down
+        answer = flow.receive(paid())
+        assert answer["error"]["code"] == "verifier_unavailable", (down, answer)
+        outcome = flow.loop.run_until_complete(flow.ingestor.receive(flow.src, paid(), Headers(signed(paid()))))
+        assert outcome.http_status == 503, down
+    assert "api_key" in answer["error"]["message"] and API_KEY not in answer["error"]["message"]  # the 401
+    assert flow.stored() == []  # nothing stored while the invoice could not be read
+    api.down = None
+    retried = flow.receive(paid())  # Recurly's retry of the same notification
+    assert retried["status"] == "accepted"
+    [sale] = flow.stored(retried)
+    assert sale.event_name == "Subscription creation"
+
+
+def test_the_lookup_runs_off_the_event_loop(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    flow = recurly_flow(make_flow, api)
+    loop_thread: list[int] = []
+    flow.loop.call_soon(lambda: loop_thread.append(threading.get_ident()))
+    assert flow.receive(paid())["status"] == "accepted"
+    assert api.threads and api.threads[0] != loop_thread[0]
+
+
+def test_an_invoice_recurly_does_not_know_is_ignored_not_retried(make_flow: Any) -> None:
+    flow = recurly_flow(make_flow, RecurlyAPI())
+    answer = flow.receive(paid("inv_deleted"))
+    assert (answer["status"], answer["reason"]) == ("ignored", "invoice_not_found")
+
+
+def test_the_invoice_is_stored_with_the_delivery_and_reprocess_does_not_call_the_api(
+        make_client: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    client = make_client(sources={"recurly": {"provider": "recurly", "secrets": [SECRET], "api_key": API_KEY}})
+    src = client.app.state.sources["recurly"]
+    src.provider.transport = api.transport
+    body = paid()
+    answer = client.post("/webhooks/recurly", content=body, headers=signed(body)).json()
+    assert answer["status"] == "accepted", answer
+    store = client.app.state.store
+    [[stored]] = client.portal.call(store.read, lambda tx: tx.all("SELECT body FROM events WHERE id = ?",
+                                                                   (answer["eventId"],)))
+    kept = json.loads(stored)
+    assert {k: kept[k] for k in json.loads(body)} == json.loads(body)  # the delivery as Recurly sent it
+    assert (kept["hooktrack_invoice"]["total"], kept["hooktrack_invoice"]["tax"]) == ("53.9", "4.9")
+
+    class Offline(RecurlyProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transport = httpx.MockTransport(lambda r: pytest.fail(f"reprocess called {r.url}"))
+
+    report = reprocess(client.app.state.settings, [answer["eventId"]], registry={"recurly": Offline})
+    result = report.results[answer["eventId"]]
+    assert (result["status"], result["reason"]) == ("duplicate", "business_key")  # the same Sale, mapped again
+    assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize("base", ["https://evil.example", "http://v3.recurly.com", "https://v3.recurly.com.evil.example",
+                                  "https://v3.recurly.com:8443", "https://user@v3.recurly.com",
+                                  "https://v3.recurly.com/invoices", "https://127.0.0.1"])
+def test_an_api_base_off_recurlys_hosts_stops_startup(base: str) -> None:
+    settings = parse_settings({"tracking": {"url": "http://127.0.0.1:9", "api_key": "k"},
+                               "sources": {"recurly": {"provider": "recurly", "secrets": [SECRET],
+                                                       "api_key": API_KEY, "api_base": base}}})
+    with pytest.raises(ConfigError) as caught:
+        build_sources(settings, {"recurly": RecurlyProvider})
+    assert "sources.recurly: api_base" in str(caught.value) and API_KEY not in str(caught.value)
+
+
+def test_the_eu_region_and_an_explicit_recurly_base_are_where_the_key_goes() -> None:
+    for settings, host in (({"region": "eu"}, "v3.eu.recurly.com"),
+                           ({"api_base": "https://v3.eu.recurly.com/"}, "v3.eu.recurly.com"),
+                           ({}, "v3.recurly.com")):
+        api = RecurlyAPI()
+        api.serve()
+        src = make_source(RecurlyProvider(), [SECRET], name="recurly", api_key=API_KEY, **settings)
+        src.provider.transport = api.transport  # type: ignore[attr-defined]
+        src.provider.fetch(paid(), src.ctx)
+        assert [r.url.host for r in api.requests] == [host], settings
+
+
+def test_a_refund_credit_invoice_reverses_the_charge_invoice_it_credits(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    api.serve("inv_credit", type="credit", origin="line_item_refund", subscription_ids=["sub_recurly_1"],
+              subtotal=-20.0, tax=-2.0, total=-22.0, state="closed",
+              line_items=[{"type": "credit", "original_line_item_invoice_id": INVOICE_ID, "amount": -22.0}])
+    api.serve("inv_goodwill", type="credit", origin="credit", total=-5.0, tax=0, line_items=[])
+    flow = recurly_flow(make_flow, api)
+    assert flow.receive(paid())["status"] == "accepted"
+    credit = {"id": "inv_credit", "object_type": "credit_invoice", "site_id": "o2vojlpfvzzb",
+              "event_type": "created", "event_time": "2026-04-12T09:00:00Z", "uuid": "6a1e4b2c7d9f40b1a3c5e7f9b2d4a6c9"}
+    src = flow.src
+    for total in (-22.0, -22, "-22.00"):  # a JSON number with or without a fraction, or decimal text
+        api.invoices["inv_credit"]["total"] = total
+        [refund] = mapped(src, src.provider.fetch(json.dumps(credit).encode(), src.ctx))
+        assert isinstance(refund, Refund)
+        assert (refund.reverses, refund.amount, refund.currency, refund.includes_tax, refund.refund_id) == (
+            (INVOICE_ID,), 2200, "usd", True, "inv_credit"), total
+    answer = flow.receive(credit)
+    assert answer["status"] == "accepted" and [c["kind"] for c in answer["conversions"]] == ["refund"], answer
+    assert [(s.kind, s.state, s.reason) for s in flow.stored()] == [("sale", "pending", None),
+                                                                    ("refund", "pending", None)]
+    goodwill = flow.receive({**credit, "id": "inv_goodwill"})
+    assert (goodwill["status"], goodwill["reason"]) == ("ignored", "not_a_refund")
+
+
+def test_a_recurly_sale_is_counted_by_dub_end_to_end(tmp_path: Path, receiver: TrackingReceiver) -> None:
+    """Issue 15: through the app, the forwarder and the strict Dub stand-in, a paid Recurly invoice
+    of a customer Dub knows (the app tracked its sign-up) is a counted sale of its amount."""
+    api = RecurlyAPI()
+    api.serve()
+    settings = parse_settings({
+        "store": {"url": f"sqlite:///{tmp_path / 'hooktrack.db'}"},
+        "tracking": {"url": receiver.url, "api_key": receiver.api_key, "timeout_s": 2},  # type: ignore[attr-defined]
+        "forwarder": {"base_delay_s": 0.05, "max_delay_s": 0.2, "poll_interval_s": 0.05, "fill_window_s": 0},
+        "sources": {"recurly": {"provider": "recurly", "secrets": [SECRET], "api_key": API_KEY}},
+    })
+    ws = receiver.workspace(receiver.api_key)
+    receiver.track_lead(ws, {"clickId": "cl_recurly_signup", "eventName": "Sign up",
+                             "customerExternalId": "user_recurly_42", "mode": "wait"})
+    with TestClient(create_app(settings, registry=load_providers())) as client:
+        client.app.state.sources["recurly"].provider.transport = api.transport  # type: ignore[attr-defined]
+        body = paid()
+        answer = client.post("/webhooks/recurly", content=body, headers=signed(body))
+        assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
+        wait_for(lambda: len(receiver.counted_sales()) == 1, timeout=10)
+    [sale] = receiver.counted_sales()
+    assert (sale.amount, sale.currency, sale.invoice_id) == (4900, "usd", INVOICE_ID), sale
