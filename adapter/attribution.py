@@ -75,6 +75,10 @@ def apply_identity_keys(conv: C, settings: SourceSettings, options: object = Non
         external = conv.client_reference.strip() or None  # a plain reference is the merchant's user id
     if click == conv.click_id and external == conv.external_id:
         return conv
+    if all(value is None or (isinstance(value, str) and value) for value in (click, external)):
+        # Valid `Text` ids already (found values are stripped and non-empty): copy without
+        # validating the whole model again, which cost more than the rest of the mapping.
+        return cast("C", conv.model_copy(update={"click_id": click, "external_id": external}))
     return cast("C", type(conv).model_validate({**dict(conv), "click_id": click, "external_id": external}))
 
 
