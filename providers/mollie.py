@@ -25,7 +25,9 @@ Sales (`amount` objects are `{"value": "24.95", "currency": "EUR"}` decimal stri
 - `payment-link.paid`: the link's `amount`, tax included (a link has no breakdown). The invoice
   id is the link id (`pl_...`), qualified by the event for a `reusable` link, which is paid more
   than once. A payment link has no `metadata` (mollie-api-typescript `PaymentLinkResponse`):
-  identity is the `billingAddress` the merchant pre-filled (email, name, phone) and `customerId`.
+  identity is the `billingAddress` the merchant pre-filled (email, name, phone) and `customerId`;
+  a click id may ride in the query of the `redirectUrl` the merchant set when creating the link
+  (`...?dub_id=<clickId>`), read for the click id only.
   The event names no payment id, and the payment names no link: a merchant subscribed to both
   `payment.paid` and `payment-link.paid` has each link payment counted twice (the README says
   to subscribe to one).
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from adapter.errors import Ignore, PayloadError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale
@@ -139,6 +142,7 @@ class MollieProvider(SamplesMixin, Provider):
             payment_refs=(link_id,) if reusable else (),
             timestamp=iso_time(link.get("paidAt")),
             metadata_sources=(_metadata(link.get("metadata")),),
+            click_sources=(_query(link.get("redirectUrl")),),
             provider_customer_id=text(link.get("customerId")),
             **_address(link.get("billingAddress")),
             metadata=compact(description=text(link.get("description")), paymentLinkId=link_id),
@@ -187,6 +191,17 @@ def _metadata(value: Any) -> dict[str, Any]:
         except (ValueError, RecursionError):
             return {}
     return value if isinstance(value, dict) else {}
+
+
+def _query(url: Any) -> dict[str, str]:
+    """The query parameters of a URL the merchant set (`https://shop/thanks?dub_id=cl_1`), first
+    value of each."""
+    if not isinstance(url, str) or "?" not in url:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(urlsplit(url).query):
+        out.setdefault(key, value)
+    return out
 
 
 def _address(value: Any) -> dict[str, Any]:

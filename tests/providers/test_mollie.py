@@ -105,21 +105,28 @@ def post(client: Any, data: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def test_a_payment_link_is_counted_by_the_billing_address_the_merchant_prefilled(make_client: Any,
-                                                                                 receiver: Any) -> None:
-    # A payment link has no `metadata` (mollie-api-typescript PaymentLinkResponse): the identity a
-    # merchant can give it is the billing address (or a customer) set when creating the link.
+def test_a_payment_link_is_counted_by_what_the_merchant_set_when_creating_it(make_client: Any,
+                                                                           receiver: Any) -> None:
+    # A payment link has no `metadata` (mollie-api-typescript PaymentLinkResponse): what a merchant
+    # can give it is a billing address (or a customer), and its own redirect URL's query.
     client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
     assert post(client, fixture("mollie", "payment-link.paid"))["status"] == "accepted"
     [sale] = wait_for(receiver.delivered)
-    assert (sale.body["amount"], sale.body["customerEmail"], sale.body["customerName"]) == (
-        2495, "grace@example.com", "Grace Hopper")
+    assert (sale.body["amount"], sale.body["clickId"], sale.body["customerEmail"], sale.body["customerName"]) == (
+        2495, "cl_mollie_link", "grace@example.com", "Grace Hopper")
+    assert [s.invoice_id for s in receiver.counted_sales()] == ["pl_4Y0eZitmBnQ6IDoMqZQKh"]
 
 
-def test_a_payment_link_without_customer_or_address_is_not_counted(make_client: Any) -> None:
+def test_a_redirect_url_gives_a_click_id_never_a_customer_id() -> None:
+    sale = one(source(), event("payment-link.paid", redirectUrl="https://shop.example.org/thanks?userId=u_1&dub_id=cl_2"))
+    assert (sale.click_id, sale.external_id) == ("cl_2", None)  # the userId in the URL is not taken
+
+
+def test_a_payment_link_without_customer_address_or_click_id_is_not_counted(make_client: Any) -> None:
     client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
     anonymous = fixture("mollie", "payment-link.paid")
     del anonymous["_embedded"]["entity"]["billingAddress"]
+    anonymous["_embedded"]["entity"]["redirectUrl"] = "https://shop.example.org/thanks"
     answer = post(client, anonymous)
     assert (answer["status"], answer["reason"]) == ("ignored", "no_identifier")
 
