@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapter.errors import Ignore, PayloadError, SignatureError
-from adapter.events import Sale
+from adapter.events import Refund, Sale
 from adapter.testing import ProviderContract, make_source
 from providers.mollie import MollieProvider
 from tests.conftest import fixture, wait_for
@@ -98,9 +98,88 @@ def test_a_paid_invoice_reaches_the_tracking_api_end_to_end(make_client: Any, re
     assert sale.body["customerEmail"] == "ada@example.com"
 
 
-def test_a_payment_link_names_no_customer_so_it_is_not_counted(make_client: Any) -> None:
-    # Mollie's payment link object has no customer, email or metadata: nothing to attribute.
+def post(client: Any, data: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps(data).encode()
+    answer: dict[str, Any] = client.post("/webhooks/mollie", content=body,
+                                         headers={**signed(body), "Content-Type": "application/json"}).json()
+    return answer
+
+
+def test_a_payment_link_is_counted_by_what_the_merchant_set_when_creating_it(make_client: Any,
+                                                                           receiver: Any) -> None:
+    # A payment link has no `metadata` (mollie-api-typescript PaymentLinkResponse): what a merchant
+    # can give it is a billing address (or a customer), and its own redirect URL's query.
     client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
-    body = json.dumps(event("payment-link.paid")).encode()
-    r = client.post("/webhooks/mollie", content=body, headers={**signed(body), "Content-Type": "application/json"})
-    assert (r.json()["status"], r.json()["reason"]) == ("ignored", "no_identifier")
+    assert post(client, fixture("mollie", "payment-link.paid"))["status"] == "accepted"
+    [sale] = wait_for(receiver.delivered)
+    assert (sale.body["amount"], sale.body["clickId"], sale.body["customerEmail"], sale.body["customerName"]) == (
+        2495, "cl_mollie_link", "grace@example.com", "Grace Hopper")
+    assert [s.invoice_id for s in receiver.counted_sales()] == ["pl_4Y0eZitmBnQ6IDoMqZQKh"]
+
+
+def test_a_redirect_url_gives_a_click_id_never_a_customer_id() -> None:
+    sale = one(source(), event("payment-link.paid", redirectUrl="https://shop.example.org/thanks?userId=u_1&dub_id=cl_2"))
+    assert (sale.click_id, sale.external_id) == ("cl_2", None)  # the userId in the URL is not taken
+
+
+def test_a_payment_link_without_customer_address_or_click_id_is_not_counted(make_client: Any) -> None:
+    client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
+    anonymous = fixture("mollie", "payment-link.paid")
+    del anonymous["_embedded"]["entity"]["billingAddress"]
+    anonymous["_embedded"]["entity"]["redirectUrl"] = "https://shop.example.org/thanks"
+    answer = post(client, anonymous)
+    assert (answer["status"], answer["reason"]) == ("ignored", "no_identifier")
+
+
+def test_a_paid_payment_excludes_the_vat_of_its_lines_and_names_the_merchant_metadata() -> None:
+    sale = one(source(), fixture("mollie", "payment.paid"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.amount, sale.gross_amount, sale.currency) == ("purchase", 10000, 12100, "eur")
+    assert (sale.invoice_id, sale.provider_customer_id, sale.email) == ("tr_5B8cwPMGnU6qLbRvo7qEZo", "cst_8wmqcHMN4U",
+                                                                        "ada@example.com")
+    assert (sale.click_id, sale.external_id) == ("cl_mollie_payment", "user_mollie_7")
+    # no lines: the amount is all there is (tax included, no breakdown)
+    bare = one(source(), event("payment.paid", lines=None))
+    assert (bare.amount, bare.gross_amount) == (12100, 12100)
+
+
+def test_payment_metadata_sent_as_a_json_string_still_gives_the_click_id() -> None:
+    # Mollie's metadata is any JSON; its own webhook example sends a JSON object in a string.
+    sale = one(source(), event("payment.paid", metadata=json.dumps({"dub_click_id": "cl_in_a_string"})))
+    assert sale.click_id == "cl_in_a_string"
+    assert one(source(), event("payment.paid", metadata="order 12345")).click_id is None
+
+
+def test_a_subscription_payment_is_a_renewal_and_an_unpaid_snapshot_is_not_a_sale() -> None:
+    sale = one(source(), event("payment.paid", sequenceType="recurring", subscriptionId="sub_rGYLh4bqKz"))
+    assert isinstance(sale, Sale)
+    assert (sale.kind, sale.subscription_id, sale.starts_subscription) == ("subscription", "sub_rGYLh4bqKz", False)
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event("payment.paid", status="open"))
+    assert caught.value.reason == "unpaid"
+
+
+def test_a_refunded_refund_reverses_its_payment_tax_included() -> None:
+    [refund] = mapped(source(), fixture("mollie", "refund.refunded"))
+    assert isinstance(refund, Refund)
+    assert refund.reverses == ("tr_5B8cwPMGnU6qLbRvo7qEZo",)
+    assert (refund.amount, refund.currency, refund.includes_tax, refund.refund_id) == (6050, "eur", True, "re_4qqhO89gsT")
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), event("refund.refunded", status="failed"))
+    assert caught.value.reason == "not_refunded"
+    queued = fixture("mollie", "refund.refunded")
+    queued["type"] = "refund.queued"
+    assert mapped(source(), queued) == []
+
+
+def test_a_refund_halves_the_partner_commission_of_its_payment(make_client: Any, receiver: Any) -> None:
+    receiver.program = True
+    client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
+    assert post(client, fixture("mollie", "payment.paid"))["status"] == "accepted"
+    wait_for(receiver.commissions, timeout=15)
+    [first] = receiver.commissions()
+    sold = first.amount
+    assert post(client, fixture("mollie", "refund.refunded"))["status"] == "accepted"
+    # 60.50 of the 121.00 gross refunded: half of the Sale's net remains
+    wait_for(lambda: receiver.commissions()[0].amount == sold // 2, timeout=15)
+    assert post(client, fixture("mollie", "refund.refunded"))["status"] == "duplicate"

@@ -1,10 +1,15 @@
 """Every installed provider as a configured source, discovered at collection time.
 
 Providers are added as plugins all the time, so the reliability suites never list them: they
-iterate `load_providers()` and configure each as a source with one dummy secret plus whatever
-its `settings_model` requires (`EXTRA_SETTINGS` below; a provider whose required settings we
-cannot guess is skipped with the validation message). What a provider's scheme covers — a
-signed timestamp, a signed body — is found out by signing, not declared.
+iterate `load_providers()` and configure each as a source the way a user who runs `hooktrack
+providers NAME --test-secrets` does: the provider's own `test_source()` settings (its secret's
+shape, HTTP Basic credentials, ...), plus, for the settings it cannot make up (a notification
+URL, rules, a seller id), the suite's values (`_extra_settings`), as a user fills in the
+printed placeholders. A provider whose `test_source()` raises `NotImplementedError` (it cannot
+sign its samples) gets one dummy secret and the extras; one whose required settings we cannot
+guess is skipped with the validation message. What a provider's scheme covers — a signed
+timestamp, a signed body — is found out by signing, not declared. Deliveries are signed with
+the source's own first secret.
 
 `CASES` counts the generated cases that ran, per suite and provider, for the closing note
 (printed by the terminal summary hook in `conftest.py`).
@@ -33,10 +38,11 @@ from starlette.testclient import TestClient
 from adapter.app import create_app
 from adapter.errors import ConfigError
 from adapter.plugin import Provider, Source, build_sources, load_providers
+from adapter.samples import SamplesMixin
 from adapter.settings import parse_settings
 
 # `whsec_` + base64 of 32 bytes: valid for Standard Webhooks / Svix and usable as a plain
-# HMAC key by every other scheme.
+# HMAC key by every other scheme; the secret of a provider without `test_source()` settings.
 SECRET = "whsec_" + base64.b64encode(b"hooktrack-reliability-secret-32b").decode()
 BASIC_AUTH = "hooktrack:reliability-password"
 
@@ -93,7 +99,7 @@ def _generic_settings() -> dict[str, Any]:
 
 
 def _extra_settings(name: str) -> dict[str, Any]:
-    """Provider settings (SPEC §8) for the providers that need more than a secret."""
+    """Provider settings (SPEC §8) that a provider's `test_source()` cannot make up."""
     extras: dict[str, dict[str, Any]] = {
         "standardwebhooks": {"rules": _DODO_RULES},
         "square": {"notification_url": "https://hooks.example.com/webhooks/square"},
@@ -119,11 +125,25 @@ class Candidate:
     skip: str | None = None
 
 
+def _test_source(cls: type[Provider]) -> dict[str, Any] | None:
+    """What `hooktrack providers NAME --test-secrets` prints (less `provider`); None when the
+    provider has no samples or cannot sign them (`NotImplementedError`)."""
+    provider = cls()
+    if not isinstance(provider, SamplesMixin):
+        return None
+    try:
+        return provider.test_source()
+    except NotImplementedError:
+        return None
+
+
 def candidates() -> list[Candidate]:
     """Every installed provider, configured as a source named after it."""
     found = []
     for name, cls in load_providers().items():
-        conf: dict[str, Any] = {"provider": name, "secrets": [SECRET], **_extra_settings(name)}
+        own = _test_source(cls)
+        conf: dict[str, Any] = {"provider": name, **_extra_settings(name),
+                                **(own if own is not None else {"secrets": [SECRET]})}
         skip = None
         try:
             build_sources(parse_settings({"tracking": {"url": "http://127.0.0.1:9", "api_key": "k"},
@@ -172,29 +192,52 @@ class Delivery:
 
     A delivery's credentials are the headers `Provider.sign` returns plus, for sources
     authenticated by a URL token, the query a provider's optional `sample_query(secret)`
-    returns; some schemes (Braintree) carry the signature inside the body `sample()` builds.
+    returns; some schemes carry the signature inside the body: the one `sample()` builds
+    (Braintree), or one `sign_sample(body, secret)` adds (Adyen's item HMAC). The secret is the
+    source's first. `outcome(response)` is hooktrack's answer to a delivery, also for a provider
+    that answers in its own format (Adyen's `[accepted]`).
     """
 
     def __init__(self, source: Source) -> None:
         self.source = source
         self.provider: Provider = source.provider
         self.samples = sorted(self.provider.samples())
+        self.secret = source.secrets[0] if source.secrets else ""
         self._n = 0
+        self._answers: list[dict[str, Any]] = []
+        own_answer = self.provider.answer
+
+        def recorded(outcome: Mapping[str, Any]) -> Any:  # observed, then answered as the provider does
+            self._answers.append(dict(outcome))
+            return own_answer(outcome)
+
+        self.provider.answer = recorded  # type: ignore[method-assign]
+
+    def outcome(self, response: Any) -> dict[str, Any]:
+        """hooktrack's JSON answer to the delivery `response` answers: its body, or, where the
+        provider answers in its own format, the answer it was given to turn into that."""
+        if response.headers.get("content-type", "").startswith("application/json"):
+            answer: dict[str, Any] = response.json()
+            return answer
+        assert self._answers, f"{self.source.name} answered {response.text!r} for no outcome"
+        return self._answers[-1]
 
     def body(self, sample: str | None = None, now: int | None = None) -> tuple[str, bytes]:
         """A fresh (unique id, current time) body of `sample`, or of the next sample in turn."""
         self._n += 1
         name = sample or self.samples[self._n % len(self.samples)]
         # A hex token, as `hooktrack send` passes (some providers build numeric ids from it).
-        return name, self.provider.sample(name, unique=secrets.token_hex(8), now=now or int(time.time()))
+        body = self.provider.sample(name, unique=secrets.token_hex(8), now=now or int(time.time()))
+        sign_sample = getattr(self.provider, "sign_sample", None)
+        return name, sign_sample(body, self.secret) if callable(sign_sample) else body
 
-    def sign(self, body: bytes, timestamp: int, secret: str = SECRET) -> dict[str, str]:
-        return self.provider.sign(body, secret, timestamp, self.source.ctx)
+    def sign(self, body: bytes, timestamp: int, secret: str | None = None) -> dict[str, str]:
+        return self.provider.sign(body, self.secret if secret is None else secret, timestamp, self.source.ctx)
 
-    def query(self, secret: str = SECRET) -> dict[str, str]:
+    def query(self, secret: str | None = None) -> dict[str, str]:
         """The URL query a genuine delivery carries (a URL token), usually none."""
         sample_query = getattr(self.provider, "sample_query", None)
-        return dict(sample_query(secret)) if callable(sample_query) else {}
+        return dict(sample_query(self.secret if secret is None else secret)) if callable(sample_query) else {}
 
     def path(self, query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> str:
         """`/webhooks/{source}`, with `query` (default: a genuine delivery's) when it has one."""

@@ -39,12 +39,13 @@ PROCESSOR = {"revenuecat": "revenuecat", "adyen": "custom", "mollie": "custom", 
              "appstore": "apple", "paypal": "custom"}
 # The samples that are not Sales: a trial Lead, refunds, a Lead without a click id (ignored), and
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
-NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "fastspring": {"return.created"},
+NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "mollie": {"refund.refunded"},
+             "fastspring": {"return.created"},
              "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
              "appstore": {"SUBSCRIBED+trial"}, "paypal": {"PAYMENT.CAPTURE.REFUNDED"}}
-# Sales that name nobody: a Mollie payment link has no customer, email or metadata, so the core
-# skips its Sale (`no_identifier`) and Dub never sees it.
-UNATTRIBUTABLE = {"mollie": {"payment-link.paid"}}
+# Sales that name nobody: the core skips them (`no_identifier`) and Dub never sees them. None
+# now: Mollie's payment-link sample carries the billing address a merchant pre-fills.
+UNATTRIBUTABLE: dict[str, set[str]] = {}
 
 # Maxio's webhooks carry no click id or metadata: the app tracks the sign-up with Dub itself
 # (a Lead for the customer's `reference`), and Maxio's Sales attach to that customer. Apple's
