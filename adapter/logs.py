@@ -18,7 +18,7 @@ _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
 
 def mask_email(text: str) -> str:
     """`ada@example.com` → `a***@example.com`, wherever it appears in `text`."""
-    return _EMAIL.sub(r"\1***@\2", text)
+    return _EMAIL.sub(r"\1***@\2", text) if "@" in text else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,6 +71,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO") -> None:
     """Send hooktrack's and uvicorn's logs to stderr as JSON lines."""
+    # What a record would carry that the JSON line never shows: finding the caller's frame,
+    # thread, process and multiprocessing names cost more than formatting the line (the logging
+    # HOWTO's "Optimization" section names these switches).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
