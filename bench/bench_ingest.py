@@ -2,6 +2,7 @@
 Starlette endpoint that only reads the body, same bodies, same load generator, same run.
 
     uv run python bench/bench_ingest.py [--runs 3] [--duration 8] [--connections 32] [--history N]
+                                        [--api-limit PER_MINUTE] [--log-level LEVEL] [--split]
 
 Prints requests/s of both, the ratio, and p50/p99 latency; medians over `--runs` alternating
 runs. `--history N` first stores N events so ingest is measured with a big store behind it.
@@ -102,17 +103,26 @@ class Hooktrack:
             proc.wait()
 
 
+API_LIMIT = 3000
+"""Requests per minute the forwarder may send (`tracking.max_requests_per_minute`): Dub's
+highest plan (Advanced) allows 3,000, so a burst is absorbed by ingest and drained at that
+pace, as against the real API. `--api-limit 0` lets the forwarder send as fast as the local
+receiver answers (every webhook then also costs a forward in the same process)."""
+LOG_LEVEL = "INFO"
+
+
 def start_hooktrack(folder: Path, tracking_url: str, port: int, worker: bool = True) -> subprocess.Popen[bytes]:
     config = folder / "hooktrack.toml"
+    limit = f"max_requests_per_minute = {API_LIMIT}\n" if API_LIMIT else ""
     config.write_text(
         f'[store]\nurl = "sqlite:///{folder / "bench.db"}"\n'
-        f'[tracking]\nurl = "{tracking_url}"\napi_key = "bench"\n'
+        f'[tracking]\nurl = "{tracking_url}"\napi_key = "bench"\n{limit}'
         '[forwarder]\nfill_window_s = 0\n'
         f'[sources.stripe]\nprovider = "stripe"\nsecrets = ["{SECRET}"]\ntolerance_s = 86400\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapter", "serve", "--config", str(config), "--port", str(port),
-         "--log-level", "WARNING", *([] if worker else ["--no-worker"])],
+         "--log-level", LOG_LEVEL, *([] if worker else ["--no-worker"])],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_up(f"http://127.0.0.1:{port}/healthz")
@@ -176,6 +186,7 @@ def seed_history(db: Path, count: int) -> None:
 
 
 def main() -> None:
+    global API_LIMIT, LOG_LEVEL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=8)
@@ -184,7 +195,12 @@ def main() -> None:
     parser.add_argument("--per-run", type=int, default=40_000, help="unique signed requests per run")
     parser.add_argument("--split", action="store_true",
                         help="serve --no-worker plus a separate worker process (the forwarder off the ingest process)")
+    parser.add_argument("--api-limit", type=int, default=3000,
+                        help="forwarder's requests per minute (Dub's plans allow 120-3,000); 0 = unpaced")
+    parser.add_argument("--log-level", default="INFO", help="hooktrack's log level (INFO, the default, "
+                        "writes one line per webhook)")
     args = parser.parse_args()
+    API_LIMIT, LOG_LEVEL = args.api_limit, args.log_level
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     work = Path(tempfile.mkdtemp(prefix="hooktrack-bench-"))
@@ -235,6 +251,8 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
     bare, hook = med("bare", "rps"), med("hooktrack", "rps")
     topology = "serve --no-worker + worker" if args.split else "serve with its in-process forwarder"
+    topology += f", forwarder at {args.api_limit:,}/min" if args.api_limit else ", forwarder unpaced"
+    topology += f", log level {args.log_level}"
     print(f"\ningest ({topology}), {args.connections} connections, {args.duration}s x {args.runs} runs, "
           f"history {args.history:,} events, {os.cpu_count()} CPUs (medians)")
     for name in ("bare", "hooktrack"):
