@@ -202,7 +202,7 @@ def test_a_subscription_reaches_dub_as_apple_end_to_end(make_client: Any, receiv
 USER = "7f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f"  # the samples' appAccountToken
 
 
-def test_source() -> dict[str, Any]:
+def throwaway_source() -> dict[str, Any]:
     """The `[sources.appstore]` table `hooktrack providers appstore --test-secrets` prints."""
     result = CliRunner().invoke(main, ["providers", "appstore", "--test-secrets"])
     assert result.exit_code == 0 and "# note:" not in result.output, result.output
@@ -216,7 +216,7 @@ def served(make_client: Any, **sources: dict[str, Any]) -> tuple[Any, dict[str, 
 
 
 def test_test_secrets_make_every_sample_a_counted_sale_or_trial_lead(make_client: Any, receiver: Any) -> None:
-    table = test_source()
+    table = throwaway_source()
     assert table["environment"] == "Sandbox" and "secrets" not in table
     client, sources = served(make_client, appstore=table)
     receiver.track_lead(receiver.workspace(receiver.api_key),  # the app tracked its user's sign-up
@@ -241,7 +241,7 @@ def test_test_secrets_make_every_sample_a_counted_sale_or_trial_lead(make_client
 
 
 def test_a_signed_sample_is_apples_shape_and_fresh_every_send() -> None:
-    src = source(**{k: v for k, v in test_source().items() if k != "provider"})
+    src = source(**{k: v for k, v in throwaway_source().items() if k != "provider"})
     bodies = [src.provider.sample("SUBSCRIBED", unique=u, now=int(time.time())) for u in ("a1b2c3", "d4e5f6")]
     decoded = [src.provider.parse(body, Headers({})) for body in bodies]
     for body in bodies:
@@ -257,7 +257,7 @@ def test_a_signed_sample_is_apples_shape_and_fresh_every_send() -> None:
 
 
 def test_a_sample_signed_by_another_chain_or_tampered_is_refused(make_client: Any, receiver: Any) -> None:
-    mine, other = test_source(), test_source()
+    mine, other = throwaway_source(), throwaway_source()
     client, sources = served(make_client, appstore=mine, other=other)
     forged = sources["other"].provider.sample("SUBSCRIBED", unique="feed01", now=int(time.time()))
     answer = client.post("/webhooks/appstore", content=forged, headers={"Content-Type": "application/json"})

@@ -307,6 +307,12 @@ def tamper(body: bytes) -> bytes:
     return body + b" "
 
 
+KEY_LOCATORS = {"paypal": {"PAYPAL-CERT-URL"}}
+"""Headers that say where the verification key is, not what was signed: with the pinned
+certificate `--test-secrets` gives, any URL on PayPal's allow-list finds the same key, so a
+garbled one that stays on the allow-list still verifies (and one off it is refused)."""
+
+
 def signature_tokens(value: str) -> list[str]:
     """The long tokens (hex, base64) of a header value: its signature material."""
     return [t for t in re.split(r"[^A-Za-z0-9+/=_-]+", value) if len(t) >= 16]
