@@ -86,11 +86,11 @@ def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(_pem_bytes(pem), password=None)
     except TypeError:
-        raise ValueError("sample_signing_key is an encrypted private key: give it unencrypted") from None
+        raise ValueError("is an encrypted private key: give it unencrypted") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("sample_signing_key is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
+        raise ValueError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("sample_signing_key is not an RSA private key (Paddle Classic signs RSA-SHA1)")
+        raise ValueError("is not an RSA private key (Paddle Classic signs RSA-SHA1)")
     return key
 
 
@@ -122,7 +122,7 @@ class PaddleClassicSettings(ClientReferenceSettings):
         if verifying is None:  # public_key itself was refused: that error says why
             return pem
         if _load_key(verifying).public_numbers() != public:
-            raise ValueError("sample_signing_key is not the private key of public_key: samples signed "
+            raise ValueError("is not the private key of public_key: samples signed "
                              "with it would be refused")
         return pem
 
