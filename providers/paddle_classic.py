@@ -6,8 +6,12 @@ sorted by name, values as strings — Paddle's documented algorithm
 https://classic.paddle.com/webhooks/verifying-webhooks/: "remove p_signature, ksort() the fields,
 serialize, verify with SHA1 and your public key"). It is checked with the vendor public key, the
 source setting `public_key` (PEM, Developer Tools → Public Key). Paddle holds the private key, so
-hooktrack cannot sign alerts: `sign` raises NotImplementedError. The scheme has no timestamp;
-delivery dedup on `alert_id` stops replays from counting twice.
+hooktrack cannot sign real alerts. `sample_signing_key` (PEM RSA private key, optional) is only for
+trying hooktrack locally: it signs the built-in samples (`sign_fields`, over the same
+`signed_data` the verifier checks), must be the private half of `public_key`, and is refused in a
+`livemode = "live"` source. `test_source()` makes a fresh pair (never Paddle's, so real alerts
+fail against it). Without the key, signing raises NotImplementedError saying what to do instead.
+The scheme has no timestamp; delivery dedup on `alert_id` stops replays from counting twice.
 
 Sales: `payment_succeeded` (a one-time order) and `subscription_payment_succeeded` (each paid
 cycle; `initial_payment` kept as metadata, the core names creation and renewal). The amount is
@@ -37,30 +41,39 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from adapter.attribution import ClientReferenceSettings
-from adapter.errors import Ignore, PayloadError, SignatureError
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import to_minor
 from adapter.payload import compact, json_value
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
-from providers.forms import encode_form, parse_form, sample_fields
+from providers.forms import FORM_CONTENT_TYPE, encode_form, parse_form, sample_fields
 
-__all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize"]
+__all__ = ["PaddleClassicProvider", "PaddleClassicSettings", "php_serialize", "sign_fields", "signed_data"]
 
 _SALES = frozenset({"payment_succeeded", "subscription_payment_succeeded"})
 _REFUNDS = frozenset({"payment_refunded", "subscription_payment_refunded"})
+_CANNOT_SIGN = (
+    "hooktrack cannot sign Paddle Classic alerts: Paddle signs them with its own private key, so use "
+    "Paddle's Webhook Alert Simulator (Developer Tools) to send signed test alerts instead; or, to try "
+    "hooktrack locally, use the throwaway source `hooktrack providers paddle_classic --test-secrets` "
+    "prints (a public_key with its sample_signing_key)")
+
+
+def _pem_bytes(pem: str) -> bytes:
+    text = pem.strip()
+    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
+        text = text.replace("\\n", "\n")
+    return text.encode()
 
 
 @functools.lru_cache(maxsize=16)
 def _load_key(pem: str) -> rsa.RSAPublicKey:
-    text = pem.strip()
-    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
-        text = text.replace("\\n", "\n")
     try:
-        key = serialization.load_pem_public_key(text.encode())
+        key = serialization.load_pem_public_key(_pem_bytes(pem))
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError("public_key is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -68,17 +81,50 @@ def _load_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
+@functools.lru_cache(maxsize=8)
+def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(_pem_bytes(pem), password=None)
+    except TypeError:
+        raise ValueError("is an encrypted private key: give it unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("is not an RSA private key (Paddle Classic signs RSA-SHA1)")
+    return key
+
+
+def _is_private_pem(text: str) -> bool:
+    return "PRIVATE KEY-----" in text
+
+
 class PaddleClassicSettings(ClientReferenceSettings):
     """`public_key`: the vendor's RSA public key in PEM, from Paddle's Developer Tools;
     `client_reference_prefix` (default `dub_id_`), which makes a plain `passthrough` a click id."""
 
     public_key: str
+    sample_signing_key: str | None = None
+    """PEM RSA private key of `public_key`: signs `hooktrack send` samples, nothing else."""
 
     @field_validator("public_key")
     @classmethod
     def _pem(cls, value: str) -> str:
         _load_key(value)
         return value
+
+    @field_validator("sample_signing_key")
+    @classmethod
+    def _signing_key(cls, pem: str | None, info: ValidationInfo) -> str | None:
+        if pem is None:
+            return None
+        public = _load_private_key(pem).public_key().public_numbers()
+        verifying = info.data.get("public_key")
+        if verifying is None:  # public_key itself was refused: that error says why
+            return pem
+        if _load_key(verifying).public_numbers() != public:
+            raise ValueError("is not the private key of public_key: samples signed "
+                             "with it would be refused")
+        return pem
 
 
 def php_serialize(fields: Sequence[tuple[str, str]]) -> bytes:
@@ -99,6 +145,13 @@ def php_serialize(fields: Sequence[tuple[str, str]]) -> bytes:
 def signed_data(fields: dict[str, str]) -> bytes:
     """The bytes Paddle signs: every field but `p_signature`, sorted by name, PHP-serialised."""
     return php_serialize(sorted((k, v) for k, v in fields.items() if k != "p_signature"))
+
+
+def sign_fields(fields: dict[str, str], private_pem: str) -> str:
+    """`p_signature` as Paddle computes it: base64 RSA-SHA1 (PKCS#1 v1.5) of `signed_data(fields)`
+    with the PEM private key `private_pem`. Raises `ValueError` for a key that is not RSA PEM."""
+    key = _load_private_key(private_pem)  # SHA-1 is Paddle Classic's scheme, not our choice
+    return base64.b64encode(key.sign(signed_data(fields), padding.PKCS1v15(), hashes.SHA1())).decode()  # noqa: S303
 
 
 def _event_time(value: str | None) -> datetime:
@@ -141,27 +194,67 @@ class PaddleClassicProvider(SamplesMixin, Provider):
         except InvalidSignature:
             raise SignatureError("invalid_signature", "p_signature does not match the fields and public_key") from None
 
+    def configure(self, ctx: SourceContext) -> None:
+        """Refuse a sample-signing key in a live source: whoever holds it could sign alerts.
+        Raises `ConfigError` naming `sample_signing_key`."""
+        super().configure(ctx)
+        options: PaddleClassicSettings | None = ctx.options
+        if options is not None and options.sample_signing_key is not None and ctx.settings.livemode == "live":
+            raise ConfigError(f"sources.{ctx.source}.sample_signing_key: a key that signs samples does not belong "
+                              "in a livemode = \"live\" source (anyone holding it could sign alerts); remove it, "
+                              "and put Paddle's public key in public_key")
+
     def sign(self, body: bytes, secret: str, timestamp: int, ctx: SourceContext) -> dict[str, str]:
-        """Never possible: Paddle signs with its private key, which no merchant has."""
-        raise NotImplementedError(
-            "hooktrack cannot sign Paddle Classic alerts: Paddle signs them with its own private key "
-            "(Paddle's Webhook Alert Simulator, under Developer Tools, sends signed test alerts)"
-        )
+        """No headers: the signature is the body's `p_signature` field, which `sign_sample` adds.
+        Raises `NotImplementedError` (what to do instead) unless the source has a
+        `sample_signing_key` or `secret` is a PEM private key (a forgery in tests)."""
+        options: PaddleClassicSettings | None = ctx.options
+        if not _is_private_pem(secret) and (options is None or options.sample_signing_key is None):
+            raise NotImplementedError(_CANNOT_SIGN)
+        return {}
+
+    def sign_sample(self, body: bytes, secret: str) -> bytes:
+        """The form with `p_signature` appended, signed with `secret` when it is a PEM private key
+        (`post_sample(..., secret=other_key)` forges one), else with the source's
+        `sample_signing_key`; the body unchanged without either (`sign` then says why)."""
+        options: PaddleClassicSettings | None = self.ctx.options if self.ctx is not None else None
+        key = secret if _is_private_pem(secret) else options.sample_signing_key if options else None
+        if key is None:
+            return body
+        fields = {k: v for k, v in parse_form(body).items() if k != "p_signature"}
+        return encode_form({**fields, "p_signature": sign_fields(fields, key)})
+
+    def test_source(self) -> dict[str, Any]:
+        """A fresh RSA-2048 pair: `public_key` and its private key as `sample_signing_key`
+        (never Paddle's, so real alerts fail against it)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return {"public_key": public.decode(), "sample_signing_key": private.decode()}
 
     def samples(self) -> dict[str, bytes]:
         """Samples as form bodies without `p_signature` (stored as JSON objects of the fields)."""
         return {name: encode_form(sample_fields(raw)) for name, raw in super().samples().items()}
 
     def sample(self, name: str, *, unique: str, now: int) -> bytes:
-        """Sample `name` with a fresh `alert_id`, `order_id` and `event_time` (unsigned)."""
+        """Sample `name` made fresh by `refresh_sample`, as a form body (unsigned: `sign_sample`)."""
         fields = sample_fields(super().samples()[name])
-        number = int(hashlib.sha256(unique.encode()).hexdigest()[:12], 16) % 10**9
-        fields.update(alert_id=str(number), order_id=f"{number}-{number % 9973}",
-                      event_time=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S"))
+        self.refresh_sample(fields, unique, now)
         return encode_form(fields)
 
+    def refresh_sample(self, data: dict[str, Any], unique: str, now: int) -> None:
+        """A fresh `alert_id`, `order_id` (Dub's invoice id), `subscription_payment_id` where there
+        is one, and `event_time` now, in Paddle's formats."""
+        number = int(hashlib.sha256(unique.encode()).hexdigest()[:12], 16) % 10**9
+        data.update(alert_id=str(number), order_id=f"{number}-{number % 9973}",
+                    event_time=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S"))
+        if "subscription_payment_id" in data:
+            data["subscription_payment_id"] = str(number % 10**8)
+
     def sample_headers(self, sample: str, body: bytes) -> dict[str, str]:
-        return {"Content-Type": "application/x-www-form-urlencoded"}
+        return {"Content-Type": FORM_CONTENT_TYPE}
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
         """The alert by `alert_id`, typed by `alert_name`, at `event_time` (UTC)."""

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import base64
 import time
+import tomllib
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import phpserialize  # type: ignore[import-untyped]
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.datastructures import Headers
 
+from adapter.cli import main
 from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
-from adapter.plugin import Source
+from adapter.plugin import Source, build_sources, load_providers
+from adapter.samples import post_sample
+from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.forms import parse_form
-from providers.paddle_classic import PaddleClassicProvider, php_serialize, signed_data
+from providers.paddle_classic import PaddleClassicProvider, php_serialize, sign_fields, signed_data
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
 
@@ -201,11 +206,15 @@ def test_public_key_squeezed_into_one_line_with_backslash_n_works() -> None:
     verify(form(alert("payment_succeeded")), PUBLIC.strip().replace("\n", "\\n"))
 
 
-def test_hooktrack_cannot_sign_paddle_classic_samples() -> None:
+def test_without_a_sample_signing_key_signing_says_what_to_do_instead() -> None:
     src = make_source(PaddleClassicProvider(), [], public_key=PUBLIC)
     body = src.provider.sample("payment_succeeded", unique="a1b2c3d4e5f60718", now=int(time.time()))
-    with pytest.raises(NotImplementedError, match="its own private key"):
+    assert src.provider.sign_sample(body, "") == body  # nothing to sign with: left unsigned
+    with pytest.raises(NotImplementedError, match="its own private key") as caught:
         src.provider.sign(body, "", 0, src.ctx)
+    assert "Webhook Alert Simulator" in str(caught.value) and "--test-secrets" in str(caught.value)
+    with pytest.raises(ConfigError, match="--test-secrets"):
+        post_sample(src, "payment_succeeded", "http://127.0.0.1:9")
 
 
 # -- one flow end to end: the app, the forwarder and a real loopback receiver ---------------------
@@ -367,3 +376,134 @@ def test_a_full_refund_refunds_the_whole_sale_and_a_vat_refund_none_of_it() -> N
     assert isinstance(full, Refund) and full.amount is None
     with pytest.raises(Ignore, match="zero_amount"):
         mapped(source(), form(refund_alert(refund_type="vat", gross_refund="9.80", tax_refund="9.80")), FORM)
+
+
+# --- signed samples: `--test-secrets`, `sample_signing_key` ------------------------------------------
+
+
+def secrets_block() -> dict[str, Any]:
+    """The `[sources.paddle_classic]` table `hooktrack providers paddle_classic --test-secrets` prints."""
+    result = CliRunner().invoke(main, ["providers", "paddle_classic", "--test-secrets"])
+    assert result.exit_code == 0, result.output
+    assert "# note:" not in result.output, result.output
+    block: dict[str, Any] = tomllib.loads(result.output)["sources"]["paddle_classic"]
+    return block
+
+
+def build(source: dict[str, Any]) -> Source:
+    settings = parse_settings({"tracking": {"url": "http://127.0.0.1:9", "api_key": "k"},
+                               "sources": {"pc": source}})
+    [src] = build_sources(settings, load_providers()).values()
+    return src
+
+
+def test_the_test_secrets_block_is_toml_that_builds_a_source_with_a_fresh_key_pair() -> None:
+    block = secrets_block()
+    assert block["provider"] == "paddle_classic"
+    assert set(block) == {"provider", "public_key", "sample_signing_key"}
+    assert "BEGIN PUBLIC KEY" in block["public_key"] and "BEGIN PRIVATE KEY" in block["sample_signing_key"]
+    src = build(block)
+    assert src.ctx.options.sample_signing_key == block["sample_signing_key"]
+    assert secrets_block()["public_key"] != block["public_key"]  # never one shared, well-known key
+
+
+def test_sample_signature_is_paddles_own_algorithm() -> None:
+    """`sign_fields` gives the signature an independent implementation (phpserialize, as in
+    Paddle's Python example) computes; PKCS#1 v1.5 is deterministic, so they are equal."""
+    pem = _private_pem(KEY)
+    fields = {**alert("subscription_payment_succeeded"), "customer_name": "Zoë Ærøskøbing"}
+    assert sign_fields(fields, pem) == p_signature(fields, pem)
+    src = make_source(PaddleClassicProvider(), [], public_key=PUBLIC, sample_signing_key=pem)
+    body = src.provider.sign_sample(src.provider.sample("payment_succeeded", unique="u1", now=int(time.time())), "")
+    signed = parse_form(body)
+    assert signed["p_signature"] == p_signature(signed, pem)
+    verify(body)
+
+
+@pytest.fixture
+def served(make_client: Any) -> Any:
+    return make_client(sources={"paddle_classic": secrets_block()})
+
+
+def source_of(client: Any) -> Source:
+    src: Source = client.app.state.sources["paddle_classic"]
+    return src
+
+
+def test_every_sample_signed_with_the_test_secrets_is_accepted_and_its_sales_count_at_dub(
+        served: Any, receiver: Any) -> None:
+    src = source_of(served)
+    samples = sorted(src.provider.samples())
+    assert samples == ["payment_refunded", "payment_succeeded", "subscription_payment_succeeded",
+                       "subscription_payment_succeeded+renewal"]
+    answers = {}
+    for sample in samples:
+        r = post_sample(src, sample, "http://testserver", client=served)
+        assert r.status_code == 200, (sample, r.text)
+        answers[sample] = r.json()
+    assert {s: a["status"] for s, a in answers.items()} == {
+        "payment_refunded": "ignored", "payment_succeeded": "accepted",
+        "subscription_payment_succeeded": "accepted", "subscription_payment_succeeded+renewal": "accepted"}
+    assert answers["payment_refunded"]["reason"] == "unknown_sale"  # a fresh order hooktrack never saw
+    sales = wait_for(lambda: len(receiver.counted_sales()) == 3 and receiver.counted_sales())
+    assert sorted((s.amount, s.currency, s.payment_processor) for s in sales) == [
+        (3000, "eur", "paddle"), (3000, "eur", "paddle"), (4900, "usd", "paddle")]
+    # Nothing refused (a 404 is Dub's "lead not found" until the first Sale's lead of user_42 is
+    # visible: hooktrack retries, as it would against Dub)
+    assert [(r.kind, r.status, r.body) for r in receiver.requests if r.status in (400, 422)] == []
+    assert len({s.invoice_id for s in sales}) == 3
+
+
+def test_each_send_is_a_new_alert_and_order(served: Any, receiver: Any) -> None:
+    src = source_of(served)
+    first, second = (post_sample(src, "payment_succeeded", "http://testserver", client=served).json()
+                     for _ in range(2))
+    assert first["status"] == second["status"] == "accepted" and first["eventId"] != second["eventId"]
+    sales = wait_for(lambda: len(receiver.counted_sales()) == 2 and receiver.counted_sales())
+    assert len({s.invoice_id for s in sales}) == 2
+
+
+def test_a_sample_signed_with_another_key_is_400(served: Any, receiver: Any) -> None:
+    r = post_sample(source_of(served), "payment_succeeded", "http://testserver", secret=_private_pem(OTHER_KEY),
+                    client=served)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+    time.sleep(0.2)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("sale_gross", "5880.00"), ("passthrough", "dub_id_cl_attacker"),
+                                              ("alert_id", "1")])
+def test_a_signed_sample_with_one_field_changed_is_400(served: Any, field: str, value: str) -> None:
+    src = source_of(served)
+    body = src.provider.sign_sample(src.provider.sample("payment_succeeded", unique="t1", now=int(time.time())), "")
+    fields = parse_form(body)
+    assert fields[field] != value
+    r = post(served, {**fields, field: value}, sign=False)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+    assert post(served, fields, sign=False).json()["status"] == "accepted"  # the untouched one verifies
+
+
+def test_a_signing_key_that_is_not_the_public_keys_stops_startup(make_client: Any) -> None:
+    with pytest.raises(ConfigError, match="sample_signing_key") as caught:
+        make_client(sources={"pc": {"provider": "paddle_classic", "public_key": PUBLIC,
+                                    "sample_signing_key": _private_pem(OTHER_KEY)}})
+    assert "not the private key of public_key" in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["not a key", _private_pem(KEY).replace("MII", "XXX"), PUBLIC])
+def test_an_unusable_signing_key_stops_startup(make_client: Any, key: str) -> None:
+    with pytest.raises(ConfigError, match="sample_signing_key"):
+        make_client(sources={"pc": {"provider": "paddle_classic", "public_key": PUBLIC, "sample_signing_key": key}})
+
+
+def test_an_encrypted_signing_key_stops_startup_saying_so(make_client: Any) -> None:
+    encrypted = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"pw")).decode()
+    with pytest.raises(ConfigError, match=r"sample_signing_key.*encrypted"):
+        make_client(sources={"pc": {"provider": "paddle_classic", "public_key": PUBLIC,
+                                    "sample_signing_key": encrypted}})
+
+
+def test_a_signing_key_in_a_live_source_stops_startup(make_client: Any) -> None:
+    with pytest.raises(ConfigError, match=r"sample_signing_key.*live"):
+        make_client(sources={"pc": {"provider": "paddle_classic", "livemode": "live", **secrets_block()}})
