@@ -24,10 +24,18 @@ context, and identifiers — full resource data must be fetched via the API", do
   `Ignore("amount_not_in_payload")`. The key goes only to Recurly's API hosts (`API_HOSTS`),
   over HTTPS; an API that cannot answer now (down, 5xx, 429, a timeout, a refused key) is a 503
   (`VerifierUnavailable`) so Recurly retries, and a 404 for the invoice is `invoice_not_found`.
+  The lookups of a source share one `httpx.Client` (`close()` closes it; the core has no
+  shutdown hook for providers yet), and the core skips `fetch` for a redelivery it has stored.
 - `credit_invoice.created` of a refund (`origin` `refund`, `line_item_refund`, `open_amount_refund`,
   `external_refund`, `termination`) → Refund of the
   charge invoice its credit lines came from (`original_line_item_invoice_id`, or the older
-  `previous_invoice_id`), by the credit's total (tax included), once per credit invoice.
+  `previous_invoice_id`), by the credit's total (tax included), once per credit invoice. An
+  invoice carries its first lines only; when `has_more_line_items` is true ("a request needs to
+  be made to the `list_invoice_line_items` endpoint", Recurly's OpenAPI) `fetch` reads
+  `GET /invoices/{id}/line_items?limit=200` and follows the list's `next` (a path, with the
+  `cursor`) while `has_more` (Recurly's pagination guide), at most `MAX_LINE_PAGES` pages and
+  only on the API host; a list cut short is stored as `line_items_complete: false` and mapped
+  from what was read. Paid charge invoices are not paged: the Sale reads no line.
 
 The delivery id is `{object_type}.{event_type}:{id}`: Recurly's `id` names the object, so the
 event type keeps `account.created` and a later `account.updated` of one account apart, while a
