@@ -96,7 +96,9 @@ class Ingestor:
                 await asyncio.to_thread(source.provider.verify, body, headers, source.secrets, ctx)
             else:
                 source.provider.verify(body, headers, source.secrets, ctx)
-            if source.provider.fetches:  # an API lookup for an id-only webhook (Recurly): off the loop
+            # An API lookup for an id-only webhook (Recurly), off the loop; not for a redelivery
+            # of an event already stored (the ingest transaction still dedupes durably).
+            if source.provider.fetches and not await self._already_stored(source, body, headers):
                 body = await asyncio.to_thread(source.provider.fetch, body, ctx)
         except SignatureError as exc:  # a lookup that cannot be done now is VerifierUnavailable: 503
             await self._reject(source, received, exc.code, None)
@@ -117,6 +119,21 @@ class Ingestor:
         statuses = {o.status for o in outcomes}
         return Outcome(statuses.pop() if len(statuses) == 1 else "accepted", events=outcomes,
                        conversions=[c for o in outcomes for c in o.conversions])
+
+    async def _already_stored(self, source: Source, body: bytes, headers: Headers) -> bool:
+        """True when every event of the verified, not yet fetched body is already stored (a
+        redelivery): `fetch` is then skipped. Only a read, so anything unsure (a body `parse`
+        refuses, a store that cannot answer) is False and the lookup runs as before."""
+        try:
+            parsed = source.provider.parse(body, headers)
+            events = [parsed] if isinstance(parsed, ProviderEvent) else list(parsed)
+            if not events or not all(isinstance(e, ProviderEvent) for e in events):
+                return False
+            keys = [e.id for e in events]
+            found = await self.store.read(lambda tx: [tx.event_id_for(source.name, k) for k in keys])
+        except Exception:  # parse and the transaction say what is wrong, as without this check
+            return False
+        return all(f is not None for f in found)
 
     async def _one(self, source: Source, body: bytes, received: int, event: ProviderEvent) -> Outcome:
         """Map and store one verified event of a delivery."""

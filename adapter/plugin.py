@@ -132,9 +132,12 @@ class Provider:
 
         Runs in a worker thread after `verify` and before `parse`. What it returns is what is
         parsed and stored, so `map` stays pure and `hooktrack reprocess` maps the stored body
-        again without a second lookup. Returns `body` unchanged when it has nothing to add (an
-        event type it does not look up, a body `parse` will refuse). Raises `VerifierUnavailable`
-        (503, so the sender retries) when the API cannot answer now, never another exception.
+        again without a second lookup. Not called for a redelivery: when `parse` of the body as
+        received names events already stored, the core skips `fetch` (so `parse` must give the
+        same event ids before and after `fetch`). Returns `body` unchanged when it has nothing
+        to add (an event type it does not look up, a body `parse` will refuse). Raises
+        `VerifierUnavailable` (503, so the sender retries) when the API cannot answer now, never
+        another exception.
         """
         return body
 

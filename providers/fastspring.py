@@ -8,9 +8,28 @@ the business key is what protects against counting twice: every Sale's `invoiceI
 FastSpring order id (`order.id`; the customer-facing `reference` is a payment ref too).
 FastSpring takes any 200 as "all events processed".
 
-Sale: `order.completed` (an initial subscription purchase too: the order's subscription item
-names the subscription, and it starts it) and `subscription.charge.completed` (a rebill: a
-renewal; a proration charge: `Subscription update`). Amounts are major-unit JSON numbers, read
+Sale: `order.completed` and `subscription.charge.completed`. Creation, renewal and update
+follow what FastSpring documents of the two events (developer.fastspring.com):
+- `order.completed` fires for new orders only: "For subscriptions, this webhook fires after the
+  initial transaction; rebills do not trigger this event" ("Successful Orders"). An order with a
+  subscription item starts that subscription (`starts_subscription=True`); a $0 one is a free
+  trial (`zero_amount`, `trial_of` the subscription), so its first paid charge is the creation.
+- `subscription.charge.completed` fires "for automatic rebills, managed rebills, and proration
+  adjustments. It does not fire for the initial purchase" ("Subscription Charges"): a rebill is a
+  renewal (`starts_subscription=False`; the docs' rebill sample has `order.acquisitionTransactionType`
+  `GROUP_REGULAR_PERIOD`, no other value is documented, so it is not read). A proration is
+  `Subscription update`: a prorated plan change creates its own order ("A proration order is
+  created for the changes", "Change the product in a subscription"), whose items carry the
+  prorated amounts (`proratedItemProratedCharge`, `proratedItemChangeAmount`,
+  `proratedItemCreditAmount`, `proratedItemTotal`: order item fields of the Orders API reference,
+  "Prorated charge amount in base currency", 0 in its example of a plain order); an item with one
+  of them not 0 marks the charge a proration. Proration needs a subscription billed at least once and no
+  trial ("Manage active subscriptions"), so it is never the creation. Without Webhook Expansion
+  the charge's `order` is an id only and every charge is a renewal.
+- `subscription.activated` (sent with the initial `order.completed`) carries no amount and is
+  not counted; no `order.reason`, `proration` or `prorated` flag is documented on these events
+  (`subscription.changed` is the time of the subscription's last change, not a signal).
+Amounts are major-unit JSON numbers, read
 exactly (the body is parsed with `Decimal` numbers); the Sale is `total - tax` in the order's
 `currency` (not `totalInPayoutCurrency`). `return.created` → Refund of the original order.
 
@@ -130,8 +149,8 @@ class FastSpringProvider(SamplesMixin, Provider):
             tax = _money(order.get("tax", 0), currency, "tax")
         else:  # a charge without expansion: only its total, tax unknown (counted as it is)
             gross, tax = _money(data.get("total"), currency, "total"), 0
-        if gross - tax <= 0:
-            raise Ignore("zero_amount")
+        if gross - tax <= 0:  # a free trial's $0 order: the subscription's first paid charge is its creation
+            raise Ignore("zero_amount", trial_of=subscription if starts else None)
         account = data.get("account") if isinstance(data.get("account"), dict) else order.get("account")
         account_obj, customer = mapping(account), mapping(order.get("customer"))
         contact = mapping(account_obj.get("contact")) or customer
@@ -169,6 +188,16 @@ class FastSpringProvider(SamplesMixin, Provider):
                       metadata=compact(reason=text(data.get("reason")), returnReference=text(data.get("reference"))))
 
 
+_PRORATED = ("proratedItemProratedCharge", "proratedItemChangeAmount", "proratedItemCreditAmount",
+             "proratedItemTotal")
+"""Order item amounts FastSpring fills on a proration order (0 on other orders)."""
+
+
 def _proration(order: dict[str, Any]) -> bool:
-    """A charge FastSpring made for a plan change (its order's transaction type says proration)."""
-    return "PRORAT" in (text(order.get("acquisitionTransactionType")) or "").upper()
+    """A charge for a prorated plan change: an item of its order has a prorated amount not 0."""
+    for item in order.get("items") or []:
+        for key in _PRORATED:
+            value = mapping(item).get(key)
+            if isinstance(value, (int, Decimal)) and not isinstance(value, bool) and value != 0:
+                return True
+    return False

@@ -24,10 +24,18 @@ context, and identifiers — full resource data must be fetched via the API", do
   `Ignore("amount_not_in_payload")`. The key goes only to Recurly's API hosts (`API_HOSTS`),
   over HTTPS; an API that cannot answer now (down, 5xx, 429, a timeout, a refused key) is a 503
   (`VerifierUnavailable`) so Recurly retries, and a 404 for the invoice is `invoice_not_found`.
+  The lookups of a source share one `httpx.Client` (`close()` closes it; the core has no
+  shutdown hook for providers yet), and the core skips `fetch` for a redelivery it has stored.
 - `credit_invoice.created` of a refund (`origin` `refund`, `line_item_refund`, `open_amount_refund`,
   `external_refund`, `termination`) → Refund of the
   charge invoice its credit lines came from (`original_line_item_invoice_id`, or the older
-  `previous_invoice_id`), by the credit's total (tax included), once per credit invoice.
+  `previous_invoice_id`), by the credit's total (tax included), once per credit invoice. An
+  invoice carries its first lines only; when `has_more_line_items` is true ("a request needs to
+  be made to the `list_invoice_line_items` endpoint", Recurly's OpenAPI) `fetch` reads
+  `GET /invoices/{id}/line_items?limit=200` and follows the list's `next` (a path, with the
+  `cursor`) while `has_more` (Recurly's pagination guide), at most `MAX_LINE_PAGES` pages and
+  only on the API host; a list cut short is stored as `line_items_complete: false` and mapped
+  from what was read. Paid charge invoices are not paged: the Sale reads no line.
 
 The delivery id is `{object_type}.{event_type}:{id}`: Recurly's `id` names the object, so the
 event type keeps `account.created` and a later `account.updated` of one account apart, while a
@@ -40,6 +48,8 @@ per site).
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -65,7 +75,13 @@ ACCEPT = "application/vnd.recurly.v2021-02-25+json"
 INVOICE_KEY = "hooktrack_invoice"
 """Where `fetch` puts the looked-up invoice in the stored body (not a Recurly field)."""
 TIMEOUT_S = 3.0
-"""Recurly waits 5 s for an answer; the lookup leaves room for the store's commit."""
+"""Recurly waits 5 s for an answer; the whole lookup (invoice and line item pages) gets 3 s,
+leaving room for the store's commit."""
+LINE_PAGE_SIZE = 200
+"""Line items asked for per page (`limit`, Recurly's maximum)."""
+MAX_LINE_PAGES = 10
+"""At most this many line item pages per credit invoice, so an API answer that keeps saying
+`has_more` cannot hold a webhook forever (2,000 lines)."""
 _LOOKED_UP = frozenset({"charge_invoice.paid", "credit_invoice.created"})
 _REFUND_ORIGINS = frozenset({"refund", "line_item_refund", "open_amount_refund", "external_refund", "termination"})
 _INVOICE_FIELDS = ("id", "number", "type", "origin", "state", "currency", "subtotal", "discount", "tax",
@@ -124,6 +140,23 @@ class RecurlyProvider(SamplesMixin, Provider):
     def __init__(self) -> None:
         self.transport: httpx.BaseTransport | None = None
         """How the API is reached: None for the network (TLS checked); tests inject Recurly's API."""
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        """The source's one HTTP client (made on first use), so lookups reuse its connections;
+        `httpx.Client` may be shared by the worker threads `fetch` runs in."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self.transport, timeout=TIMEOUT_S, follow_redirects=False)
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client and its connections (a later lookup opens a new one)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def configure(self, ctx: SourceContext) -> None:
         super().configure(ctx)
@@ -147,32 +180,77 @@ class RecurlyProvider(SamplesMixin, Provider):
         invoice_id = ident(data.get("id"))
         if kind not in _LOOKED_UP or invoice_id is None:
             return body
-        invoice = self._invoice(invoice_id, ctx.options)
+        invoice = self._invoice(invoice_id, kind, ctx.options)
         # Spliced in as text, so the delivery's own bytes stay as Recurly sent them.
         raw = body_text(body).rstrip()
         return (raw[:-1] + f', "{INVOICE_KEY}": ' + json.dumps(invoice, default=str) + "}").encode()
 
-    def _invoice(self, invoice_id: str, options: RecurlySettings) -> dict[str, Any]:
-        url = f"{options.base}/invoices/{quote(invoice_id, safe='')}"
+    def _invoice(self, invoice_id: str, kind: str, options: RecurlySettings) -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT_S
+        path = f"/invoices/{quote(invoice_id, safe='')}"
+        found = self._get(options.base + path, options, f"invoice {invoice_id}", deadline)
+        if found is None:
+            return {"id": invoice_id, "lookup": "not_found"}
+        lines = _line_rows(found.get("line_items"))
+        complete = True
+        # Only a refund's credit lines are read by `map` (which charge invoice they credit); an
+        # invoice lists its first lines only, `has_more_line_items` says there are others.
+        if (found.get("has_more_line_items") is True and kind == "credit_invoice.created"
+                and text(found.get("origin")) in _REFUND_ORIGINS):
+            more, complete = self._more_lines(f"{options.base}{path}/line_items?limit={LINE_PAGE_SIZE}",
+                                              invoice_id, options, deadline)
+            lines = _unique(lines + more)
+        kept = _kept(found, lines)
+        if not complete:
+            kept["line_items_complete"] = False
+        return kept
+
+    def _more_lines(self, url: str, invoice_id: str, options: RecurlySettings,
+                    deadline: float) -> tuple[list[Any], bool]:
+        """Every line of the invoice from `GET /invoices/{id}/line_items`, following the list's
+        `next` while `has_more`; and whether the list was read to its end (not when it went
+        past `MAX_LINE_PAGES`, repeated a page, or pointed off Recurly's API)."""
+        rows: list[Any] = []
+        seen: set[str] = set()
+        for _ in range(MAX_LINE_PAGES):
+            seen.add(url)
+            page = self._get(url, options, f"the line items of invoice {invoice_id}", deadline)
+            if page is None:  # no such list: what the invoice itself listed is all there is
+                return rows, False
+            rows.extend(_line_rows(page.get("data")))
+            if page.get("has_more") is not True:
+                return rows, True
+            following = _next_page(page.get("next"), options.base)
+            if following is None or following in seen:
+                return rows, False
+            url = following
+        return rows, False
+
+    def _get(self, url: str, options: RecurlySettings, what: str, deadline: float) -> dict[str, Any] | None:
+        """One GET of Recurly's API: the JSON object, None for a 404; `VerifierUnavailable` when
+        the API cannot answer now (so Recurly retries the webhook)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise VerifierUnavailable(f"Recurly's API did not answer {what} in time; Recurly will retry")
         try:
-            with httpx.Client(transport=self.transport, timeout=TIMEOUT_S, follow_redirects=False) as client:
-                response = client.get(url, headers={"Accept": ACCEPT}, auth=(options.api_key or "", ""))
+            response = self._http().get(url, headers={"Accept": ACCEPT}, auth=(options.api_key or "", ""),
+                                        timeout=left)
         except Exception as exc:  # network, TLS, timeout, a URL httpx refuses: nothing to store yet
-            raise VerifierUnavailable(f"Recurly's API could not be reached for invoice {invoice_id} "
+            raise VerifierUnavailable(f"Recurly's API could not be reached for {what} "
                                       f"({type(exc).__name__}); Recurly will retry") from None
         if response.status_code == 404:
-            return {"id": invoice_id, "lookup": "not_found"}
+            return None
         if response.status_code != 200:
             hint = " (check the source's api_key and region)" if response.status_code in (401, 403) else ""
-            raise VerifierUnavailable(f"Recurly's API answered HTTP {response.status_code} for invoice "
-                                      f"{invoice_id}{hint}; Recurly will retry")
+            raise VerifierUnavailable(f"Recurly's API answered HTTP {response.status_code} for "
+                                      f"{what}{hint}; Recurly will retry")
         try:
             found = json_value(response.content)
         except (ValueError, RecursionError):
             found = None
         if not isinstance(found, dict):
-            raise VerifierUnavailable(f"Recurly's API answered invoice {invoice_id} with no JSON object")
-        return _kept(found)
+            raise VerifierUnavailable(f"Recurly's API answered {what} with no JSON object")
+        return found
 
     # -- parse and map -------------------------------------------------------------------
 
@@ -214,16 +292,44 @@ class RecurlyProvider(SamplesMixin, Provider):
         return _refund(invoice)
 
 
-def _kept(invoice: dict[str, Any]) -> dict[str, Any]:
+def _line_rows(lines: Any) -> list[Any]:
+    """An invoice's `line_items` (or a line item page's `data`) as a list."""
+    if isinstance(lines, dict):  # API versions before v2021-02-25 wrap the list: {"data": [...]}
+        lines = lines.get("data")
+    return list(lines) if isinstance(lines, list) else []
+
+
+def _unique(lines: list[Any]) -> list[Any]:
+    """Lines once each by their `id` (the invoice's first lines are on the list's first page too)."""
+    seen: set[str] = set()
+    out = []
+    for line in lines:
+        line_id = ident(mapping(line).get("id"))
+        if line_id is not None:
+            if line_id in seen:
+                continue
+            seen.add(line_id)
+        out.append(line)
+    return out
+
+
+def _next_page(found: Any, base: str) -> str | None:
+    """The URL of a list's `next` page: Recurly sends a path (`/invoices/…/line_items?cursor=…`);
+    a full URL is followed only to the API base itself (the `api_key` goes nowhere else)."""
+    if not isinstance(found, str) or not found:
+        return None
+    if found.startswith("/") and not found.startswith("//"):
+        return base + found
+    parts, ours = urlsplit(found), urlsplit(base)
+    return found if (parts.scheme, parts.netloc) == (ours.scheme, ours.netloc) else None
+
+
+def _kept(invoice: dict[str, Any], lines: list[Any]) -> dict[str, Any]:
     """What `map` reads of an API invoice, amounts as exact decimal text (never floats)."""
     kept = {k: _plain(invoice[k]) for k in _INVOICE_FIELDS if invoice.get(k) is not None}
     kept["account"] = {k: _plain(v) for k, v in mapping(invoice.get("account")).items() if k in _ACCOUNT_FIELDS}
-    lines = invoice.get("line_items")
-    if isinstance(lines, dict):  # API versions before v2021-02-25 wrap the list: {"data": [...]}
-        lines = lines.get("data")
-    rows = lines if isinstance(lines, list) else []
     kept["line_items"] = [{k: _plain(v) for k, v in mapping(line).items() if k in _LINE_FIELDS and v is not None}
-                          for line in rows]
+                          for line in lines]
     return kept
 
 

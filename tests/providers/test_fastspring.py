@@ -121,11 +121,74 @@ def test_subscription_purchase_then_rebill_are_creation_then_renewal(make_flow: 
         ("Subscription creation", "user_fs_42"), ("Subscription renewal", "user_fs_42")]
 
 
-def test_a_proration_charge_is_a_subscription_update() -> None:
+PLAIN_ITEM = {  # an order item as FastSpring's Orders reference shows one: prorated amounts 0
+    "proratedItemChangeAmount": 0, "proratedItemChangeAmountDisplay": "$0.00",
+    "proratedItemProratedCharge": 0, "proratedItemProratedChargeDisplay": "$0.00",
+    "proratedItemCreditAmount": 0, "proratedItemCreditAmountDisplay": "$0.00",
+    "proratedItemTaxAmount": 0, "proratedItemTotal": 0, "proratedItemTotalDisplay": "$0.00"}
+
+
+def charge_with_items(**item: Any) -> dict[str, Any]:
+    """The rebill sample (the docs' `GROUP_REGULAR_PERIOD` charge) with its item's fields changed."""
     charge = fixture("fastspring", "subscription.charge.completed")
-    charge["events"][0]["data"]["order"]["acquisitionTransactionType"] = "PRORATION"
-    sale = one(source(), charge)
+    order = charge["events"][0]["data"]["order"]
+    order["items"] = [{**order["items"][0], **PLAIN_ITEM, **item}]
+    return charge
+
+
+def test_a_rebill_is_a_renewal_and_a_proration_order_a_subscription_update(make_flow: Any) -> None:
+    """FastSpring: the charge event fires for rebills and proration adjustments, never the
+    initial purchase; a prorated plan change makes its own order, whose items carry the
+    prorated amounts (0 on a plain order)."""
+    rebill = one(source(), charge_with_items())
+    assert isinstance(rebill, Sale) and (rebill.kind, rebill.starts_subscription) == ("subscription", False)
+    upgrade = charge_with_items(proratedItemProratedCharge=12.5, proratedItemCreditAmount=-5.0,
+                                proratedItemChangeAmount=7.5, proratedItemTotal=7.5,
+                                proratedItemProratedChargeDisplay="$12.50")
+    sale = one(source(), upgrade)
     assert isinstance(sale, Sale) and sale.kind == "subscription_update" and sale.starts_subscription is None
+    downgrade_credit_only = charge_with_items(proratedItemCreditAmount=-3)
+    assert one(source(), downgrade_credit_only).kind == "subscription_update"
+    undocumented = charge_with_items()  # a transaction type FastSpring does not document is no signal
+    undocumented["events"][0]["data"]["order"]["acquisitionTransactionType"] = "PRORATION"
+    assert one(source(), undocumented).kind == "subscription"
+
+    flow = make_flow(FastSpringProvider(), [SECRET], signed)
+    flow.receive(fixture("fastspring", "order.completed+subscription"))
+    flow.receive(charge_with_items())
+    upgrade["events"][0]["id"] = "proration_event"
+    upgrade["events"][0]["data"]["order"]["id"] = "ord_proration"
+    flow.receive(upgrade)
+    assert [s.event_name for s in flow.stored()] == [
+        "Subscription creation", "Subscription renewal", "Subscription update"]
+
+
+def test_a_free_trial_order_is_ignored_and_its_first_paid_charge_is_the_creation(make_flow: Any) -> None:
+    """A $0 initial order of a subscription (a free trial) counts nothing; the charge that ends
+    the trial is the subscription's creation, the next one a renewal."""
+    trial = fixture("fastspring", "order.completed+subscription")
+    trial["events"][0]["data"].update(total=0, tax=0, subtotal=0)
+    with pytest.raises(Ignore) as caught:
+        mapped(source(), trial)
+    assert (caught.value.reason, caught.value.trial_of) == ("zero_amount", "Hq8ZKp3vS6yWq2aB4cD5eF")
+    flow = make_flow(FastSpringProvider(), [SECRET], signed)
+    answer = flow.receive(trial)
+    assert (answer["status"], answer["events"][0]["reason"]) == ("ignored", "zero_amount"), answer
+    flow.receive(charge_with_items())
+    second = charge_with_items()
+    second["events"][0]["id"] = "second_rebill"
+    second["events"][0]["data"]["order"]["id"] = "ord_second"
+    flow.receive(second)
+    assert [s.event_name for s in flow.stored()] == ["Subscription creation", "Subscription renewal"]
+
+
+def test_subscription_activated_is_not_a_sale() -> None:
+    """Sent with the initial order.completed (which carries the money): nothing to count."""
+    activated = {"id": "act_1", "type": "subscription.activated", "created": 1775824500000, "live": False,
+                 "data": {"id": "Hq8ZKp3vS6yWq2aB4cD5eF", "subscription": "Hq8ZKp3vS6yWq2aB4cD5eF",
+                          "active": True, "state": "active", "changed": 1775824500000,
+                          "account": "uKj7izZdR9aY3lOvF8xYJQ", "product": "acme-monthly", "price": 19.99}}
+    assert mapped(source(), delivery(activated)) == []
 
 
 def test_uncountable_charges_are_ignored() -> None:

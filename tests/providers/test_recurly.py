@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.testclient import TestClient
 
 from adapter.app import create_app
-from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
+from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError, StoreUnavailable
 from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.journal import conversions_of
@@ -28,7 +28,7 @@ from adapter.receiver import TrackingReceiver
 from adapter.samples import post_sample
 from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
-from providers.recurly import RecurlyProvider
+from providers.recurly import INVOICE_KEY, MAX_LINE_PAGES, RecurlyProvider
 from tests.conftest import fixture, wait_for
 from tests.providers.flow import mapped, one
 
@@ -143,6 +143,8 @@ class RecurlyAPI:
         self.requests: list[httpx.Request] = []
         self.threads: list[int] = []
         self.down: Exception | int | None = None
+        self.line_pages: dict[str, Any] = {}
+        """Per invoice id: the line item list page for a `cursor` (None for the first page)."""
         self.transport = httpx.MockTransport(self.handle)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -154,7 +156,13 @@ class RecurlyAPI:
             return httpx.Response(self.down, json={"error": {"type": "unavailable", "message": "down"}})
         if request.headers.get("authorization") != "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode():
             return httpx.Response(401, json={"error": {"type": "unauthorized", "message": "bad key"}})
-        found = self.invoices.get(unquote(request.url.path.removeprefix("/invoices/")))
+        path = unquote(request.url.path.removeprefix("/invoices/"))
+        if path.endswith("/line_items"):  # list_invoice_line_items: the page the `cursor` names
+            pages = self.line_pages.get(path.removesuffix("/line_items"))
+            if pages is None:
+                return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Invoice"}})
+            return httpx.Response(200, json=pages(request.url.params.get("cursor")))
+        found = self.invoices.get(path)
         if found is None:
             return httpx.Response(404, json={"error": {"type": "not_found", "message": "Couldn't find Invoice"}})
         return httpx.Response(200, content=json.dumps(found).encode())  # Recurly's JSON numbers, as text
@@ -390,3 +398,146 @@ def test_a_recurly_sale_is_counted_by_dub_end_to_end(tmp_path: Path, receiver: T
         wait_for(lambda: len(receiver.counted_sales()) == 1, timeout=10)
     [sale] = receiver.counted_sales()
     assert (sale.amount, sale.currency, sale.invoice_id) == (4900, "usd", INVOICE_ID), sale
+
+
+# -- a redelivery costs no lookup; credit lines are paged; one HTTP client per source --------
+
+CREDIT = {"id": "inv_credit", "object_type": "credit_invoice", "site_id": "o2vojlpfvzzb",
+          "event_type": "created", "event_time": "2026-04-12T09:00:00Z", "uuid": "6a1e4b2c7d9f40b1a3c5e7f9b2d4a6c9"}
+
+
+def serve_credit(api: RecurlyAPI, lines: list[dict[str, Any]], **fields: Any) -> None:
+    api.serve("inv_credit", type="credit", origin="refund", subscription_ids=["sub_recurly_1"],
+              subtotal=-20.0, tax=-2.0, total=-22.0, state="closed", line_items=lines, **fields)
+
+
+def credit_line(line_id: str, invoice_id: str | None) -> dict[str, Any]:
+    return {"id": line_id, "object": "line_item", "type": "credit", "amount": -11.0,
+            "original_line_item_invoice_id": invoice_id}
+
+
+def test_a_redelivered_notification_is_a_duplicate_without_a_second_lookup(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve()
+    serve_credit(api, [credit_line("line_c1", INVOICE_ID)])
+    flow = recurly_flow(make_flow, api)
+    assert flow.receive(paid())["status"] == "accepted"
+    again = flow.receive(paid())  # Recurly's redelivery of the same notification
+    assert again["status"] == "duplicate", again
+    assert len(api.requests) == 1
+    assert flow.receive(CREDIT)["status"] == "accepted"
+    assert flow.receive(CREDIT)["status"] == "duplicate"
+    assert len(api.requests) == 2
+    assert [(s.kind, s.state) for s in flow.stored()] == [("sale", "pending"), ("refund", "pending")]
+
+
+def test_when_the_store_cannot_say_whether_it_is_a_redelivery_the_lookup_runs(make_flow: Any) -> None:
+    """The read before the lookup is only an optimisation: a store that cannot answer it never
+    turns a new notification into a duplicate or an ignored one."""
+    api = RecurlyAPI()
+    api.serve()
+    flow = recurly_flow(make_flow, api)
+
+    async def unreadable(fn: Any) -> Any:
+        raise StoreUnavailable("read replica away")
+
+    real_read, flow.store.read = flow.store.read, unreadable
+    answer = flow.receive(paid())
+    flow.store.read = real_read
+    assert answer["status"] == "accepted", answer
+    assert len(api.requests) == 1
+    [sale] = flow.stored(answer)
+    assert sale.event_name == "Subscription creation"
+
+
+def test_the_credit_lines_past_the_first_are_read_page_by_page(make_flow: Any) -> None:
+    """An invoice lists its first lines only (`has_more_line_items`); the rest come from
+    `GET /invoices/{id}/line_items`, page by page through `next`: a refund whose credit lines
+    name one charge invoice on the second page is a Refund of it, and one whose later lines
+    credit a second invoice is no Refund of either."""
+    api = RecurlyAPI()
+    api.serve()
+    serve_credit(api, [credit_line("line_c1", None)], has_more_line_items=True)
+    pages = {None: {"object": "list", "has_more": True, "next": "/invoices/inv_credit/line_items?cursor=p2&limit=200",
+                    "data": [credit_line("line_c1", None), credit_line("line_c2", None)]},
+             "p2": {"object": "list", "has_more": False, "next": None,
+                    "data": [credit_line("line_c3", INVOICE_ID)]}}
+    api.line_pages["inv_credit"] = lambda cursor: pages[cursor]
+    flow = recurly_flow(make_flow, api)
+    assert flow.receive(paid())["status"] == "accepted"
+    answer = flow.receive(CREDIT)
+    assert answer["status"] == "accepted" and [c["kind"] for c in answer["conversions"]] == ["refund"], answer
+    assert [str(r.url) for r in api.requests[1:]] == [
+        "https://v3.recurly.com/invoices/inv_credit",
+        "https://v3.recurly.com/invoices/inv_credit/line_items?limit=200",
+        "https://v3.recurly.com/invoices/inv_credit/line_items?cursor=p2&limit=200"]
+    assert all(r.headers["authorization"].startswith("Basic ") for r in api.requests)
+
+    pages["p2"]["data"].append(credit_line("line_c4", "inv_someone_else"))
+    src = flow.src
+    with pytest.raises(Ignore) as caught:
+        mapped(src, src.provider.fetch(json.dumps({**CREDIT, "id": "inv_credit"}).encode(), src.ctx))
+    assert caught.value.reason == "refund_invoice_unknown"
+
+
+def test_a_line_item_list_that_never_ends_is_read_to_a_bound(make_flow: Any) -> None:
+    """A list that always says `has_more` is read for `MAX_LINE_PAGES` pages and no more; a
+    `next` off Recurly's API host is never followed (the key would go with it)."""
+    api = RecurlyAPI()
+    serve_credit(api, [credit_line("line_c1", INVOICE_ID)], has_more_line_items=True)
+    api.line_pages["inv_credit"] = lambda cursor: {
+        "object": "list", "has_more": True, "data": [credit_line(f"line_{cursor}", None)],
+        "next": f"/invoices/inv_credit/line_items?cursor={int(cursor or 0) + 1}"}
+    src = make_source(RecurlyProvider(), [SECRET], name="recurly", api_key=API_KEY)
+    src.provider.transport = api.transport  # type: ignore[attr-defined]
+    body = json.loads(src.provider.fetch(json.dumps(CREDIT).encode(), src.ctx))
+    assert len(api.requests) == 1 + MAX_LINE_PAGES
+    assert body[INVOICE_KEY]["line_items_complete"] is False
+    [refund] = mapped(src, json.dumps(body).encode())  # what was read still names the charge
+    assert isinstance(refund, Refund) and refund.reverses == (INVOICE_ID,)
+
+    api.requests.clear()
+    api.line_pages["inv_credit"] = lambda cursor: {
+        "object": "list", "has_more": True, "data": [], "next": "https://evil.example/invoices/inv_credit/line_items"}
+    src.provider.fetch(json.dumps(CREDIT).encode(), src.ctx)
+    assert [r.url.host for r in api.requests] == ["v3.recurly.com", "v3.recurly.com"]
+
+
+def test_a_paid_invoice_is_not_paged_for_lines_the_sale_does_not_read(make_flow: Any) -> None:
+    api = RecurlyAPI()
+    api.serve(has_more_line_items=True)
+    flow = recurly_flow(make_flow, api)
+    assert flow.receive(paid())["status"] == "accepted"
+    assert [r.url.path for r in api.requests] == [f"/invoices/{INVOICE_ID}"]
+
+
+class CountingTransport(httpx.MockTransport):
+    """Recurly's API, counting how often a client closed it (once per client made and closed)."""
+
+    def __init__(self, api: RecurlyAPI) -> None:
+        super().__init__(api.handle)
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_lookups_share_one_http_client_per_source_until_it_is_closed() -> None:
+    api = RecurlyAPI()
+    api.serve()
+    transport = CountingTransport(api)
+    src = make_source(RecurlyProvider(), [SECRET], name="recurly", api_key=API_KEY)
+    provider = src.provider
+    provider.transport = transport  # type: ignore[attr-defined]
+    workers = [threading.Thread(target=provider.fetch, args=(paid(), src.ctx)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    provider.fetch(paid(), src.ctx)
+    assert len(api.requests) == 5 and len(set(api.threads)) >= 2
+    assert transport.closed == 0  # a client per lookup would have closed its connections 5 times
+    provider.close()  # type: ignore[attr-defined]
+    assert transport.closed == 1
+    provider.fetch(paid(), src.ctx)  # a lookup after close opens a new client
+    assert len(api.requests) == 6

@@ -41,7 +41,7 @@ PROCESSOR = {"revenuecat": "revenuecat", "adyen": "custom", "mollie": "custom", 
 # Recurly's invoice event, which carries no amount. Every other sample must map to a Sale.
 NOT_SALES = {"revenuecat": {"INITIAL_PURCHASE+trial"}, "adyen": {"REFUND"}, "mollie": {"refund.refunded"},
              "fastspring": {"return.created"},
-             "recurly": {"account.created", "charge_invoice.paid"}, "maxio": {"signup_success"},
+             "recurly": {"account.created", "charge_invoice.paid", "credit_invoice.created"}, "maxio": {"signup_success"},
              "appstore": {"SUBSCRIBED+trial"}, "paypal": {"PAYMENT.CAPTURE.REFUNDED"}}
 # Sales that name nobody: the core skips them (`no_identifier`) and Dub never sees them. None
 # now: Mollie's payment-link sample carries the billing address a merchant pre-fills.
