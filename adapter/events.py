@@ -61,6 +61,9 @@ class ProviderEvent(BaseModel):
     `object_key` names the object the event is about (`subscription:sub_1`) for providers that
     deliver out of order: an event older than one already stored for the same object is
     ignored as `out_of_order` (compared by `occurred_at`).
+    `delivery_key` names the transmission, for providers whose signature does not bind the
+    body tightly (PayPal signs only a CRC32 of it): a later delivery with the same key and
+    another body is refused even though its event id differs (see `Provider.parse`).
     """
 
     model_config = _FROZEN
@@ -74,6 +77,10 @@ class ProviderEvent(BaseModel):
     livemode: bool | None = None
     data: dict[str, Any] = Field(default_factory=dict, repr=False)
     object_key: Text | None = None
+    delivery_key: Text | None = None
+    """A key that names this transmission (PayPal's `PAYPAL-TRANSMISSION-ID`): a second
+    delivery with the same key is refused (`replayed_transmission`) if its body differs, and is
+    a plain `duplicate` if the body is the same; claimed durably with the event, per source."""
 
 
 def _mappings(value: Any) -> Any:

@@ -8,6 +8,7 @@ transaction whose commit is durable before the answer is sent (SPEC §3).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,10 @@ from adapter.text import body_text
 __all__ = ["Ingestor", "Outcome", "checked", "map_event", "mapped_or_ignored", "now_ms", "parse_event", "parse_events"]
 
 log = logging.getLogger("hooktrack.ingest")
+
+
+REPLAYED = "replayed_transmission"
+"""The 400 code of a delivery whose `delivery_key` was already claimed for another body."""
 
 
 def now_ms() -> int:
@@ -282,6 +287,16 @@ class _Apply:
             "status": "ignored" if self.ignored else "accepted", "reason": self.ignored,
             "body": body_text(self.body),
         }
+        # The transmission is claimed before the event id is: a forged body carries an id of its
+        # own. `hooktrack reprocess` (no dedup key) maps a stored body again: nothing to claim.
+        if event.delivery_key and self.dedup_key is not None and not tx.claim_delivery_key(
+                src.name, event.delivery_key, hashlib.sha256(self.body).hexdigest(), self.received):
+            # A genuine transmission's headers over another body (PayPal signs only a CRC32 of it):
+            # recorded without the body, so nothing (not `hooktrack reprocess`) can count it.
+            refused = tx.insert_event({**row, "dedup_key": None, "status": "rejected", "reason": REPLAYED,
+                                       "body": None})
+            err = SignatureError(REPLAYED, "this transmission was already delivered with another body")
+            return Outcome("rejected", event_id=refused, reason=REPLAYED, error=err, http_status=err.status_code)
         event_id = tx.insert_event(row)
         if event_id is None:
             original = tx.event_id_for(src.name, event.id)

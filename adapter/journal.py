@@ -50,6 +50,8 @@ REASONS: dict[str, str] = {
     "invalid_signature": "the signature did not match any configured secret; the body was not stored.",
     "missing_signature": "the request carried no signature header; the body was not stored.",
     "stale_timestamp": "the signature's timestamp is outside `tolerance_s` (a replay, or a skewed clock).",
+    "replayed_transmission": "a genuine transmission's signed headers (PayPal's) came again with another body "
+                             "(a forgery: the signature covers only a CRC32); refused, its body not stored.",
     "malformed_payload": "the signature was valid but the body could not be read as this provider's event.",
     "invalid_credentials": "the source's credentials (HTTP Basic, URL token) were missing or wrong.",
     "max_attempts": "the tracking API kept failing until forwarder.max_attempts ran out.",

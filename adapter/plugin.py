@@ -148,6 +148,14 @@ class Provider:
         A delivery that carries several events (Adyen items, FastSpring `events`) returns a list:
         each is deduped on its own id, mapped and stored, and the answer lists each (SPEC §8).
 
+        A provider whose signature covers the body only weakly (PayPal signs a CRC32 of it, so a
+        captured delivery's body can be rewritten, new event id and all, under the same genuine
+        headers) sets `delivery_key` from the signed transmission id: the core claims it in the
+        transaction that stores the event, on every replica, and refuses a second delivery with
+        the same key and another body (400 `replayed_transmission`, stored as rejected without
+        its body, never counted); the same body again is a `duplicate`. Leave it None when the
+        signature covers the whole body (an HMAC): the event id is enough.
+
         Raises `PayloadError` (400 `malformed_payload`) for a body it cannot read; the body is
         kept so that `hooktrack reprocess` can map it after an upgrade.
         """

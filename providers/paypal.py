@@ -24,13 +24,13 @@ its private key is at hand. `sample_signing_key` (PEM private key, optional) is 
 source. `test_source()` makes both fresh (a self-signed throwaway, never PayPal's).
 
 `PAYPAL-TRANSMISSION-TIME` must be within the source's `tolerance_s` of now. The signature covers
-only a CRC32 of the body, which is not a cryptographic digest: a body with the same CRC32 could be
-replayed under genuine headers. So the delivery id is the event's `id` (`WH-...`), and a
-transmission id seen within the tolerance window with a *different* body is refused
-(`invalid_signature`); the same body again is a redelivery (answered `duplicate` by event id).
-That memory is per process; a deployment with several hooktrack processes behind one URL
-shares only the event-id dedup (and Sales' invoice-id dedup), which a forged body with ids of its
-own passes: keep such a deployment's `tolerance_s` short (the replay window).
+only a CRC32 of the body, which is not a cryptographic digest: whoever captures one genuine
+delivery can rewrite its body (another event id, capture id, amount) to the same CRC32 and replay
+it under the same headers within the tolerance. So besides the event's `id` (`WH-...`, the
+delivery id), `parse` gives `PAYPAL-TRANSMISSION-ID` as the event's `delivery_key`: the core claims
+it in the transaction that stores the event, in the store every replica shares, and refuses the
+same transmission id with another body (400 `replayed_transmission`, recorded as rejected without
+its body, never counted); the same body again is a redelivery (`duplicate` by event id).
 
 Sales (tax `included`: PayPal amounts are what the buyer paid, with any tax in them):
 `PAYMENT.CAPTURE.COMPLETED` (Orders v2 capture, `amount {value, currency_code}`; invoice = the
@@ -47,10 +47,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import secrets
 import threading
-import time
 import uuid
 import zlib
 from collections import OrderedDict
@@ -179,7 +177,6 @@ class PayPalProvider(SamplesMixin, Provider):
     def __init__(self) -> None:
         self.fetch_certificate: CertificateFetcher = fetch_over_https
         self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
-        self._seen: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
     def configure(self, ctx: SourceContext) -> None:
@@ -220,7 +217,6 @@ class PayPalProvider(SamplesMixin, Provider):
         if not any(signed_by(cert, signature, message) for cert in self._certificates(values["cert-url"], options)):
             raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-SIG does not match the body "
                                  "for this webhook_id")
-        self._remember(values["transmission-id"], body, ctx.settings.tolerance_s)
 
     def _certificates(self, url: str, options: PayPalSettings) -> list[x509.Certificate]:
         """The pinned certificates valid now (nothing is fetched), else the one `url` names."""
@@ -269,17 +265,6 @@ class PayPalProvider(SamplesMixin, Provider):
                 "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
                 "PAYPAL-CERT-URL": SAMPLE_CERT_URL, "PAYPAL-AUTH-ALGO": "SHA256withRSA"}
 
-    def _remember(self, transmission_id: str, body: bytes, tolerance_s: int) -> None:
-        """Refuse a genuine transmission id replayed with another body (a CRC32 collision)."""
-        now, digest = time.monotonic(), hashlib.sha256(body).digest()
-        with self._lock:
-            for stale in [t for t, (at, _) in self._seen.items() if now - at > 2 * tolerance_s]:
-                del self._seen[stale]
-            seen = self._seen.get(transmission_id)
-            if seen is not None and seen[1] != digest:
-                raise SignatureError("invalid_signature", "PAYPAL-TRANSMISSION-ID was already used for another body")
-            self._seen.setdefault(transmission_id, (now, digest))
-
     # -- parse and map -------------------------------------------------------------------
 
     def test_source(self) -> dict[str, Any]:
@@ -290,7 +275,8 @@ class PayPalProvider(SamplesMixin, Provider):
                 "pinned_certificates": [cert], "sample_signing_key": key}
 
     def parse(self, body: bytes, headers: Headers) -> ProviderEvent:
-        """The event by its `id` (`WH-...`), typed by `event_type`, timed by `create_time`.
+        """The event by its `id` (`WH-...`), typed by `event_type`, timed by `create_time`; its
+        `delivery_key` is `PAYPAL-TRANSMISSION-ID` (signed with the body's CRC32).
 
         Raises `PayloadError` without `id`, `event_type` or a `resource` object.
         """
@@ -302,7 +288,8 @@ class PayPalProvider(SamplesMixin, Provider):
         livemode = None if host not in CERT_HOSTS else host not in _SANDBOX
         occurred = iso_time(data.get("create_time"))
         return ProviderEvent(id=event_id, type=event_type, livemode=livemode, data=data,
-                             occurred_at=occurred or datetime.now(UTC))
+                             occurred_at=occurred or datetime.now(UTC),
+                             delivery_key=(headers.get("paypal-transmission-id") or "").strip() or None)
 
     def map(self, event: ProviderEvent, ctx: SourceContext) -> list[Mapped]:
         """Captures and sales → Sale; their refunds → Refund; `[]` for other types.

@@ -112,6 +112,27 @@ class Tx(Reports):
         held = self.one("SELECT conversion_id FROM business_keys WHERE source = ? AND key = ?", (source, key))
         return int(held[0]) if held and held[0] is not None else 0
 
+    def claim_delivery_key(self, source: str, key: str, digest: str, now: int) -> bool:
+        """Claim a transmission `key` (`ProviderEvent.delivery_key`) for a body of `digest` (its
+        SHA-256, hex); False when the key is already claimed for another body (a replay under a
+        genuine signature), True when it is new or claimed for this same body (a redelivery).
+
+        Two `business_keys` rows, never bound to a conversion and never pruned, like the others:
+        `delivery:{key}`, the claim (one winner among concurrent replicas, as for any business
+        key), and `delivery-body:{digest}:{key}`, the body it was claimed for. Neither prefix is
+        `sale:` or `lead:`, the only keys anything else reads."""
+        fresh = self.one(
+            "INSERT INTO business_keys (source, key, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (source, key) DO NOTHING RETURNING key",
+            (source, f"delivery:{key}", now),
+        )
+        body_key = f"delivery-body:{digest}:{key}"
+        if fresh:
+            self.execute("INSERT INTO business_keys (source, key, created_at) VALUES (?, ?, ?)",
+                         (source, body_key, now))
+            return True
+        return self.one("SELECT 1 FROM business_keys WHERE source = ? AND key = ?", (source, body_key)) is not None
+
     def bind_business_key(self, source: str, key: str, conversion_id: int) -> None:
         self.execute(
             "UPDATE business_keys SET conversion_id = ? WHERE source = ? AND key = ?",
