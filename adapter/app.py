@@ -117,6 +117,11 @@ def create_app(
                     await asyncio.wait_for(task, timeout=10)
             await retention.stop()
             await the_store.close()
+            for src in sources.values():  # a provider's HTTP client (Recurly's API lookups)
+                try:
+                    src.provider.close()
+                except Exception:  # shutting down: one provider's failure must not stop the rest
+                    log.exception("closing provider %s failed", src.ctx.provider)
 
     app = Starlette(
         routes=[

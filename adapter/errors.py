@@ -38,7 +38,9 @@ class SignatureError(HooktrackError):
     """A webhook failed verification.
 
     `code` is one of `invalid_signature`, `stale_timestamp`, `missing_signature`
-    (or `invalid_credentials` for `CredentialsError`); it is what the sender sees.
+    (or `invalid_credentials` for `CredentialsError`); it is what the sender sees. The ingest
+    adds `malformed_payload` (verified but unreadable) and `replayed_transmission` (a
+    `ProviderEvent.delivery_key` already claimed for another body: PayPal's CRC-only signature).
     """
 
     status_code = 400

@@ -126,6 +126,10 @@ class Provider:
             raise NotImplementedError(f"{self.name} declares no signature scheme and does not override verify")
         self.scheme.verify(body, headers, secrets, ctx.settings.tolerance_s)
 
+    def close(self) -> None:
+        """Release what the provider holds open (an HTTP client for `fetch`); called once when
+        the app shuts down. Nothing by default."""
+
     def fetch(self, body: bytes, ctx: SourceContext) -> bytes:
         """The verified body with what `map` needs and the webhook does not carry, looked up from
         the provider's API (Recurly's JSON webhooks carry only ids); called only when `fetches`.

@@ -10,7 +10,9 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `deliveries`: one row per conversion and destination — its state, attempts, lease and last
   answer; the pending ones are the outbox. A second destination is a second row.
 - `destinations`: a destination's shared state (paused, and why), seen by every worker.
-- `business_keys`: one row per Sale invoice / Lead key ever produced; never pruned.
+- `business_keys`: one row per Sale invoice / Lead key ever produced, and the
+  `delivery:` claims of providers whose events name their transmission
+  (`ProviderEvent.delivery_key`, PayPal); never pruned.
 - `subscriptions`: first paid Sale per subscription id (creation vs renewal); never pruned.
 - `identities`: identity memory per provider customer id and per email; never pruned.
 - `object_versions`: newest `occurred_at` per object for out-of-order providers; pruned with events.

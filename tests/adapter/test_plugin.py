@@ -36,3 +36,32 @@ def test_broken_plugins_are_logged_and_skipped(tmp_path: Path, monkeypatch: pyte
     assert "'ghost' failed to load" in text
     assert "'notaprovider' is not a hooktrack Provider" in text
     assert "'alias' declares name 'stripe'" in text
+
+
+def test_providers_are_closed_when_the_app_shuts_down(tmp_path: Path) -> None:
+    """`Provider.close` releases what a provider holds (Recurly's API client) at shutdown, once
+    per source, and one provider that fails to close does not keep the others open."""
+    from starlette.testclient import TestClient
+
+    from adapter.app import create_app
+    from tests.conftest import config
+
+    closed: list[str] = []
+
+    class Closing(StripeProvider):
+        def close(self) -> None:
+            closed.append("closing")
+
+    class Failing(StripeProvider):
+        def close(self) -> None:
+            closed.append("failing")
+            raise RuntimeError("cannot close")
+
+    from tests.conftest import STRIPE_SECRET
+
+    settings = config(tmp_path, "http://127.0.0.1:9", sources={
+        "a": {"provider": "failing", "secrets": [STRIPE_SECRET]},
+        "b": {"provider": "closing", "secrets": [STRIPE_SECRET]}})
+    with TestClient(create_app(settings, registry={"closing": Closing, "failing": Failing}, worker=False)):
+        assert closed == []
+    assert sorted(closed) == ["closing", "failing"]

@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -64,18 +63,6 @@ NOTES: list[str] = []
 """Figures the suites report at the end of the run (crash cycles, repeats)."""
 
 
-@cache
-def _rsa_public_pem() -> str | None:
-    """A throwaway RSA public key in PEM (for providers whose settings need one)."""
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-    except ImportError:
-        return None
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
 # Dodo Payments' rules (the README's Standard Webhooks section), matching the built-in samples.
 _DODO_SALE = {"event_type": "payment.succeeded", "kind": "sale", "amount": "data.total_amount", "tax": "data.tax",
               "currency": "data.currency", "invoice_id": "data.payment_id", "email": "data.customer.email",
@@ -110,9 +97,6 @@ def _extra_settings(name: str) -> dict[str, Any]:
     }
     if name == "generic":
         return _generic_settings()
-    if name == "paddle_classic":
-        pem = _rsa_public_pem()
-        return {"public_key": pem} if pem else {}
     return extras.get(name, {})
 
 
