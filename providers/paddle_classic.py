@@ -48,6 +48,7 @@ from adapter.errors import ConfigError, Ignore, PayloadError, SignatureError
 from adapter.events import Mapped, ProviderEvent, Refund, Sale, SaleKind
 from adapter.money import to_minor
 from adapter.payload import compact, json_value
+from adapter.pem import pem_bytes, rsa_private_key
 from adapter.plugin import Headers, Provider, SourceContext
 from adapter.samples import SamplesMixin
 from providers.forms import FORM_CONTENT_TYPE, encode_form, parse_form, sample_fields
@@ -63,17 +64,10 @@ _CANNOT_SIGN = (
     "prints (a public_key with its sample_signing_key)")
 
 
-def _pem_bytes(pem: str) -> bytes:
-    text = pem.strip()
-    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
-        text = text.replace("\\n", "\n")
-    return text.encode()
-
-
 @functools.lru_cache(maxsize=16)
 def _load_key(pem: str) -> rsa.RSAPublicKey:
     try:
-        key = serialization.load_pem_public_key(_pem_bytes(pem))
+        key = serialization.load_pem_public_key(pem_bytes(pem))
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError("public_key is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -81,17 +75,8 @@ def _load_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
-@functools.lru_cache(maxsize=8)
 def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_pem_private_key(_pem_bytes(pem), password=None)
-    except TypeError:
-        raise ValueError("is an encrypted private key: give it unencrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("is not an RSA private key (Paddle Classic signs RSA-SHA1)")
-    return key
+    return rsa_private_key(pem, "Paddle Classic signs RSA-SHA1")
 
 
 def _is_private_pem(text: str) -> bool:

@@ -16,21 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from adapter.pem import pem_bytes, rsa_private_key
+
 __all__ = ["load_certificate", "load_private_key", "rsa_key", "self_signed", "sign", "signed_by"]
-
-
-def _pem_bytes(pem: str) -> bytes:
-    text = pem.strip()
-    if "\\n" in text and "\n" not in text:  # a PEM squeezed into one environment variable line
-        text = text.replace("\\n", "\n")
-    return text.encode()
 
 
 @lru_cache(maxsize=32)
 def load_certificate(pem: str) -> x509.Certificate:
     """A PEM certificate with an RSA key; raises `ValueError` saying what it is not."""
     try:
-        cert = x509.load_pem_x509_certificate(_pem_bytes(pem))
+        cert = x509.load_pem_x509_certificate(pem_bytes(pem))
     except (ValueError, UnsupportedAlgorithm):
         raise ValueError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
     rsa_key(cert)
@@ -45,18 +40,9 @@ def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
     return key
 
 
-@lru_cache(maxsize=8)
 def load_private_key(pem: str) -> rsa.RSAPrivateKey:
     """An unencrypted PEM RSA private key; raises `ValueError` saying what it is not."""
-    try:
-        key = serialization.load_pem_private_key(_pem_bytes(pem), password=None)
-    except TypeError:
-        raise ValueError("is an encrypted private key: give it unencrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("is not an RSA private key (PayPal signs SHA256withRSA)")
-    return key
+    return rsa_private_key(pem, "PayPal signs SHA256withRSA")
 
 
 def signed_by(cert: x509.Certificate, signature: bytes, message: bytes) -> bool:
