@@ -261,7 +261,11 @@ class Delivery:
         value, as the app's `request.query_params` does."""
         from adapter.errors import SignatureError
 
-        wire = StarletteHeaders(raw=list(headers)) if not isinstance(headers, Mapping) else StarletteHeaders(headers)
+        # A mapping is sent as UTF-8 bytes (a sample header can carry a mangled body's text,
+        # Lemon Squeezy's X-Event-Name), which the app reads back as Latin-1: do the same here.
+        pairs = list(headers) if not isinstance(headers, Mapping) else [
+            (k.lower().encode(), v.encode()) for k, v in headers.items()]
+        wire = StarletteHeaders(raw=pairs)
         ctx = replace(self.source.ctx, query=dict(query or {}))
         try:
             self.provider.verify(body, wire, self.source.secrets, ctx)
