@@ -298,7 +298,7 @@ def tamper(body: bytes) -> bytes:
 KEY_LOCATORS = {"paypal": {"PAYPAL-CERT-URL"}}
 """Headers that say where the verification key is, not what was signed: with the pinned
 certificate `--test-secrets` gives, any URL on PayPal's allow-list finds the same key, so a
-garbled one that stays on the allow-list still verifies (and one off it is refused)."""
+garbled one that stays on the allow-list still verifies (one off it is refused: test_paypal)."""
 
 
 def signature_tokens(value: str) -> list[str]:

@@ -7,6 +7,7 @@ event or conversion in the store and reaches no tracking API; the process keeps 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -130,7 +131,10 @@ def test_garbled_signature_strings_are_refused(
         nonlocal verified
         sample, body = delivery.body()
         signed, query = delivery.sign(body, int(time.time())), delivery.query()
-        where, name = data.draw(st.sampled_from([("header", k) for k in sorted(signed)]
+        # A header that only locates the key (KEY_LOCATORS) is no credential: PayPal's tests
+        # refuse a cert URL off the allow-list; here it would only dilute the draws.
+        locators = KEY_LOCATORS.get(candidate.name, set())
+        where, name = data.draw(st.sampled_from([("header", k) for k in sorted(signed) if k not in locators]
                                                 + [("query", k) for k in sorted(query)]), label="credential")
         original = (signed if where == "header" else query)[name]
         garbled = data.draw(_mutated(original), label="value")
@@ -146,8 +150,7 @@ def test_garbled_signature_strings_are_refused(
         genuine = delivery.verifies(body, raw, params)
         tokens = signature_tokens(original)
         # Hex digests are case-insensitive, so the material is looked for regardless of case.
-        if tokens and name not in KEY_LOCATORS.get(candidate.name, ()) and \
-                not any(t.lower() in v.lower() for t in tokens for v in values):
+        if tokens and not any(t.lower() in v.lower() for t in tokens for v in values):
             garbled_beyond_repair.append(name)
             assert not genuine, f"{candidate.name} verified a signature with none of its material: {values}"
         if genuine:
@@ -248,7 +251,9 @@ def test_signed_mangled_payloads_are_answered_without_5xx(
         kind, body = _decode(delivery.body(sample)[1]) or parsed[sample]
         for _ in range(data.draw(st.integers(1, 3), label="mutations")):
             op = data.draw(st.sampled_from(["replace", "delete", "every"]), label="op")
-            value = data.draw(EXTREME | JSON_VALUE, label="value")
+            # A copy: the generated value may be drawn again and nested into itself, and a body
+            # that refers to itself is no JSON a sender could have signed.
+            value = copy.deepcopy(data.draw(EXTREME | JSON_VALUE, label="value"))
             if op == "every":  # every number (or every string) at once: times, amounts, ids
                 body = _replace_every(body, data.draw(st.sampled_from([int, float, str]), label="type"), value)
             elif paths[sample]:
