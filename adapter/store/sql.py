@@ -320,6 +320,56 @@ class Tx(Reports):
     def set_reverses(self, conversion_id: int, sale_id: int) -> None:
         self.execute("UPDATE conversions SET reverses = ? WHERE id = ?", (sale_id, conversion_id))
 
+    def remember_orphan_refund(self, source: str, refs: Iterable[str], conversion_id: int, refund: str,
+                               now: int) -> None:
+        """Remember a refund stored `unknown_sale` by every id it names, with the Refund as mapped
+        (`refund`, its JSON), so that its Sale, stored later, finds it (`orphan_refunds`)."""
+        rows = [(source, ref, conversion_id, refund, now) for ref in dict.fromkeys(refs) if ref]
+        if rows:
+            self.executemany("INSERT INTO orphan_refunds (source, ref, conversion_id, refund, created_at) "
+                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, ref, conversion_id) DO NOTHING", rows)
+
+    def orphan_refunds(self, source: str, refs: Sequence[str], destination: str,
+                       now: int) -> list[tuple[int, int, int, str, str]]:
+        """(conversion id, delivery id, event id, record, Refund JSON) of the refunds that named
+        any of `refs` and are still `skipped`, `unknown_sale` to `destination` inside their
+        attribution window, oldest first (locked on PostgreSQL); what was remembered for them,
+        and for `refs`, is cleared: each is taken once."""
+        wanted = list(dict.fromkeys(refs))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        lock = " FOR UPDATE OF d" if self.dialect == "postgresql" else ""
+        found: dict[int, tuple[int, int, int, str, str]] = {}
+        for r in self.all(
+                "SELECT c.id, d.id, c.event_id, c.record, o.refund FROM orphan_refunds o "
+                "JOIN conversions c ON c.id = o.conversion_id JOIN deliveries d ON d.conversion_id = c.id "
+                f"WHERE o.source = ? AND o.ref IN ({marks}) AND c.kind = 'refund' AND c.reverses IS NULL "
+                "AND d.destination = ? AND d.state = 'skipped' AND d.reason = 'unknown_sale' "
+                f"AND d.window_until > ? ORDER BY c.id{lock}", [source, *wanted, destination, now]):
+            found.setdefault(int(r[0]), (int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4])))
+        rows = list(found.values())
+        self.execute(f"DELETE FROM orphan_refunds WHERE source = ? AND ref IN ({marks})", [source, *wanted])
+        if rows:
+            gone = ", ".join("?" for _ in rows)
+            self.execute(f"DELETE FROM orphan_refunds WHERE conversion_id IN ({gone})", [r[0] for r in rows])
+        return rows
+
+    def revive_refund(self, conversion_id: int, delivery_id: int, conversion: Mapping[str, Any], state: str,
+                      reason: str | None, detail: str | None, now: int, window_until: int) -> bool:
+        """Give a refund stored `unknown_sale` the columns of its link to the Sale (`conversion`:
+        record, business key, reverses, ...) and its delivery `state` (pending: back in the
+        outbox now); False when the delivery is no longer that skipped orphan."""
+        cur = self.execute(
+            "UPDATE deliveries SET state = ?, reason = ?, detail = ?, next_attempt_at = ?, window_until = ?, "
+            "updated_at = ? WHERE id = ? AND state = 'skipped' AND reason = 'unknown_sale' AND attempts = 0 "
+            "AND lease_owner IS NULL", (state, reason, detail, now, window_until, now, delivery_id))
+        if not cur.rowcount:
+            return False
+        sets = ", ".join(f"{col} = ?" for col in conversion)
+        self.execute(f"UPDATE conversions SET {sets} WHERE id = ?", [*conversion.values(), conversion_id])
+        return True
+
     def refund_memos(self, sale_ids: Iterable[int], destination: str) -> dict[int, dict[str, Any]]:
         """What `destination` asked to remember about each of these Sales (`Verdict.memo`)."""
         wanted = sorted(set(sale_ids))
@@ -485,6 +535,9 @@ class Tx(Reports):
             ids,
         )]
         self._delete_attempts(gone)
+        if gone:  # an orphan refund pruned: its Sale, if it ever comes, has nothing to revive
+            marks_gone = ", ".join("?" for _ in gone)
+            self.execute(f"DELETE FROM orphan_refunds WHERE conversion_id IN ({marks_gone})", gone)
         cur = self.execute(
             f"DELETE FROM events WHERE id IN ({marks}) "
             "AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.event_id = events.id)",
