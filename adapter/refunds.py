@@ -120,6 +120,7 @@ def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund, check: Ch
     event = apply.event
     occurred = int((refund.timestamp or event.occurred_at).timestamp() * 1000)
     origin = _Origin(event_id, event.id, event.type, event.livemode, occurred)
+    tx.lock_payment_ids(apply.source.name, refund.reverses)  # against its Sale stored at this moment
     linked = _link(tx, apply, origin, refund, check)
     if linked is None:
         out = _insert(tx, apply, event_id, _orphan(apply.source, origin, refund), None, f"refund:event:{event.id}",
@@ -143,6 +144,7 @@ def revive_refunds(tx: Tx, apply: Ingest, refs: Sequence[str | None], check: Che
     now = apply.received
     revived = []
     wanted = [ref for ref in dict.fromkeys(refs) if ref]
+    tx.lock_payment_ids(apply.source.name, wanted, linked=True)  # against its refund stored at this moment
     for conversion_id, delivery_id, event_id, raw, refund_json in tx.orphan_refunds(
             apply.source.name, wanted, apply.destination.name, now):
         orphan = Conversion.from_json(raw)

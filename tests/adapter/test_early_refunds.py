@@ -25,7 +25,7 @@ from adapter.journal import journey
 from adapter.records import Conversion
 from adapter.store import open_store
 from providers.stripe import StripeProvider
-from tests.adapter.test_refunds import charge_refunded, checkout, dispute, sign
+from tests.adapter.test_refunds import charge_refunded, checkout, dispute, invoice_paid, invoice_payment_paid, sign
 from tests.conftest import STRIPE_SECRET, config, fixture, post_stripe, wait_for
 from tests.providers.flow import Flow, make_flow  # noqa: F401  (fixture)
 from tests.store.conftest import Harness, pg_database, pg_url  # noqa: F401  (fixtures)
@@ -110,6 +110,18 @@ def test_a_stale_total_before_the_sale_is_not_applied_again(flow: Flow) -> None:
     _, reverses, state, reason = refund_row(flow, older)
     assert (reverses, state, reason) == (None, "skipped", "stale_refund_total")  # what it would be answered now
     assert ledger(flow) == [("total:1960", 1960, 1960)]
+
+
+def test_a_refund_before_its_invoice_is_found_through_a_link_learned_before_both(flow: Flow) -> None:
+    """Stripe's current API: the charge names no invoice, the invoice no payment intent, and
+    `invoice_payment.paid` links them; here the link and the refund both come before the invoice."""
+    assert flow.receive(invoice_payment_paid())["reason"] == "payment_link_recorded"  # in_1 <-> pi_inv
+    early = flow.receive(charge_refunded("evt_r1", 500, pi="pi_inv", charge="ch_inv", amount=2900))
+    assert early["reason"] == "unknown_sale"
+    (sale,) = flow.receive(invoice_paid())["conversions"]
+    conv, reverses, state, _ = refund_row(flow, only_conversion(flow, early))
+    assert (reverses, conv.invoice_id, conv.amount, conv.customer_external_id, state) == (
+        sale["id"], "in_1", 500, "user_43", "pending")
 
 
 def test_a_refund_whose_sale_never_comes_stays_skipped(flow: Flow) -> None:
@@ -232,15 +244,13 @@ def test_orphans_are_found_by_any_id_once_inside_their_window(harness: Harness, 
     assert state(expired) == (None, "skipped", "unknown_sale")
     assert state(other_reason) == (None, "skipped", "no_identifier")
     assert state(by_charge) == (None, "skipped", "unknown_sale")
-    # what named pi_1 was read and cleared, revived or not; the others still wait for their Sale
-    assert remembered() == sorted([("ch_3Legacy", by_charge), ("ch_9", expired), ("ch_8", other_reason),
-                                   ("ch_never", never), ("pi_never", never)])
+    # the refunds that named pi_1 were read and cleared, revived or not; the others still wait
+    assert remembered() == sorted([("ch_3Legacy", by_charge), ("ch_never", never), ("pi_never", never)])
     legacy = fixture("stripe", "invoice.paid+legacy")
     (sale,) = receive(legacy)["conversions"]
     reverses, delivery_state, _ = state(by_charge)
     assert (reverses, delivery_state) == (sale["id"], "pending")
-    assert remembered() == sorted([("ch_9", expired), ("ch_8", other_reason), ("ch_never", never),
-                                   ("pi_never", never)])
+    assert remembered() == sorted([("ch_never", never), ("pi_never", never)])
     assert state(never) == (None, "skipped", "unknown_sale")
 
 
@@ -329,3 +339,27 @@ def receiver_sale_conversions(tmp_path: Path) -> list[dict[str, Any]]:
         return [{"id": r[0]} for r in conn.execute("SELECT id FROM conversions WHERE kind = 'sale'")]
     finally:
         conn.close()
+
+
+def test_a_refund_and_its_sale_at_the_same_moment_never_leave_the_refund_unknown(
+        harness: Harness, tmp_path: Path) -> None:
+    """Two replicas (PostgreSQL) store the refund and its Sale at once: whichever commits first,
+    the refund ends linked to the Sale, either at once or when the Sale is stored."""
+    import asyncio
+
+    source = stripe_source(tmp_path)
+    ingest = Ingestor(harness.store, DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking))
+
+    async def both(n: int) -> None:
+        await asyncio.gather(ingest.receive(source, *signed(charge_refunded(f"evt_r{n}", 1000, pi=f"pi_{n}",
+                                                                            charge=f"ch_{n}"))),
+                             ingest.receive(source, *signed(checkout(f"evt_c{n}", pi=f"pi_{n}"))))
+
+    rounds = 30
+    for n in range(rounds):
+        harness.run(both(n))
+    rows = harness.read(lambda tx: tx.all(
+        "SELECT c.reverses, d.state, d.reason FROM conversions c JOIN deliveries d ON d.conversion_id = c.id "
+        "WHERE c.kind = 'refund'"))
+    assert len(rows) == rounds
+    assert [r for r in rows if r[0] is None or r[1] != "pending"] == []
