@@ -356,8 +356,9 @@ class _Apply:
         if held is not None:
             if held and isinstance(conv, Sale):  # the companion event may name the payment by other ids
                 tx.remember_payment_refs(src.name, (conv.invoice_id, *conv.payment_refs), held, conv.gross_amount, now)
-                revive_refunds(tx, self, (conv.invoice_id, *conv.payment_refs), checked)
             _fill(tx, held, record, ident.explicit, now, self.destination)
+            if held and isinstance(conv, Sale):  # its refunds that came first, as the fill left the Sale
+                revive_refunds(tx, self, (conv.invoice_id, *conv.payment_refs), checked)
             return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
         state, reason, detail = "pending", None, None
         if ident.external_id is None:

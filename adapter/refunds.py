@@ -6,7 +6,12 @@ later (`PaymentLink`), works out how much of the Sale's own amount this refund t
 scaled, never more than what remains, cumulative totals as the difference from what was
 applied) and stores a Refund conversion for the destination, with the Sale's identity and ids.
 
-`plan` is the arithmetic, pure; `store_refund` and `store_link` run inside `_Apply`.
+A refund that arrives before its Sale is stored `skipped`, `unknown_sale` and remembered by the
+ids it names; when a Sale named by one of them is stored within the refund's attribution window,
+`revive_refunds` links it through the same path (`_link`) and puts it back in the outbox.
+
+`plan` is the arithmetic, pure; `store_refund`, `revive_refunds` and `store_link` run inside
+`_Apply`.
 """
 
 from __future__ import annotations
