@@ -24,7 +24,7 @@ from adapter.events import Lead, Mapped, PaymentLink, ProviderEvent, Refund, Sal
 from adapter.metrics import observe_provider_error, short_error
 from adapter.plugin import Headers, Source
 from adapter.records import Conversion, ConversionKind, Identity
-from adapter.refunds import store_link, store_refund
+from adapter.refunds import revive_refunds, store_link, store_refund
 from adapter.sampling import RejectionSample
 from adapter.store import Store, Tx
 from adapter.text import body_text
@@ -357,6 +357,8 @@ class _Apply:
             if held and isinstance(conv, Sale):  # the companion event may name the payment by other ids
                 tx.remember_payment_refs(src.name, (conv.invoice_id, *conv.payment_refs), held, conv.gross_amount, now)
             _fill(tx, held, record, ident.explicit, now, self.destination)
+            if held and isinstance(conv, Sale):  # its refunds that came first, as the fill left the Sale
+                revive_refunds(tx, self, (conv.invoice_id, *conv.payment_refs), checked)
             return {"kind": kind, "id": held, "duplicate": True, "state": "duplicate"}
         state, reason, detail = "pending", None, None
         if ident.external_id is None:
@@ -382,6 +384,8 @@ class _Apply:
         if isinstance(conv, Sale):  # the ids a later refund may name it by (SPEC §9)
             tx.remember_payment_refs(src.name, (conv.invoice_id, *conv.payment_refs), conversion_id,
                                      conv.gross_amount, now)
+            # and the refunds of it that came first, skipped `unknown_sale`, are linked to it now
+            revive_refunds(tx, self, (conv.invoice_id, *conv.payment_refs), checked)
         return {"kind": kind, "id": conversion_id, "state": state, "reason": reason}
 
     def _sale_name(self, tx: Tx, sale: Sale) -> str:

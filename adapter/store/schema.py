@@ -26,15 +26,19 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
   later still finds what it reverses; never pruned.
 - `refund_memos`: what a destination asked to remember about a reversed Sale (`Verdict.memo`),
   per Sale, destination and key; first write wins.
+- `orphan_refunds`: every id a refund stored `unknown_sale` named → that refund, with the Refund
+  as mapped (JSON): when its Sale is stored later, the refund is linked to it then. Read and
+  cleared when a Sale naming the id is stored; pruned with the refund.
 
 Version 1 (hooktrack 0.1) kept the Dub request body and the delivery state on `conversions`;
 `adapter/store/upgrade.py` brings such a store to version 2 in place. Version 3 (refunds) added
 `conversions.reverses` and the refund tables; the upgrade remembers every stored Sale's invoice id.
+Version 4 added `orphan_refunds` (refunds that arrive before their Sale).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DELIVERIES = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -109,6 +113,18 @@ CREATE TABLE IF NOT EXISTS refund_memos (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (conversion_id, destination, key)
 );
+"""
+
+ORPHANS = """
+CREATE TABLE IF NOT EXISTS orphan_refunds (
+    source TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    conversion_id BIGINT NOT NULL,
+    refund TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (source, ref, conversion_id)
+);
+CREATE INDEX IF NOT EXISTS orphan_refunds_conversion ON orphan_refunds (conversion_id);
 """
 
 TABLES = """
@@ -199,4 +215,4 @@ CREATE TABLE IF NOT EXISTS attempts (
     step TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_conversion ON attempts (conversion_id);
-""" + REFUNDS
+""" + REFUNDS + ORPHANS

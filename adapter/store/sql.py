@@ -34,6 +34,8 @@ _SKIP_REFUNDS = (
     "   AND s.state IN ('unattributed', 'dead', 'skipped')))"
 )
 
+_PAYMENT_ID_LOCKS = 0x68746B  # pg_advisory_xact_lock's first key: the payment id locks (`lock_payment_ids`)
+
 _SETTLED = "('delivered', 'skipped', 'unattributed')"
 """Delivery states that retention may prune: nothing more will happen to them."""
 
@@ -320,6 +322,72 @@ class Tx(Reports):
     def set_reverses(self, conversion_id: int, sale_id: int) -> None:
         self.execute("UPDATE conversions SET reverses = ? WHERE id = ?", (sale_id, conversion_id))
 
+    def remember_orphan_refund(self, source: str, refs: Iterable[str], conversion_id: int, refund: str,
+                               now: int) -> None:
+        """Remember a refund stored `unknown_sale` by every id it names, with the Refund as mapped
+        (`refund`, its JSON), so that its Sale, stored later, finds it (`orphan_refunds`)."""
+        rows = [(source, ref, conversion_id, refund, now) for ref in dict.fromkeys(refs) if ref]
+        if rows:
+            self.executemany("INSERT INTO orphan_refunds (source, ref, conversion_id, refund, created_at) "
+                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, ref, conversion_id) DO NOTHING", rows)
+
+    def lock_payment_ids(self, source: str, refs: Sequence[str], *, linked: bool = False) -> None:
+        """On PostgreSQL, hold a lock per id (and, with `linked`, per id linked to one) until
+        commit, so that a refund finding no Sale and a Sale looking for its refunds that came
+        first never miss each other by running at the same moment on two replicas: whichever
+        takes the lock second sees what the first committed. SQLite has one writer: nothing."""
+        wanted = sorted(set(refs))
+        if self.dialect != "postgresql" or not wanted:
+            return
+        marks = ", ".join("(?)" for _ in wanted)
+        more = " UNION SELECT linked FROM payment_links WHERE source = ? AND ref IN (" \
+            f"{', '.join('?' for _ in wanted)})" if linked else ""
+        self.one(f"SELECT count(pg_advisory_xact_lock({_PAYMENT_ID_LOCKS}, hashtext(k))) FROM ("
+                 f"SELECT k FROM (VALUES {marks}) v(k){more} ORDER BY 1) ids",
+                 [*wanted, *([source, *wanted] if linked else [])])
+
+    def orphan_refunds(self, source: str, refs: Sequence[str], destination: str,
+                       now: int) -> list[tuple[int, int, int, str, str]]:
+        """(conversion id, delivery id, event id, record, Refund JSON) of the refunds that named
+        any of `refs` (or an id linked to one) and are still `skipped`, `unknown_sale` to
+        `destination` inside their attribution window, oldest first (locked on PostgreSQL); what
+        was remembered for them, and for these ids, is cleared: each is taken once."""
+        wanted = list(dict.fromkeys(refs))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        taken = self.all(  # one statement when nothing came first, the usual case
+            f"DELETE FROM orphan_refunds WHERE source = ? AND (ref IN ({marks}) OR ref IN ("
+            f"SELECT linked FROM payment_links WHERE source = ? AND ref IN ({marks}))) "
+            "RETURNING conversion_id, refund", [source, *wanted, source, *wanted])
+        if not taken:
+            return []
+        refunds = {int(r[0]): str(r[1]) for r in taken}
+        ids = sorted(refunds)
+        id_marks = ", ".join("?" for _ in ids)
+        self.execute(f"DELETE FROM orphan_refunds WHERE conversion_id IN ({id_marks})", ids)
+        lock = " FOR UPDATE OF d" if self.dialect == "postgresql" else ""
+        return [(int(r[0]), int(r[1]), int(r[2]), str(r[3]), refunds[int(r[0])]) for r in self.all(
+            "SELECT c.id, d.id, c.event_id, c.record FROM conversions c JOIN deliveries d ON d.conversion_id = c.id "
+            f"WHERE c.id IN ({id_marks}) AND c.kind = 'refund' AND c.reverses IS NULL AND d.destination = ? "
+            "AND d.state = 'skipped' AND d.reason = 'unknown_sale' AND d.window_until > ? "
+            f"ORDER BY c.id{lock}", [*ids, destination, now])]
+
+    def revive_refund(self, conversion_id: int, delivery_id: int, conversion: Mapping[str, Any], state: str,
+                      reason: str | None, detail: str | None, now: int, window_until: int) -> bool:
+        """Give a refund stored `unknown_sale` the columns of its link to the Sale (`conversion`:
+        record, business key, reverses, ...) and its delivery `state` (pending: back in the
+        outbox now); False when the delivery is no longer that skipped orphan."""
+        cur = self.execute(
+            "UPDATE deliveries SET state = ?, reason = ?, detail = ?, next_attempt_at = ?, window_until = ?, "
+            "updated_at = ? WHERE id = ? AND state = 'skipped' AND reason = 'unknown_sale' AND attempts = 0 "
+            "AND lease_owner IS NULL", (state, reason, detail, now, window_until, now, delivery_id))
+        if not cur.rowcount:
+            return False
+        sets = ", ".join(f"{col} = ?" for col in conversion)
+        self.execute(f"UPDATE conversions SET {sets} WHERE id = ?", [*conversion.values(), conversion_id])
+        return True
+
     def refund_memos(self, sale_ids: Iterable[int], destination: str) -> dict[int, dict[str, Any]]:
         """What `destination` asked to remember about each of these Sales (`Verdict.memo`)."""
         wanted = sorted(set(sale_ids))
@@ -485,6 +553,9 @@ class Tx(Reports):
             ids,
         )]
         self._delete_attempts(gone)
+        if gone:  # an orphan refund pruned: its Sale, if it ever comes, has nothing to revive
+            marks_gone = ", ".join("?" for _ in gone)
+            self.execute(f"DELETE FROM orphan_refunds WHERE conversion_id IN ({marks_gone})", gone)
         cur = self.execute(
             f"DELETE FROM events WHERE id IN ({marks}) "
             "AND NOT EXISTS (SELECT 1 FROM conversions c WHERE c.event_id = events.id)",

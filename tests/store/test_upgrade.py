@@ -132,8 +132,8 @@ def deliveries(harness: Harness) -> dict[int, dict[str, Any]]:
 def test_v1_upgrade_records_the_version_and_the_schema_a_fresh_store_has(url: str, fresh_url: str) -> None:
     v1.write_v1_store(url)
     assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [("1",)]
-    assert open_store(url).migrate() == SCHEMA_VERSION == 3
-    assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [("3",)]
+    assert open_store(url).migrate() == SCHEMA_VERSION == 4
+    assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert open_store(fresh_url).migrate() == SCHEMA_VERSION
     upgraded, fresh = schema_of(url), schema_of(fresh_url)
     names = {c[0] for c in upgraded["columns"]["conversions"]}

@@ -43,8 +43,8 @@ def opened(location: str) -> Harness:
 def test_a_version_2_store_upgrades_to_the_schema_a_fresh_store_has(url: str, fresh_url: str) -> None:  # noqa: F811
     v2.write_v2_store(url)
     assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [("2",)]
-    assert open_store(url).migrate() == SCHEMA_VERSION == 3
-    assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [("3",)]
+    assert open_store(url).migrate() == SCHEMA_VERSION == 4
+    assert sql(url, "SELECT value FROM hooktrack_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     open_store(fresh_url).migrate()
     upgraded, fresh = schema_of(url), schema_of(fresh_url)
     assert "reverses" in {c[0] for c in upgraded["columns"]["conversions"]}
