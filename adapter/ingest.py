@@ -317,7 +317,7 @@ class _Apply:
             elif isinstance(conversion, Refund):
                 self.created.append(store_refund(tx, self, event_id, conversion, checked))
             elif isinstance(conversion, PaymentLink):
-                self.created.append(store_link(tx, src.name, conversion, self.received))
+                self.created.append(store_link(tx, self, conversion, checked))
         return self._settle(tx, event_id)
 
     def _settle(self, tx: Tx, event_id: int) -> Outcome:

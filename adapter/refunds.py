@@ -10,6 +10,9 @@ A refund that arrives before its Sale is stored `skipped`, `unknown_sale` and re
 ids it names; when a Sale named by one of them is stored within the refund's attribution window,
 `revive_refunds` links it through the same path (`_link`) and puts it back in the outbox.
 
+A link learned later (`store_link`) revives such a refund the same way, when the link is what
+connects it to a stored Sale (Stripe sends `invoice_payment.paid` in no fixed order).
+
 `plan` is the arithmetic, pure; `store_refund`, `revive_refunds` and `store_link` run inside
 `_Apply`.
 """
@@ -94,9 +97,15 @@ def plan(refund: Refund, sale_amount: int, gross: int | None, ledger: Sequence[t
                 ignored=None if amount > 0 else "sale_already_refunded")
 
 
-def store_link(tx: Tx, source: str, link: PaymentLink, now: int) -> dict[str, Any]:
-    """Remember a `PaymentLink`; the event is answered `ignored`, `payment_link_recorded`."""
-    tx.link_payments(source, list(dict.fromkeys(link.ids)), now)
+def store_link(tx: Tx, apply: Ingest, link: PaymentLink, check: Checker) -> dict[str, Any]:
+    """Remember a `PaymentLink`; the event is answered `ignored`, `payment_link_recorded`.
+
+    Providers do not promise an order: a refund that named one of the link's ids before the link
+    was known (Stripe: `charge.refunded` before `invoice_payment.paid`) was stored `unknown_sale`;
+    if the link now connects it to a stored Sale, `revive_refunds` links it, as a Sale would."""
+    ids = list(dict.fromkeys(link.ids))
+    tx.link_payments(apply.source.name, ids, apply.received)
+    revive_refunds(tx, apply, ids, check)
     return {"kind": "link", "id": None, "state": "ignored", "reason": "payment_link_recorded"}
 
 
@@ -139,12 +148,14 @@ def store_refund(tx: Tx, apply: Ingest, event_id: int, refund: Refund, check: Ch
 
 
 def revive_refunds(tx: Tx, apply: Ingest, refs: Sequence[str | None], check: Checker) -> list[int]:
-    """A Sale named by `refs` was just stored (or learned more ids): refunds of it that came
-    first (out-of-order delivery, or the Sale's delivery retried after an outage), `skipped` as
-    `unknown_sale` and still inside their attribution window, are linked to it now exactly as if
-    they had arrived after it (same amounts, ledger and checks), oldest first, and their delivery
-    goes back to the outbox (behind the Sale, like any refund) with a fresh window to find the
-    commission. A refund skipped for another reason, or whose window ran out, stays as it is.
+    """A Sale named by `refs` was just stored (or learned more ids), or `refs` were just linked
+    (`store_link`): refunds that named one of them (or an id linked to one) and came first
+    (out-of-order delivery, or the Sale's delivery retried after an outage), `skipped` as
+    `unknown_sale` and still inside their attribution window, are linked to their Sale now
+    exactly as if they had arrived after it (same amounts, ledger and checks), oldest first, and
+    their delivery goes back to the outbox (behind the Sale, like any refund) with a fresh window
+    to find the commission. A refund skipped for another reason, or whose window ran out, stays
+    as it is; one whose ids still reach no Sale is remembered again for the next Sale or link.
     Returns the conversion ids linked."""
     now = apply.received
     revived = []
@@ -157,8 +168,9 @@ def revive_refunds(tx: Tx, apply: Ingest, refs: Sequence[str | None], check: Che
         origin = _Origin(event_id, orphan.provider_event_id or "", orphan.provider_event_type or "", orphan.livemode,
                          orphan.occurred_at)
         linked = _link(tx, apply, origin, refund, check)
-        if linked is None:  # the ids now name something that is not a Sale: still unknown
-            continue
+        if linked is None:  # a link reaching no Sale yet, or ids naming what is not a Sale: still unknown,
+            tx.remember_orphan_refund(apply.source.name, refund.reverses, conversion_id, refund_json, now)
+            continue  # and still findable by its ids
         if isinstance(linked, str):  # what a refund arriving now would be answered: applied already, ...
             tx.set_delivery_state(delivery_id, "skipped", linked, None, now)
             continue
