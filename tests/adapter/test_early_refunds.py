@@ -124,6 +124,63 @@ def test_a_refund_before_its_invoice_is_found_through_a_link_learned_before_both
         sale["id"], "in_1", 500, "user_43", "pending")
 
 
+def test_a_refund_before_the_link_to_its_invoice_is_revived_by_the_link(flow: Flow) -> None:
+    """Stripe's current API, in an order Stripe may use: `invoice.paid`, `charge.refunded` (the
+    charge names no invoice: no Sale yet), then `invoice_payment.paid`, whose link is what
+    connects the refund to its Sale."""
+    (sale,) = flow.receive(invoice_paid())["conversions"]
+    early = flow.receive(charge_refunded("evt_r1", 500, pi="pi_inv", charge="ch_inv", amount=2900))
+    assert early["reason"] == "unknown_sale"
+    refund_id = only_conversion(flow, early)
+    assert flow.receive(invoice_payment_paid())["reason"] == "payment_link_recorded"  # in_1 <-> pi_inv
+    conv, reverses, state, reason = refund_row(flow, refund_id)
+    assert (reverses, conv.invoice_id, conv.amount, conv.refunded, conv.customer_external_id, state, reason) == (
+        sale["id"], "in_1", 500, 500, "user_43", "pending", None)
+    assert ledger(flow) == [("total:500", 500, 500)]
+    # the link again (a redelivery, or its `invoice_payment` under another event) revives nothing twice
+    flow.receive(invoice_payment_paid("evt_inpay_again"))
+    assert ledger(flow) == [("total:500", 500, 500)]
+    count = _read(flow, lambda tx: tx.one("SELECT count(*) FROM conversions WHERE kind = 'refund'"))[0]
+    assert count == 1
+
+
+def test_a_link_that_reaches_no_sale_yet_leaves_the_refund_for_its_sale(flow: Flow) -> None:
+    """The refund, then the link, then the invoice: the link finds the refund but no Sale; the
+    refund is still found when the invoice is stored, through the link."""
+    early = flow.receive(charge_refunded("evt_r1", 500, pi="pi_inv", charge="ch_inv", amount=2900))
+    refund_id = only_conversion(flow, early)
+    flow.receive(invoice_payment_paid())
+    assert refund_row(flow, refund_id)[1:] == (None, "skipped", "unknown_sale")
+    remembered = _read(flow, lambda tx: tx.all("SELECT ref FROM orphan_refunds ORDER BY ref"))
+    assert [r[0] for r in remembered] == ["ch_inv", "pi_inv"]
+    (sale,) = flow.receive(invoice_paid())["conversions"]
+    conv, reverses, state, _ = refund_row(flow, refund_id)
+    assert (reverses, conv.invoice_id, conv.amount, state) == (sale["id"], "in_1", 500, "pending")
+    assert _read(flow, lambda tx: tx.all("SELECT * FROM orphan_refunds")) == []
+
+
+def test_a_link_revives_only_inside_the_window_and_only_unknown_sale(flow: Flow) -> None:
+    flow.receive(invoice_paid())
+    expired = only_conversion(flow, flow.receive(charge_refunded("evt_r1", 500, pi="pi_inv", charge="ch_inv",
+                                                                 amount=2900)))
+    other = only_conversion(flow, flow.receive(charge_refunded("evt_r2", 700, pi="pi_inv", charge="ch_inv",
+                                                               amount=2900)))
+    alive = only_conversion(flow, flow.receive(charge_refunded("evt_r3", 900, pi="pi_inv", charge="ch_inv",
+                                                               amount=2900)))
+
+    def age(tx: Any) -> None:
+        tx.execute("UPDATE deliveries SET window_until = ? WHERE conversion_id = ?", (now_ms() - 1, expired))
+        tx.execute("UPDATE deliveries SET reason = 'no_identifier' WHERE conversion_id = ?", (other,))
+
+    flow.loop.run_until_complete(flow.store.transact(age))
+    flow.receive(invoice_payment_paid())
+    assert refund_row(flow, expired)[1:] == (None, "skipped", "unknown_sale")
+    assert refund_row(flow, other)[1:] == (None, "skipped", "no_identifier")
+    conv, reverses, state, _ = refund_row(flow, alive)
+    assert (conv.amount, state) == (900, "pending") and reverses is not None
+    assert ledger(flow) == [("total:900", 900, 900)]
+
+
 def test_a_refund_whose_sale_never_comes_stays_skipped(flow: Flow) -> None:
     early = flow.receive(charge_refunded("evt_r1", 1000, pi="pi_never", charge="ch_never"))
     refund_id = only_conversion(flow, early)
@@ -282,6 +339,40 @@ def test_a_sale_stored_after_its_refund_links_it_on_both_engines(harness: Harnes
     assert len(harness.read(lambda tx: tx.all("SELECT * FROM orphan_refunds"))) == 2
     harness.tx(lambda tx: tx.execute("UPDATE events SET received_at = 0 WHERE id = ?", (orphan["eventId"],)))
     assert harness.tx(lambda tx: tx.prune_events(1, 100)) == 1
+    assert harness.read(lambda tx: tx.all("SELECT * FROM orphan_refunds")) == []
+
+
+def test_a_refund_its_link_and_its_sale_in_any_order_at_once_end_linked(harness: Harness, tmp_path: Path) -> None:
+    """Two replicas (PostgreSQL) store the link at the same moment as the refund (its invoice
+    stored before), or as the invoice (its refund stored before): whichever commits first, the
+    refund ends linked to the invoice's Sale."""
+    import asyncio
+
+    source = stripe_source(tmp_path)
+    ingest = Ingestor(harness.store, DubDestination(config(tmp_path, "http://127.0.0.1:9").tracking))
+
+    def event(name: str, n: int) -> dict[str, Any]:
+        if name == "refund":
+            return charge_refunded(f"evt_r{n}", 500, pi=f"pi_{n}", charge=f"ch_{n}", amount=2900)
+        if name == "link":
+            return invoice_payment_paid(f"evt_p{n}", invoice=f"in_{n}", pi=f"pi_{n}")
+        return invoice_paid(f"evt_i{n}", invoice=f"in_{n}")
+
+    async def at_once(n: int, first: str, *together: str) -> None:
+        await ingest.receive(source, *signed(event(first, n)))
+        await asyncio.gather(*(ingest.receive(source, *signed(event(name, n))) for name in together))
+
+    rounds = 20
+    for n in range(rounds):
+        harness.run(at_once(n, "sale", "refund", "link"))
+        harness.run(at_once(rounds + n, "refund", "sale", "link"))
+    rows = harness.read(lambda tx: tx.all(
+        "SELECT r.record, d.state, s.business_key FROM conversions r JOIN deliveries d ON d.conversion_id = r.id "
+        "LEFT JOIN conversions s ON s.id = r.reverses WHERE r.kind = 'refund'"))
+    assert len(rows) == 2 * rounds
+    # each pending, reversing its own invoice's Sale
+    linked = {Conversion.from_json(record).provider_event_id: (state, sale) for record, state, sale in rows}
+    assert linked == {f"evt_r{n}": ("pending", f"sale:in_{n}") for n in range(2 * rounds)}
     assert harness.read(lambda tx: tx.all("SELECT * FROM orphan_refunds")) == []
 
 
