@@ -168,6 +168,44 @@ def test_refunds_reach_the_partner_commission_through_the_dub_stand_in(make_clie
     assert len(receiver.counted_sales()) == 1
 
 
+@pytest.mark.parametrize(("refunded", "patch"), [(2900, {"status": "refunded"}),
+                                                 (580, {"saleAmount": 2320, "currency": "usd"})])
+def test_a_refund_before_the_link_to_its_invoice_reaches_the_commission_when_the_link_comes(
+        make_client: Any, receiver: Any, refunded: int, patch: dict[str, Any]) -> None:
+    """Stripe's current API does not order its events: `invoice.paid` (the Sale, by invoice id),
+    `charge.refunded` (the charge names no invoice: answered `unknown_sale`), then
+    `invoice_payment.paid`, the link that connects the refund to the invoice's Sale. The refund
+    is revived by the link and reaches the partner commission once the Sale is delivered."""
+    from tests.conftest import post_stripe, wait_for
+
+    receiver.program = True
+    receiver.commission_delay_s = 0.3
+    client = make_client()
+    assert post_stripe(client, fixture("stripe", "customer.created")).json()["status"] == "accepted"  # the Lead
+    invoice = fixture("stripe", "invoice.paid")  # in_1SUBFIRST, $29.00, no payment intent named
+    assert post_stripe(client, invoice).json()["status"] == "accepted"
+    refund = event("charge.refunded", charge(id="ch_sub_1", payment_intent="pi_sub_1", amount=2900,
+                                             amount_refunded=refunded), "evt_refund_early")
+    early = post_stripe(client, refund).json()
+    assert (early["status"], early["reason"]) == ("ignored", "unknown_sale")
+    link = event("invoice_payment.paid", {
+        "id": "inpay_sub_1", "object": "invoice_payment", "amount_paid": 2900, "currency": "usd",
+        "invoice": "in_1SUBFIRST", "payment": {"type": "payment_intent", "payment_intent": "pi_sub_1"},
+        "status": "paid"}, "evt_inpay_sub_1")
+    answer = post_stripe(client, link).json()
+    assert (answer["status"], answer["reason"]) == ("ignored", "payment_link_recorded")
+    wait_for(lambda: [r.body for r in receiver.requests if r.kind == "commission" and 200 <= r.status < 300]
+             == [patch], timeout=15)
+    (commission,) = receiver.commissions()
+    assert commission.invoice_id == "in_1SUBFIRST"
+    assert (commission.status, commission.amount) == (("refunded", 2900) if refunded == 2900 else ("pending", 2320))
+    assert len(receiver.counted_sales()) == 1
+    # the refund's redelivery is a duplicate, nothing is sent again
+    assert post_stripe(client, refund).json()["status"] == "duplicate"
+    time.sleep(0.3)
+    assert len([r for r in receiver.requests if r.kind == "commission" and 200 <= r.status < 300]) == 1
+
+
 class _SlowOnce(TrackingReceiver):
     """The stand-in, except that the first PATCH is applied and then answered too late for
     hooktrack's timeout: the case where a relative change, retried, would apply twice."""
