@@ -65,8 +65,8 @@ REASONS: dict[str, str] = {
     "unrenderable": "this release cannot turn the stored conversion into a request; see the log.",
     "too_many_steps": "the destination asked for more requests than one delivery may take.",
     "unknown_sale": "a refund of a payment hooktrack has no Sale for (never received, or stored before the "
-                    "upgrade that remembers payment ids): nothing to reverse yet. If its Sale arrives "
-                    "within the attribution window, the refund is linked to it then and sent after it.",
+                    "upgrade that remembers payment ids): nothing to reverse yet. If its Sale, or the link "
+                    "to it, arrives within the attribution window, the refund is linked then and sent after it.",
     "sale_not_counted": "the refunded Sale was never counted (unattributed, dead or skipped): nothing to reverse.",
     "currency_mismatch": "the refund's currency differs from its Sale's; it was not applied.",
     "stale_refund_total": "an older cumulative refund total arrived after a larger one; already applied.",

@@ -27,8 +27,9 @@ Times are epoch milliseconds (BIGINT) so both engines compare them the same way.
 - `refund_memos`: what a destination asked to remember about a reversed Sale (`Verdict.memo`),
   per Sale, destination and key; first write wins.
 - `orphan_refunds`: every id a refund stored `unknown_sale` named → that refund, with the Refund
-  as mapped (JSON): when its Sale is stored later, the refund is linked to it then. Read and
-  cleared when a Sale naming the id is stored; pruned with the refund.
+  as mapped (JSON): when its Sale, or a link to it, is stored later, the refund is linked to it
+  then. Read and cleared when a Sale or a payment link naming the id is stored (written again
+  when that reached no Sale yet); pruned with the refund.
 
 Version 1 (hooktrack 0.1) kept the Dub request body and the delivery state on `conversions`;
 `adapter/store/upgrade.py` brings such a store to version 2 in place. Version 3 (refunds) added

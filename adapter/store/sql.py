@@ -351,7 +351,8 @@ class Tx(Reports):
         """(conversion id, delivery id, event id, record, Refund JSON) of the refunds that named
         any of `refs` (or an id linked to one) and are still `skipped`, `unknown_sale` to
         `destination` inside their attribution window, oldest first (locked on PostgreSQL); what
-        was remembered for them, and for these ids, is cleared: each is taken once."""
+        was remembered for them, and for these ids, is cleared (the caller remembers again a
+        refund that still reaches no Sale, as a link may find it before its Sale is stored)."""
         wanted = list(dict.fromkeys(refs))
         if not wanted:
             return []
