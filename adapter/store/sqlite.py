@@ -146,8 +146,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         self._checkpoints.set()
-        while self._committing or self._inline:  # what was acknowledged to be queued commits first
-            await asyncio.sleep(0.001)
+        deadline = time.monotonic() + self.lock_timeout_s + 5
+        while (self._committing or self._inline) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)  # what is queued or on its way to disk commits first
         self._loop = None
         if self._writer is not None:
             self._jobs.put(_STOP)
