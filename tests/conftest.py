@@ -181,3 +181,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10, interval: float 
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def sent_once(receiver: TrackingReceiver) -> Any:
+    """The one conversion the receiver was sent, once it has been: its first request.
+
+    A Sale of a customer the stand-in has no lead for is answered `sale: null`
+    (`customer_not_found`), and hooktrack rightly sends it again within the attribution window,
+    so how many requests have arrived by now depends on the machine's speed. What must hold is
+    that they all carry one conversion: one idempotency key and one body."""
+    first, *again = wait_for(receiver.delivered)
+    for r in again:
+        assert (r.kind, r.headers.get("idempotency-key"), r.body) == (
+            first.kind, first.headers.get("idempotency-key"), first.body), "a second conversion was sent"
+    return first

@@ -21,7 +21,7 @@ import pytest
 
 from adapter.operate import reprocess
 from adapter.store import Tx
-from tests.conftest import config, fixture, wait_for
+from tests.conftest import config, fixture, sent_once
 from tests.providers.test_paypal import PEM, WEBHOOK_ID, signed
 from tests.store.conftest import Harness, migrated_pg_url, pg_database, pg_url, store, store_url  # noqa: F401
 
@@ -127,7 +127,7 @@ def test_a_crc_collided_body_replayed_to_another_replica_is_refused_and_never_co
                           "WHERE provider_event_id = 'WH-FORGED0000000000-000000000000000000'")
     assert rows == [("rejected", "replayed_transmission", None, None)] * 2
     assert stored(second, "SELECT kind, business_key FROM conversions") == [("sale", "sale:42311647XV020574X")]
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert (sale.body["invoiceId"], sale.body["amount"]) == ("42311647XV020574X", 4999)
 
     # The refused body, had PayPal truly sent it under a transmission of its own, is a Sale:

@@ -11,7 +11,7 @@ import pytest
 from adapter.forwarder import backoff_delay
 from adapter.journal import journey
 from adapter.settings import ForwarderSettings
-from tests.conftest import fixture, post_stripe, wait_for
+from tests.conftest import fixture, post_stripe, sent_once, wait_for
 
 
 def _journey(client: Any, event_id: int) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def test_dead_lead_does_not_hold_back_its_sales(client: Any, receiver: Any) -> N
     receiver.respond = lambda kind, body: (422, {}) if kind == "lead" else None  # a defect: dead at once
     post_stripe(client, fixture("stripe", "customer.created"))
     post_stripe(client, fixture("stripe", "invoice.paid"))
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.kind == "sale" and sale.body["customerExternalId"] == "user_43"
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from adapter.receiver import TrackingReceiver, free_port, run_in_thread
-from tests.conftest import wait_for
+from tests.conftest import sent_once, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hooktrack-provider-example"
 
@@ -58,7 +58,7 @@ def test_a_webhook_flows_through_the_plugin(installed: dict[str, str], tmp_path:
             sent = hooktrack(installed, "send", "acme", "payment.paid", "--config", str(config),
                              "--url", f"http://127.0.0.1:{port}")
             assert '"status":"accepted"' in sent.stdout.replace(" ", ""), sent.stdout + sent.stderr
-            [sale] = wait_for(receiver.delivered)
+            sale = sent_once(receiver)
         finally:
             server.terminate()
             server.wait(timeout=20)

@@ -21,7 +21,7 @@ from adapter.samples import post_sample
 from adapter.testing import make_source
 from providers.appstore import AppStoreProvider
 from providers.appstore_chain import Chain
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once, wait_for
 from tests.providers.flow import mapped, one
 from tests.reliability.sources import tamper
 
@@ -189,7 +189,7 @@ def test_a_subscription_reaches_dub_as_apple_end_to_end(make_client: Any, receiv
     r = client.post("/webhooks/appstore", content=CHAIN.body(notification()),
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["paymentProcessor"] == "apple" and sale.body["invoiceId"] == "2000000812345678"
     assert (sale.body["amount"], sale.body["currency"]) == (499, "usd")
     assert sale.body["eventName"] == "Subscription creation"

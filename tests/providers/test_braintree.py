@@ -20,7 +20,7 @@ from adapter.plugin import Source
 from adapter.testing import ProviderContract, make_source
 from providers.braintree import BraintreeProvider, gateway
 from providers.forms import parse_form
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once, wait_for
 from tests.providers.flow import mapped
 
 MERCHANT = "acme_merchant_id"
@@ -184,7 +184,7 @@ def test_environment_must_be_sandbox_or_production(make_client: Any) -> None:
 
 def test_a_charge_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, delivery(xml())).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:braintree:braintree:7mbb5s1j"
     assert (sale.body["eventName"], sale.body["invoiceId"]) == ("Subscription creation", "braintree:7mbb5s1j")
     assert (sale.body["clickId"], sale.body["customerExternalId"]) == ("cl_braintree", "user_42")

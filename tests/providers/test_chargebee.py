@@ -18,7 +18,7 @@ from adapter.plugin import Source, build_sources, load_providers
 from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.chargebee import ChargebeeProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 PAIR = "hooktrack:Xr4-b1tter-p4ss:with-colon"
@@ -131,7 +131,7 @@ def test_sign_for_send_uses_the_first_pair_and_a_forged_secret_is_refused() -> N
 def test_a_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("chargebee", "payment_succeeded"))
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     body = sale.body
     assert sale.headers["idempotency-key"] == "sale:chargebee:chargebee:inv_1024"
     assert (body["eventName"], body["invoiceId"]) == ("Subscription creation", "chargebee:inv_1024")

@@ -16,7 +16,7 @@ from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.creem import CreemProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "whsec_5uvCSFpjMq3RcwBxRQXqGs"
@@ -119,7 +119,7 @@ def test_forged_and_unsigned_webhooks_are_400s_and_not_forwarded(client: Any, re
 
 def test_a_checkout_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, fixture("creem", "checkout.completed")).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:creem:tran_3pUYoC8cDJSSwl1bzL3SwL"
     assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "tran_3pUYoC8cDJSSwl1bzL3SwL"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_creem_demo"

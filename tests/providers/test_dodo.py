@@ -17,7 +17,7 @@ from adapter.errors import Ignore, PayloadError
 from adapter.events import Refund, Sale
 from adapter.testing import ProviderContract, make_source
 from providers.dodo import DodoProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "whsec_" + base64.b64encode(b"dodo test key 0123456789abcdef").decode()
@@ -80,5 +80,5 @@ def test_a_payment_reaches_the_tracking_api_end_to_end(make_client: Any, receive
     body = json.dumps(event("payment.succeeded")).encode()
     r = client.post("/webhooks/dodo", content=body, headers={**signed(body), "Content-Type": "application/json"})
     assert r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["invoiceId"] == "pay_2IjeQm4hqU6RA4Z4kwDee" and sale.body["amount"] == 4900

@@ -25,7 +25,7 @@ from adapter.samples import post_sample
 from adapter.settings import load_settings, parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.generic import GenericProvider
-from tests.conftest import FIXTURES, fixture, wait_for
+from tests.conftest import FIXTURES, fixture, sent_once, wait_for
 
 CKO_SECRET = "cko_signature_key_5f1c0a9e7b3d4e2f"
 OTHER = "somebody_elses_signature_key_0000"
@@ -469,7 +469,7 @@ def post(client: Any, event: dict[str, Any], secret: str = CKO_SECRET, source_na
 def test_checkout_com_payment_captured_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("generic", "payment_captured"))
     assert r.status_code == 200 and r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.kind == "sale"
     assert sale.headers["idempotency-key"] == "sale:checkout:pay_vti5layihapu5bhbn5tjtk6eem"
     body = sale.body

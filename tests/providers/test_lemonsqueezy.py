@@ -16,7 +16,7 @@ from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.lemonsqueezy import LemonSqueezyProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "ls-signing-secret-7f3a9c"  # Lemon Squeezy secrets are 6 to 40 characters of the merchant's choice
@@ -105,7 +105,7 @@ def test_forged_webhook_is_a_400_and_not_forwarded(client: Any, receiver: Any) -
 def test_a_paid_order_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("lemonsqueezy", "order_created"))
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:lemonsqueezy:e0a87257-7481-4163-984b-1e85f6851d7d"
     assert sale.body["eventName"] == "Purchase"
     assert sale.body["invoiceId"] == "e0a87257-7481-4163-984b-1e85f6851d7d"

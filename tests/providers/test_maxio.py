@@ -16,7 +16,7 @@ from adapter.events import Lead, Refund, Sale
 from adapter.testing import ProviderContract, make_source
 from providers.forms import sample_fields
 from providers.maxio import MaxioProvider, nested
-from tests.conftest import SAMPLES, wait_for
+from tests.conftest import SAMPLES, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "b65ca1b9a6eaea838b7c536ca0ca5fe634214b5d"
@@ -108,7 +108,7 @@ def test_a_payment_reaches_the_tracking_api_end_to_end(make_client: Any, receive
     raw = body(fields("payment_success"))
     r = client.post("/webhooks/maxio", content=raw, headers={**FORM, **signed(raw)})
     assert r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["invoiceId"] == "maxio:161537369" and sale.body["amount"] == 6400
     assert sale.body["customerExternalId"] == "user_maxio_42"
     assert json.loads(json.dumps(sale.body["metadata"]))["tax"] == "included"

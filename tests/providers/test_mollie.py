@@ -15,7 +15,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Refund, Sale
 from adapter.testing import ProviderContract, make_source
 from providers.mollie import MollieProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once, wait_for
 from tests.providers.flow import mapped, one
 
 SECRET = "whsec_mollie_Jm5Qk3r8TzW2yXv9cL4aN7bF1dH6sG0e"
@@ -93,7 +93,7 @@ def test_a_paid_invoice_reaches_the_tracking_api_end_to_end(make_client: Any, re
     body = json.dumps(fixture("mollie", "sales-invoice.paid")).encode()
     r = client.post("/webhooks/mollie", content=body, headers={**signed(body), "Content-Type": "application/json"})
     assert r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["amount"] == 8900 and sale.body["currency"] == "eur"
     assert sale.body["customerEmail"] == "ada@example.com"
 
@@ -111,7 +111,7 @@ def test_a_payment_link_is_counted_by_what_the_merchant_set_when_creating_it(mak
     # can give it is a billing address (or a customer), and its own redirect URL's query.
     client = make_client(sources={"mollie": {"provider": "mollie", "secrets": [SECRET]}})
     assert post(client, fixture("mollie", "payment-link.paid"))["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert (sale.body["amount"], sale.body["clickId"], sale.body["customerEmail"], sale.body["customerName"]) == (
         2495, "cl_mollie_link", "grace@example.com", "Grace Hopper")
     assert [s.invoice_id for s in receiver.counted_sales()] == ["pl_4Y0eZitmBnQ6IDoMqZQKh"]

@@ -16,7 +16,7 @@ from adapter.events import Lead, Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.paddle import PaddleProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "pdl_ntfset_01jr2k0a1b2c3d4e5f6g7h8j9k_Yc3Xq9vTn2LmR8sKp4Wz6Hb1Jd5Fg7Ae"
@@ -150,7 +150,7 @@ def test_forged_webhook_is_not_forwarded(client: Any, receiver: Any) -> None:
 def test_a_transaction_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("paddle", "transaction.completed"))
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.kind == "sale"
     assert sale.headers["idempotency-key"] == "sale:paddle:txn_01hv8wptq8987qeep44cyrewp9"
     body = sale.body

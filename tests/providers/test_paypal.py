@@ -31,7 +31,7 @@ from adapter.samples import post_sample
 from adapter.settings import parse_settings
 from adapter.testing import ProviderContract, make_source
 from providers.paypal import SAMPLE_CERT_URL, PayPalProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once, wait_for
 from tests.providers.flow import mapped, one
 
 WEBHOOK_ID = "8PT597110X687430LKGECATA"
@@ -293,7 +293,7 @@ def test_a_capture_reaches_dub_end_to_end_and_an_unfetchable_certificate_is_503(
     assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
     again = client.post("/webhooks/paypal", content=BODY, headers=signed(BODY))
     assert again.json()["status"] == "duplicate"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert (sale.body["invoiceId"], sale.body["amount"], sale.body["paymentProcessor"]) == (
         "42311647XV020574X", 4999, "custom")
 

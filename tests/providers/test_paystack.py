@@ -16,7 +16,7 @@ from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.paystack import PaystackProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "sk_test_6b1c0f3d2e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
@@ -120,7 +120,7 @@ def test_forged_and_unsigned_webhooks_are_400s_and_not_forwarded(client: Any, re
 def test_a_successful_charge_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("paystack", "charge.success"))
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:paystack:re4lyvq3s3"
     assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "re4lyvq3s3"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_paystack_demo"

@@ -20,7 +20,7 @@ from adapter.ingest import parse_event
 from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.polar import PolarProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once, wait_for
 from tests.providers.flow import mapped, one
 
 SECRET = "polar_whs_Jm5Qk3r8TzW2yXv9cL4aN7bF1dH6sG0eUaPo"
@@ -184,7 +184,7 @@ def test_unsigned_request_is_a_400_with_code(client: Any) -> None:
 def test_a_paid_order_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("polar", "order.paid"), msg_id="msg_order_1")
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == f"sale:polar:{ORDER_ID}"
     assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == ORDER_ID
     assert sale.body["customerExternalId"] == "user_polar_42" and sale.body["clickId"] == "cl_polar_click"

@@ -17,7 +17,7 @@ from adapter.events import Refund, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.razorpay import RazorpayProvider
-from tests.conftest import FIXTURES, fixture, fixture_names, fixture_path, wait_for
+from tests.conftest import FIXTURES, fixture, fixture_names, fixture_path, sent_once
 from tests.providers.flow import mapped
 
 SECRET = "rzp_webhook_secret_Zq8sV1mK"
@@ -145,7 +145,7 @@ def test_forged_webhook_is_a_400_and_not_forwarded(client: Any, receiver: Any) -
 def test_a_captured_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post(client, fixture("razorpay", "payment.captured"), event_id="Gb5kMCdcAZ8jJ8")
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:razorpay:pay_DESlfW9H8K9uqM"
     assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "pay_DESlfW9H8K9uqM"
     assert sale.body["customerExternalId"] == "user_42" and sale.body["clickId"] == "cl_razorpay_demo"

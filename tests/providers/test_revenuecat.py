@@ -15,7 +15,7 @@ from adapter.plugin import Source
 from adapter.samples import post_sample
 from adapter.testing import ProviderContract, make_source
 from providers.revenuecat import RevenueCatProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "Bearer rc_hook_3b1f9e0c5a7d42e8b6f1c9a0d4e7b2f5"
@@ -144,7 +144,7 @@ def test_a_purchase_reaches_the_tracking_api_as_revenuecat(make_client: Any, rec
     r = client.post("/webhooks/revenuecat", content=json.dumps(event("INITIAL_PURCHASE")).encode(),
                     headers={"Authorization": SECRET, "Content-Type": "application/json"})
     assert r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["paymentProcessor"] == "revenuecat" and sale.body["amount"] == 839
     assert sale.body["eventName"] == "Subscription creation" and sale.body["customerExternalId"] == "user_rc_42"
     assert sale.body["metadata"]["tax"] == "estimated"

@@ -21,7 +21,7 @@ from adapter.ingest import parse_event
 from adapter.plugin import build_sources, load_providers
 from adapter.testing import ProviderContract, Vector, make_source
 from providers.square import SquareProvider
-from tests.conftest import config, fixture, fixture_names, fixture_path, wait_for
+from tests.conftest import config, fixture, fixture_names, fixture_path, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "Ibxx_5AKakO-3qeNVR61Dw"  # the shape of a Square signature key
@@ -177,7 +177,7 @@ def test_notification_url_is_required_and_checked_at_startup(tmp_path: Path, set
 
 def test_a_completed_payment_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     assert post(client, fixture("square", "payment.updated")).json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.headers["idempotency-key"] == "sale:square:hYy9pRFVxpDsO1FB05SunFWUe9JZY"
     assert sale.body["eventName"] == "Purchase" and sale.body["invoiceId"] == "hYy9pRFVxpDsO1FB05SunFWUe9JZY"
     assert sale.body["clickId"] == "cl_square_demo" and sale.body["customerExternalId"] == "user_42"

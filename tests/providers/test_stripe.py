@@ -16,7 +16,7 @@ from adapter.events import Lead, Sale
 from adapter.ingest import parse_event
 from adapter.testing import ProviderContract, make_source
 from providers.stripe import StripeProvider
-from tests.conftest import STRIPE_SECRET, fixture, post_stripe, wait_for
+from tests.conftest import STRIPE_SECRET, fixture, post_stripe, sent_once
 from tests.providers.flow import mapped, one
 
 
@@ -159,7 +159,7 @@ def test_forged_webhook_is_not_stored_or_forwarded(client: Any, receiver: Any) -
 def test_one_time_checkout_reaches_the_tracking_api_end_to_end(client: Any, receiver: Any) -> None:
     r = post_stripe(client, fixture("stripe", "checkout.session.completed"))
     assert r.json()["status"] == "accepted"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.kind == "sale"
     assert sale.headers["idempotency-key"] == "sale:stripe:pi_3PaymentIntent01"
     assert sale.headers["authorization"] == "Bearer test_key"
@@ -177,7 +177,7 @@ def test_later_event_fills_a_retrying_sales_missing_click_id(make_client: Any, r
     assert post_stripe(client, invoice).json()["status"] == "accepted"
     checkout = fixture("stripe", "checkout.session.completed+subscription")
     assert post_stripe(client, checkout).json()["reason"] == "business_key"
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["clickId"] == "cl_click_sub"
 
 

@@ -17,7 +17,7 @@ from adapter.errors import Ignore, PayloadError, SignatureError
 from adapter.events import Lead, Refund, Sale
 from adapter.testing import ProviderContract, make_source
 from providers.whop import WhopProvider
-from tests.conftest import fixture, wait_for
+from tests.conftest import fixture, sent_once
 from tests.providers.flow import mapped, one
 
 SECRET = "ws_4f7c2e9a1b6d3f8e0c5a7b2d9e1f4c6a8b0d3e5f"
@@ -115,6 +115,6 @@ def test_a_payment_reaches_the_tracking_api_end_to_end(make_client: Any, receive
     body = json.dumps(event("payment.succeeded")).encode()
     r = client.post("/webhooks/whop", content=body, headers={**signed(body), "Content-Type": "application/json"})
     assert r.json()["status"] == "accepted", r.text
-    [sale] = wait_for(receiver.delivered)
+    sale = sent_once(receiver)
     assert sale.body["invoiceId"] == "pay_8Hn2Kq4Vd1Xy" and sale.body["amount"] == 4900
     assert sale.body["paymentProcessor"] == "custom" and sale.body["clickId"] == "cl_whop_click"
