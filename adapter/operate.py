@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from starlette.datastructures import Headers
 
 from adapter.destinations import build_destination
-from adapter.errors import PayloadError
+from adapter.errors import PayloadError, SignatureError
 from adapter.ingest import Ingestor, _Apply, mapped_or_ignored, now_ms, parse_event
 from adapter.journal import dead_conversion_ids, requeue
 from adapter.plugin import Provider, Source, build_sources, load_providers
@@ -167,7 +167,9 @@ def reprocess(settings: Settings, ids: Sequence[int], *, malformed: bool = False
     The signature is not checked again (only verified deliveries keep a body), and the delivery's
     headers are not stored: a provider that reads the event type or id from a header (Shopify's
     `X-Shopify-Topic`) cannot be reprocessed and stays malformed. A malformed event that maps now
-    is marked `reprocessed`, so `--malformed` does not take it again."""
+    is marked `reprocessed`, so `--malformed` does not take it again. A provider that `fetches`
+    (Recurly with an `api_key`) looks up what the stored body lacks, and only that: an event
+    received before the source had its `api_key` can be counted after all."""
     sources = build_sources(settings, registry if registry is not None else load_providers())
     destination = build_destination(settings)
 
@@ -187,6 +189,8 @@ def reprocess(settings: Settings, ids: Sequence[int], *, malformed: bool = False
             return report
         finally:
             await store.close()
+            for source in sources.values():
+                source.provider.close()
 
     return asyncio.run(run())
 
@@ -230,6 +234,15 @@ async def _again(ingestor: Ingestor, sources: Mapping[str, Source], row: Any) ->
         return _skipped(f"source {name!r} is no longer configured")
     body = str(text).encode("utf-8")
     received = now_ms()
+    if source.provider.fetches:
+        # What the delivery could not be given when it came (Recurly's invoice, before the source
+        # had an `api_key`, or under another site's key) is looked up now; the provider's `fetch`
+        # leaves a body that already holds its lookup as it is.
+        try:
+            body = await asyncio.to_thread(source.provider.fetch, body, source.ctx)
+        except SignatureError as exc:
+            return _skipped(f"the lookup the event needs cannot be done now ({exc}); nothing was stored: "
+                            "run reprocess again later")
     try:
         event = parse_event(source, body, Headers(_known_headers(provider_event_id, event_type, received_at)))
         conversions, ignored, trial_of = mapped_or_ignored(source, event)

@@ -135,8 +135,9 @@ class Provider:
         the provider's API (Recurly's JSON webhooks carry only ids); called only when `fetches`.
 
         Runs in a worker thread after `verify` and before `parse`. What it returns is what is
-        parsed and stored, so `map` stays pure and `hooktrack reprocess` maps the stored body
-        again without a second lookup. Not called for a redelivery: when `parse` of the body as
+        parsed and stored, so `map` stays pure. `hooktrack reprocess` calls it again on the stored
+        body, which it returns unchanged when it already holds the lookup (so an event received
+        before the source could look up is completed then). Not called for a redelivery: when `parse` of the body as
         received names events already stored, the core skips `fetch` (so `parse` must give the
         same event ids before and after `fetch`). Returns `body` unchanged when it has nothing
         to add (an event type it does not look up, a body `parse` will refuse). Raises

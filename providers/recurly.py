@@ -16,7 +16,8 @@ context, and identifiers — full resource data must be fetched via the API", do
 - `charge_invoice.paid` → Sale, when the source has an `api_key`: `fetch` reads the invoice
   (`GET {api}/invoices/{id}`, API v3, HTTP Basic with the key as user) and folds what `map` needs
   of it into the stored body under `hooktrack_invoice`, so `map` stays pure and `hooktrack
-  reprocess` maps it again without a second call. The amount is `total - tax` (after discounts,
+  reprocess` maps it again without a second call (one stored without it, received before the
+  `api_key` was set or `invoice_not_found`, is looked up then). The amount is `total - tax` (after discounts,
   decimals as Recurly sends them), the customer the invoice's `account.code` (its `email` too);
   `origin` says creation or renewal (SPEC §8): `purchase` starts the subscription, `renewal` is a
   cycle, `immediate_change` a proration (`Subscription update`); a $0 purchase is a trial
@@ -74,6 +75,7 @@ ACCEPT = "application/vnd.recurly.v2021-02-25+json"
 """The API version hooktrack reads (Recurly's current v3 version, v2021-02-25)."""
 INVOICE_KEY = "hooktrack_invoice"
 """Where `fetch` puts the looked-up invoice in the stored body (not a Recurly field)."""
+_SPLICE = f', "{INVOICE_KEY}": '
 TIMEOUT_S = 3.0
 """Recurly waits 5 s for an answer; the whole lookup (invoice and line item pages) gets 3 s,
 leaving room for the store's commit."""
@@ -180,10 +182,13 @@ class RecurlyProvider(SamplesMixin, Provider):
         invoice_id = ident(data.get("id"))
         if kind not in _LOOKED_UP or invoice_id is None:
             return body
+        kept = data.get(INVOICE_KEY)
+        if isinstance(kept, dict) and kept.get("lookup") != "not_found":
+            return body  # a stored delivery being reprocessed: its invoice was read when it came
         invoice = self._invoice(invoice_id, kind, ctx.options)
         # Spliced in as text, so the delivery's own bytes stay as Recurly sent them.
-        raw = body_text(body).rstrip()
-        return (raw[:-1] + f', "{INVOICE_KEY}": ' + json.dumps(invoice, default=str) + "}").encode()
+        raw = _without_invoice(body_text(body)).rstrip()
+        return (raw[:-1] + f"{_SPLICE}{json.dumps(invoice, default=str)}}}").encode()
 
     def _invoice(self, invoice_id: str, kind: str, options: RecurlySettings) -> dict[str, Any]:
         deadline = time.monotonic() + TIMEOUT_S
@@ -290,6 +295,14 @@ class RecurlyProvider(SamplesMixin, Provider):
         if event.type == "charge_invoice.paid":
             return [_sale(invoice, data)]
         return _refund(invoice)
+
+
+def _without_invoice(raw: str) -> str:
+    """A stored body as Recurly sent it: what `fetch` spliced in (an invoice it could not find,
+    being looked up again by `reprocess`) cut off. Recurly's own fields come first and hold no
+    `hooktrack_invoice` key, so the first splice mark is the one `fetch` wrote."""
+    at = raw.find(_SPLICE)
+    return raw if at < 0 else raw[:at] + "}"
 
 
 def _line_rows(lines: Any) -> list[Any]:

@@ -326,6 +326,67 @@ def test_the_invoice_is_stored_with_the_delivery_and_reprocess_does_not_call_the
     assert len(api.requests) == 1
 
 
+def _reprocess_with(client: Any, api: RecurlyAPI, event_id: int, **source: Any) -> dict[str, Any]:
+    """`hooktrack reprocess event_id` after the source's settings became `source` (the key was set,
+    or fixed), with Recurly's API served by `api`."""
+    settings = client.app.state.settings.model_copy(update={"sources": parse_settings({
+        "store": {"url": "sqlite:///:memory:"}, "tracking": {"url": "http://127.0.0.1:9", "api_key": "k"},
+        "sources": {"recurly": {"provider": "recurly", "secrets": [SECRET], **source}}}).sources})
+
+    class Served(RecurlyProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transport = api.transport
+
+    return reprocess(settings, [event_id], registry={"recurly": Served}).results[event_id]
+
+
+def test_a_sale_received_before_the_api_key_was_set_is_counted_by_reprocess(make_client: Any) -> None:
+    """Without `api_key` a paid invoice is ignored; once the key is in the config, reprocessing
+    the stored event reads the invoice and the Sale goes out as if it had been read on arrival."""
+    client = make_client(sources={"recurly": {"provider": "recurly", "secrets": [SECRET]}})
+    body = paid()
+    answer = client.post("/webhooks/recurly", content=body, headers=signed(body)).json()
+    assert (answer["status"], answer["reason"]) == ("ignored", "amount_not_in_payload")
+    api = RecurlyAPI()
+    api.serve()
+    api.down = 503
+    result = _reprocess_with(client, api, answer["eventId"], api_key=API_KEY)
+    assert result["status"] == "skipped" and "run reprocess again" in result["message"], result
+    assert API_KEY not in result["message"]
+    api.down = None
+    result = _reprocess_with(client, api, answer["eventId"], api_key=API_KEY)
+    assert result["status"] == "accepted", result
+    store, destination = client.app.state.store, client.app.state.destination
+    [row] = client.portal.call(store.read, lambda tx: conversions_of(tx, result["eventId"], destination))
+    [[kept]] = client.portal.call(store.read, lambda tx: tx.all("SELECT body FROM events WHERE id = ?",
+                                                                 (result["eventId"],)))
+    sale = row["payload"]
+    assert (sale["invoiceId"], sale["amount"], sale["eventName"]) == (INVOICE_ID, 4900, "Subscription creation")
+    assert json.loads(kept)[INVOICE_KEY]["total"] == "53.9"
+    again = _reprocess_with(client, api, answer["eventId"], api_key=API_KEY)
+    assert (again["status"], again["reason"]) == ("duplicate", "business_key")  # counted once
+    assert len(api.requests) == 3  # down, read, read again for the repeat: never more than one a run
+
+
+def test_an_invoice_not_found_under_another_sites_key_is_looked_up_again_by_reprocess(make_client: Any) -> None:
+    api = RecurlyAPI()  # the wrong site: it knows no such invoice
+    client = make_client(sources={"recurly": {"provider": "recurly", "secrets": [SECRET], "api_key": API_KEY}})
+    client.app.state.sources["recurly"].provider.transport = api.transport
+    body = paid()
+    answer = client.post("/webhooks/recurly", content=body, headers=signed(body)).json()
+    assert (answer["status"], answer["reason"]) == ("ignored", "invoice_not_found")
+    right = RecurlyAPI()
+    right.serve()
+    result = _reprocess_with(client, right, answer["eventId"], api_key=API_KEY)
+    assert result["status"] == "accepted", result
+    store = client.app.state.store
+    [[kept]] = client.portal.call(store.read, lambda tx: tx.all("SELECT body FROM events WHERE id = ?",
+                                                                 (result["eventId"],)))
+    assert kept.count(INVOICE_KEY) == 1 and json.loads(kept)[INVOICE_KEY]["total"] == "53.9"
+    assert {k: json.loads(kept)[k] for k in json.loads(body)} == json.loads(body)
+
+
 @pytest.mark.parametrize("base", ["https://evil.example", "http://v3.recurly.com", "https://v3.recurly.com.evil.example",
                                   "https://v3.recurly.com:8443", "https://user@v3.recurly.com",
                                   "https://v3.recurly.com/invoices", "https://127.0.0.1"])
