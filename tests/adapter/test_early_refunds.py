@@ -12,7 +12,7 @@ stand-in and its partner commissions.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,11 @@ from adapter.destinations.dub import DubDestination
 from adapter.ingest import Ingestor, now_ms
 from adapter.journal import journey
 from adapter.records import Conversion
-from adapter.store import open_store
 from providers.stripe import StripeProvider
 from tests.adapter.test_refunds import charge_refunded, checkout, dispute, invoice_paid, invoice_payment_paid, sign
 from tests.conftest import STRIPE_SECRET, config, fixture, post_stripe, wait_for
 from tests.providers.flow import Flow, make_flow  # noqa: F401  (fixture)
-from tests.store.conftest import Harness, pg_database, pg_url  # noqa: F401  (fixtures)
+from tests.store.conftest import Harness, migrated_pg_url, pg_database, pg_url, store, store_url  # noqa: F401
 from tests.store.test_contract import signed, stripe_source
 
 
@@ -250,16 +249,10 @@ def test_the_sale_again_does_not_revive_twice(flow: Flow) -> None:
 # -- the store, on both engines ----------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    url = f"sqlite:///{tmp_path / 'early.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    open_store(url).migrate()
-    h = Harness(open_store(url, pool_size=8), request.param)
-    h.run(h.store.open())
-    try:
-        yield h
-    finally:
-        h.close()
+@pytest.fixture
+def harness(store: Harness) -> Harness:  # noqa: F811  (the imported fixture)
+    """A migrated store on each engine (`tests/store/conftest.py`)."""
+    return store
 
 
 def test_orphans_are_found_by_any_id_once_inside_their_window(harness: Harness, tmp_path: Path) -> None:

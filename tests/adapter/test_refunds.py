@@ -31,11 +31,10 @@ from adapter.journal import journey
 from adapter.receiver import run_in_thread
 from adapter.records import Conversion, Settlement
 from adapter.refunds import plan, scale
-from adapter.store import open_store
 from providers.stripe import StripeProvider
 from tests.conftest import STRIPE_SECRET, config, fixture, wait_for
 from tests.providers.flow import Flow, make_flow  # noqa: F401  (fixture)
-from tests.store.conftest import Harness, pg_database, pg_url  # noqa: F401  (fixtures)
+from tests.store.conftest import Harness, migrated_pg_url, pg_database, pg_url, store, store_url  # noqa: F401
 from tests.store.test_contract import signed, stripe_source
 
 # -- bodies --------------------------------------------------------------------------------
@@ -264,16 +263,10 @@ def test_a_cancellation_is_recorded(flow: Flow) -> None:
 # -- store logic on both engines ---------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    url = f"sqlite:///{tmp_path / 'refunds.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    open_store(url).migrate()
-    h = Harness(open_store(url, pool_size=8), request.param)
-    h.run(h.store.open())
-    try:
-        yield h
-    finally:
-        h.close()
+@pytest.fixture
+def harness(store: Harness) -> Harness:  # noqa: F811  (the imported fixture)
+    """A migrated store on each engine (`tests/store/conftest.py`)."""
+    return store
 
 
 def test_concurrent_refunds_of_one_sale_never_exceed_it(harness: Harness, tmp_path: Path) -> None:
