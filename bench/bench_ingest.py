@@ -3,9 +3,12 @@ Starlette endpoint that only reads the body, same bodies, same load generator, s
 
     uv run python bench/bench_ingest.py [--runs 3] [--duration 8] [--connections 32] [--history N]
                                         [--api-limit PER_MINUTE] [--log-level LEVEL] [--split]
+                                        [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
 Prints requests/s of both, the ratio, and p50/p99 latency; medians over `--runs` alternating
 runs. `--history N` first stores N events so ingest is measured with a big store behind it.
+`--postgres URL` stores in PostgreSQL instead: a database of its own per run, created through
+URL's server and dropped afterwards (`hooktrack migrate` first, as in production).
 Needs `wrk` (Debian package `wrk`). Everything stays on 127.0.0.1.
 """
 
@@ -111,15 +114,23 @@ receiver answers (every webhook then also costs a forward in the same process)."
 LOG_LEVEL = "INFO"
 
 
+STORE_URL: str | None = None
+"""A PostgreSQL database for this run (`--postgres`), or None for SQLite in the run's folder."""
+
+
 def start_hooktrack(folder: Path, tracking_url: str, port: int, worker: bool = True) -> subprocess.Popen[bytes]:
     config = folder / "hooktrack.toml"
     limit = f"max_requests_per_minute = {API_LIMIT}\n" if API_LIMIT else ""
+    url = STORE_URL or f"sqlite:///{folder / 'bench.db'}"
     config.write_text(
-        f'[store]\nurl = "sqlite:///{folder / "bench.db"}"\n'
+        f'[store]\nurl = "{url}"\n'
         f'[tracking]\nurl = "{tracking_url}"\napi_key = "bench"\n{limit}'
         '[forwarder]\nfill_window_s = 0\n'
         f'[sources.stripe]\nprovider = "stripe"\nsecrets = ["{SECRET}"]\ntolerance_s = 86400\n'
     )
+    if STORE_URL:
+        subprocess.run([sys.executable, "-m", "adapter", "migrate", "--config", str(config)], cwd=ROOT,
+                       check=True, stdout=subprocess.DEVNULL)
     proc = subprocess.Popen(
         [sys.executable, "-m", "adapter", "serve", "--config", str(config), "--port", str(port),
          "--log-level", LOG_LEVEL, *([] if worker else ["--no-worker"])],
@@ -185,8 +196,35 @@ def seed_history(db: Path, count: int) -> None:
     conn.close()
 
 
+class PostgresRuns:
+    """One fresh database per run on the server of `base` (a URL to any database there)."""
+
+    def __init__(self, base: str) -> None:
+        import psycopg
+
+        self.base, self.psycopg = base, psycopg
+        self.names: list[str] = []
+
+    def _admin(self, sql: str) -> None:
+        with self.psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def fresh(self, run: int) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        name = f"hooktrack_bench_{os.getpid()}_{run}"
+        self._admin(f'DROP DATABASE IF EXISTS "{name}"')
+        self._admin(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return urlunsplit(urlsplit(self.base)._replace(path=f"/{name}"))
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
-    global API_LIMIT, LOG_LEVEL
+    global API_LIMIT, LOG_LEVEL, STORE_URL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=8)
@@ -199,8 +237,13 @@ def main() -> None:
                         help="forwarder's requests per minute (Dub's plans allow 120-3,000); 0 = unpaced")
     parser.add_argument("--log-level", default="INFO", help="hooktrack's log level (INFO, the default, "
                         "writes one line per webhook)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="store in PostgreSQL: a fresh database per run on this URL's server")
     args = parser.parse_args()
     API_LIMIT, LOG_LEVEL = args.api_limit, args.log_level
+    if args.postgres and args.history:
+        sys.exit("--history seeds a SQLite file; it does not go with --postgres")
+    postgres = PostgresRuns(args.postgres) if args.postgres else None
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     work = Path(tempfile.mkdtemp(prefix="hooktrack-bench-"))
@@ -230,6 +273,8 @@ def main() -> None:
             port = free_port()
             if template is not None:
                 shutil.copy(template / "bench.db", folder / "bench.db")
+            if postgres is not None:
+                STORE_URL = postgres.fresh(run)
             hooktrack = Hooktrack(folder, f"http://127.0.0.1:{receiver_port}", port, args.split)
             try:
                 results["hooktrack"].append(wrk(f"http://127.0.0.1:{port}", bodies, sigs, args.duration,
@@ -242,6 +287,8 @@ def main() -> None:
         bare.terminate()
         receiver.terminate()
         shutil.rmtree(work, ignore_errors=True)
+        if postgres is not None:
+            postgres.drop_all()
     report(results, args)
 
 
@@ -252,7 +299,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
     bare, hook = med("bare", "rps"), med("hooktrack", "rps")
     topology = "serve --no-worker + worker" if args.split else "serve with its in-process forwarder"
     topology += f", forwarder at {args.api_limit:,}/min" if args.api_limit else ", forwarder unpaced"
-    topology += f", log level {args.log_level}"
+    topology += f", log level {args.log_level}, store {'PostgreSQL' if args.postgres else 'SQLite'}"
     print(f"\ningest ({topology}), {args.connections} connections, {args.duration}s x {args.runs} runs, "
           f"history {args.history:,} events, {os.cpu_count()} CPUs (medians)")
     for name in ("bare", "hooktrack"):
