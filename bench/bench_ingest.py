@@ -62,6 +62,7 @@ def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:
     with bodies.open("w") as fb, sigs.open("w") as fs:
         for i in range(count):
             base["id"] = f"evt_bench_{tag}_{i}"
+            base["data"]["object"]["id"] = f"cs_bench_{tag}_{i}"  # each checkout its own session, as in life
             base["data"]["object"]["payment_intent"] = f"pi_bench_{tag}_{i}"
             base["data"]["object"]["metadata"]["userId"] = f"user_{tag}_{i % 5000}"
             # Each customer pays a few times, as in real traffic: identity memory is read and
