@@ -89,7 +89,7 @@ def write_requests(folder: Path, count: int, tag: str) -> tuple[Path, Path]:
     with bodies.open("w") as fb, sigs.open("w") as fs:
         for i in range(count):
             base["id"] = f"evt_{tag}_{i}"
-            obj.update(payment_intent=f"pi_{tag}_{i}", customer=f"cus_{tag}_{i}",
+            obj.update(id=f"cs_{tag}_{i}", payment_intent=f"pi_{tag}_{i}", customer=f"cus_{tag}_{i}",
                        metadata={"userId": f"user_{tag}_{i}"})
             obj["customer_details"]["email"] = f"c{i}.{tag}@example.com"
             body = json.dumps(base, separators=(",", ":"))
