@@ -322,8 +322,12 @@ class Forwarder:
         return Settlement(d.id, "pending", None, now + int(delay * 1000), r.status_code, err)
 
     def _window_delay(self, d: Claimed, now: int) -> int:
-        """Within the attribution window, wait about half the time since the conversion was
-        made (so retries thin out geometrically), between `base_delay_s` and `max_delay_s`."""
-        half = max(now - d.created_at, 0) / 2000
-        delay = min(self.settings.max_delay_s, max(self.settings.base_delay_s, half))
-        return int(random.uniform(0.5, 1.0) * delay * 1000)
+        """Within the attribution window, wait half to all of the time since the window opened
+        (the conversion was made, or replayed), at least `base_delay_s`, and never past the
+        window's end, where the last try goes. Retries thin out geometrically: about 23 in a day
+        for a Sale Dub never counts (an organic buyer), most in the first minutes, when the
+        API's lag or a late sign-up is likeliest. A cap of `max_delay_s` (an hour) made it ~59,
+        each one a request against the API's rate limit."""
+        opened = max(d.created_at, d.window_until - int(self.settings.attribution_window_s * 1000))
+        waited = max(now - opened, int(self.settings.base_delay_s * 1000))
+        return int(min(random.uniform(0.5, 1.0) * waited, max(d.window_until - now, 0)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Any
@@ -172,3 +173,38 @@ def test_claims_never_hold_more_than_the_lease_can_cover(lease_s: float, timeout
     tracking = TrackingSettings(url="http://127.0.0.1:9", api_key="k", timeout_s=timeout_s)
     fwd = Forwarder(None, tracking, ForwarderSettings(lease_s=lease_s), DubDestination(tracking))  # type: ignore[arg-type]
     assert fwd.rounds == rounds
+
+
+def _window_tries(fwd: Any, created_at: int, window_until: int, now: int) -> list[int]:
+    """When a Sale the API keeps answering `sale: null` is sent, from `now` until its window ends."""
+    from adapter.records import Claimed
+
+    tries = [now]
+    while now < window_until:
+        now += fwd._window_delay(Claimed(1, 1, "sale", "stripe", "{}", 0, created_at, window_until), now)
+        tries.append(now)
+    return tries
+
+
+def test_a_sale_dub_never_counts_is_tried_a_few_dozen_times_a_day_mostly_early_and_last_at_the_window_end() -> None:
+    """An organic buyer's Sale is answered `sale: null` all day: each try is a request against the
+    API's rate limit, so they thin out with the Sale's age (they were ~59 a day with an hourly cap)."""
+    from adapter.destinations.dub import DubDestination
+    from adapter.forwarder import Forwarder
+    from adapter.settings import TrackingSettings
+
+    tracking = TrackingSettings(url="http://127.0.0.1:9", api_key="k")
+    fwd = Forwarder(None, tracking, ForwarderSettings(), DubDestination(tracking))  # type: ignore[arg-type]
+    day, made = 86_400_000, 1_800_000_000_000
+    random.seed(11)
+    runs = [_window_tries(fwd, made, made + day, made) for _ in range(200)]
+    counts = sorted(len(t) for t in runs)
+    assert counts[0] >= 15 and counts[-1] <= 30, counts
+    for tries in runs:
+        assert tries[-1] == made + day  # the last try is at the window's end, not after it
+        assert sum(1 for t in tries if t - made <= 60_000) >= 5  # the API's lag is seconds: tried early
+        assert all(b - a >= 500 for a, b in itertools.pairwise(tries[:-1]))  # base_delay_s, jittered
+    # A replay opens a fresh window for an old conversion: it is tried early again, not once a day.
+    replayed = made + 30 * day
+    tries = _window_tries(fwd, made, replayed + day, replayed)
+    assert sum(1 for t in tries if t - replayed <= 60_000) >= 5
