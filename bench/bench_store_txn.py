@@ -5,7 +5,8 @@
 Stores unique Stripe-signed checkouts through `Ingestor.receive` (verify, parse, map, one
 transaction), first one at a time, then all at once, and prints per engine: ms per webhook in
 sequence, webhooks/s concurrently, and the statements each webhook ran (`Tx.execute`, without
-BEGIN/COMMIT). The PostgreSQL database is created fresh on the URL's server and dropped after.
+BEGIN/COMMIT). The PostgreSQL database is created fresh on the URL's server and dropped after
+(`bench_ingest.PostgresRuns`).
 What it says: how much of a webhook's cost is the store's, and how many round trips PostgreSQL
 pays for it, the figure a one-statement design would cut.
 """
@@ -17,11 +18,11 @@ import asyncio
 import collections
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import stripe
 from starlette.datastructures import Headers
@@ -32,6 +33,9 @@ from adapter.settings import TrackingSettings
 from adapter.store import open_store, sql
 from adapter.testing import make_source
 from providers.stripe import StripeProvider
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ingest import PostgresRuns
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_bench_secret_0123456789abcdef"
@@ -94,22 +98,15 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     _counted()
-    import psycopg
-
-    name = "hooktrack_bench_txn"
-    with psycopg.connect(args.postgres, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    postgres = PostgresRuns(args.postgres)
     try:
         with tempfile.TemporaryDirectory() as folder:
             results = {
                 "SQLite": asyncio.run(measure(f"sqlite:///{Path(folder) / 'txn.db'}", args.webhooks)),
-                "PostgreSQL": asyncio.run(measure(urlunsplit(urlsplit(args.postgres)._replace(path=f"/{name}")),
-                                                  args.webhooks)),
+                "PostgreSQL": asyncio.run(measure(postgres.fresh(0), args.webhooks)),
             }
     finally:
-        with psycopg.connect(args.postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres.drop_all()
     print(f"\ningest transaction, {args.webhooks} unique Stripe checkouts per engine")
     for engine, r in results.items():
         print(f"  {engine:10s} {r['sequential_ms']:5.2f} ms/webhook in sequence   "
